@@ -1,0 +1,22 @@
+"""``Annotated`` dependencies: routes take what they use, nothing reaches into globals."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from mlstack.api.services import Services
+from mlstack.settings import Settings
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _settings(svc: Annotated[Services, Depends(get_services)]) -> Settings:
+    return svc.settings
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

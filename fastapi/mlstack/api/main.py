@@ -1,0 +1,51 @@
+"""Wires the FastAPI app: settings, lifespan-built services, routers, error mapping. Nothing else."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from mlstack.api.services import start_services
+from mlstack.errors import MlstackError
+from mlstack.settings import Settings, get_settings
+
+log = logging.getLogger("mlstack.api")
+
+# one module per resource under mlstack.api.routes, each exporting ``router``
+ROUTERS = ["health", "training", "inference", "models", "metrics", "alerts", "schedules", "deployments"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncExitStack() as stack:
+            app.state.services = await start_services(settings, stack)
+            log.info("mlstack API ready (mode=%s)", settings.mode)
+            yield
+
+    app = FastAPI(
+        title="mlstack API",
+        version="0.1.0",
+        description="Train on Ray, register in MLflow, serve, deploy ModelDeployments, stream alerts.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(MlstackError)
+    async def _domain_error(_: Request, exc: MlstackError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    for name in ROUTERS:
+        try:
+            module = importlib.import_module(f"mlstack.api.routes.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"mlstack.api.routes.{name}":
+                raise
+            continue
+        app.include_router(module.router)
+    return app

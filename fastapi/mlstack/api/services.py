@@ -1,0 +1,89 @@
+"""Clients and managers the API uses, built once in the lifespan (never at import)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlstack.alerts import AlertSink, NullSink
+from mlstack.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    alerts: AlertSink = field(default_factory=NullSink)
+    redis: Any = None  # redis.asyncio.Redis
+    registry: Any = None  # mlstack.registry.Registry
+    training: Any = None  # mlstack.training.jobs.JobManager
+    servers: Any = None  # mlstack.local.servers.ServerPool (local mode)
+    inference: Any = None  # mlstack.inference.InferenceClient
+    extras: dict[str, Any] = field(default_factory=dict)  # room for later subsystems (schedules, k8s, ...)
+
+
+async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    """Create every client; ``stack`` closes them in reverse order at shutdown."""
+    import redis.asyncio as aioredis
+
+    from mlstack.inference import InferenceClient
+    from mlstack.local.servers import ServerPool
+    from mlstack.registry import Registry
+    from mlstack.training.jobs import JobManager
+
+    svc = Services(settings=settings)
+    svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
+    stack.push_async_callback(svc.redis.aclose)
+
+    await _start_alerts(svc, stack)
+
+    svc.registry = Registry.from_settings(settings)
+    svc.training = JobManager(settings, svc.redis, svc.registry, svc.alerts)
+    await svc.training.start()
+    stack.push_async_callback(svc.training.stop)
+
+    svc.servers = ServerPool(settings)
+    stack.push_async_callback(svc.servers.stop_all)
+    svc.inference = InferenceClient(settings, svc.registry, svc.servers)
+    stack.push_async_callback(svc.inference.aclose)
+
+    await _start_schedules(svc, stack)
+    return svc
+
+
+async def _start_alerts(svc: Services, stack: AsyncExitStack) -> None:
+    """Wire the Redis Streams alert sink (alerts subsystem); a NullSink until it exists."""
+    try:
+        from mlstack.alerts.setup import start as start_alerts
+    except ImportError:
+        return
+    await start_alerts(svc, stack)
+
+
+async def _start_schedules(svc: Services, stack: AsyncExitStack) -> None:
+    try:
+        from mlstack.schedules.setup import start as start_schedules
+    except ImportError:
+        return
+    await start_schedules(svc, stack)
+
+
+async def check_ready(svc: Services) -> dict[str, str]:
+    """Each dependency's state: "ok" or an error message."""
+    checks: dict[str, str] = {}
+
+    async def probe(name, coro):
+        try:
+            await asyncio.wait_for(coro, timeout=2)
+            checks[name] = "ok"
+        except Exception as e:
+            checks[name] = f"{type(e).__name__}: {e}"[:300]
+
+    await probe("redis", svc.redis.ping())
+    await probe("mlflow", asyncio.to_thread(svc.registry.ping))
+    checks["ray"] = "ok" if svc.training.ray_ready else (svc.training.ray_error or "starting")
+    return checks

@@ -1,0 +1,75 @@
+"""One settings class for the API, the trainer and the model server (env prefix ``MLSTACK_``).
+
+Every host, port, bucket, path and credential lives here; code reads them from ``get_settings()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLSTACK_", env_file=None, extra="ignore")
+
+    mode: Literal["local", "cluster"] = Field("local", description="local: serve on this machine; cluster: via Kubernetes")
+
+    # MLflow
+    mlflow_tracking_uri: str = "http://127.0.0.1:5555"
+    mlflow_experiment: str = "mlstack"
+    model_name: str = Field("iris_model", description="registered model that training writes and /inference reads")
+
+    # S3 / MinIO (only the trainer reading s3:// data uses these; MLflow artifacts are proxied by the server)
+    s3_endpoint_url: str | None = Field(None, description="S3/MinIO endpoint; unset with object_store_dir = local files")
+    object_store_dir: Path | None = Field(None, description="local mode: s3://bucket/key maps to DIR/bucket/key")
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    data_uri: str = "s3://mlops/data/iris.csv"
+    data_target: str = "target"
+    upload_prefix: str = "s3://mlops/uploads"
+
+    # Redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Ray: empty = start a local Ray on this machine
+    ray_address: str | None = None
+    ray_num_cpus: int = 2
+    ray_object_store_mb: int = 256
+    ray_temp_dir: Path = Path("/tmp/mlstack-ray")
+    train_num_cpus: float = 1.0
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8888
+    registry_cache_seconds: float = Field(5.0, ge=0, description="alias -> version cache for /inference")
+    alert_accuracy_threshold: float = Field(0.9, ge=0, le=1)
+
+    # local model servers started by the API (mode=local)
+    serve_host: str = "127.0.0.1"
+    serve_port_range: tuple[int, int] = (18000, 18999)
+    serve_start_timeout: float = 120.0
+    serve_max_batch: int = Field(64, ge=1)
+    state_dir: Path = Path("outputs/state")
+
+    # where `mlstack serve` keeps downloaded model artifacts
+    model_cache_dir: Path = Path("/tmp/mlstack-models")
+
+    def boto3_kwargs(self) -> dict:
+        """Keyword arguments for ``boto3.client("s3", ...)`` from these settings."""
+        kw: dict = {"region_name": self.s3_region}
+        if self.s3_endpoint_url:
+            kw["endpoint_url"] = self.s3_endpoint_url
+        if self.s3_access_key and self.s3_secret_key:
+            kw["aws_access_key_id"] = self.s3_access_key.get_secret_value()
+            kw["aws_secret_access_key"] = self.s3_secret_key.get_secret_value()
+        return kw
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
