@@ -29,6 +29,12 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from mlstack.dashboard import run
+
+    return run(host=args.host, port=args.port, api_url=args.api_url, dist_dir=args.dist)
+
+
 def _operator(argv: list[str]) -> int:
     from mlstack_operator.cli import main as operator_main
 
@@ -52,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, default=None)
     a.add_argument("--log-level", default="info")
     a.set_defaults(func=_api)
+
+    d = sub.add_parser("dashboard", help="serve the built dashboard with /api/ proxied to the API (local mode)")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=5001)
+    d.add_argument("--api-url", default="http://127.0.0.1:8888")
+    d.add_argument("--dist", default=None, help="built dashboard directory (default: frontend/dist)")
+    d.set_defaults(func=_dashboard)
 
     sub.add_parser("operator", help="the ModelDeployment operator: 'render FILE' or 'run'", add_help=False)
     return p
