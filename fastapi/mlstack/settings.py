@@ -16,15 +16,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLSTACK_", env_file=None, extra="ignore")
 
-    mode: Literal["local", "cluster"] = Field("local", description="local: serve on this machine; cluster: via Kubernetes")
+    mode: Literal["local", "cluster"] = Field(
+        "local", description="local: serve on this machine; cluster: through Kubernetes")
 
     # MLflow
     mlflow_tracking_uri: str = "http://127.0.0.1:5555"
     mlflow_experiment: str = "mlstack"
+    mlflow_http_retries: int = Field(2, ge=0, le=10)
+    mlflow_http_timeout: int = Field(10, ge=1, le=600)
     model_name: str = Field("iris_model", description="registered model that training writes and /inference reads")
 
     # S3 / MinIO (only the trainer reading s3:// data uses these; MLflow artifacts are proxied by the server)
-    s3_endpoint_url: str | None = Field(None, description="S3/MinIO endpoint; unset with object_store_dir = local files")
+    s3_endpoint_url: str | None = Field(None, description="S3/MinIO endpoint (unset: see object_store_dir)")
     object_store_dir: Path | None = Field(None, description="local mode: s3://bucket/key maps to DIR/bucket/key")
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None

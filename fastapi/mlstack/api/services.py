@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,9 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     from mlstack.training.jobs import JobManager
 
     svc = Services(settings=settings)
+    # MLflow's client retries for minutes by default; an API request must fail fast and clearly instead
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_http_timeout))
     svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
     stack.push_async_callback(svc.redis.aclose)
 

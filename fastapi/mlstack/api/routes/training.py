@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from pydantic import ValidationError
+
+from mlstack.api.deps import ServicesDep
+from mlstack.errors import InvalidInput
+from mlstack.training.data import MAX_CSV_BYTES, parse_csv
+from mlstack.training.schemas import Hyperparameters, TrainingJob, TrainingRequest
+
+router = APIRouter(tags=["training"])
+
+
+@router.post("/trigger_training", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
+             summary="Train a RandomForest on Ray from a CSV URI; returns at once with a job id")
+async def trigger_training(req: TrainingRequest, svc: ServicesDep) -> TrainingJob:
+    return await svc.training.submit(req)
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
+             summary="Train on an uploaded CSV (multipart)")
+async def train_upload(
+    svc: ServicesDep,
+    file: Annotated[UploadFile, File(description="CSV with a header row and a target column")],
+    hyperparameters: Annotated[str, Form(description="JSON object of hyperparameters")] = "{}",
+    target: Annotated[str | None, Form(max_length=200)] = None,
+) -> TrainingJob:
+    s = svc.settings
+    try:
+        hp = Hyperparameters.model_validate(json.loads(hyperparameters or "{}"))
+    except (json.JSONDecodeError, ValidationError) as e:
+        raise InvalidInput(f"hyperparameters: {e}") from None
+    data = await file.read(MAX_CSV_BYTES + 1)
+    if len(data) > MAX_CSV_BYTES:
+        raise InvalidInput(f"the upload is larger than {MAX_CSV_BYTES} bytes")
+    parse_csv(data, target or s.data_target, source=file.filename or "the upload")  # 422 before storing
+    uri = f"{s.upload_prefix.rstrip('/')}/{uuid.uuid4().hex}.csv"
+    await svc.training.store_upload(uri, data)
+    return await svc.training.submit(TrainingRequest(hyperparameters=hp, data_uri=uri, target=target))
+
+
+@router.get("/training", response_model=list[TrainingJob], summary="Recent training jobs, newest first")
+async def list_jobs(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[TrainingJob]:
+    return await svc.training.list(limit)
+
+
+@router.get("/training/{job_id}", response_model=TrainingJob, summary="A training job's status, metrics, version")
+async def get_job(job_id: str, svc: ServicesDep) -> TrainingJob:
+    return await svc.training.get(job_id)

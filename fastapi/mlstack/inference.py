@@ -1,0 +1,116 @@
+"""``POST /inference``: resolve the version, send rows to that version's model server, retry inside the SLA."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mlstack.errors import InvalidInput, Unavailable
+from mlstack.registry import Registry
+from mlstack.settings import Settings
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+MAX_ROWS = 1000
+MAX_FEATURES = 1000
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"input_data": [5.1, 3.5, 1.4, 0.2]}]})
+
+    input_data: list[Finite] | list[list[Finite]] = Field(
+        ..., description="one row of features, or a list of rows (at most 1000)")
+    model_version: str | None = Field(None, pattern=r"^[0-9]{1,9}$", description="pin a version; default: @champion")
+    retries: int = Field(3, ge=0, le=10)
+    sla_seconds: float = Field(60, gt=0, le=600)
+
+    @field_validator("input_data")
+    @classmethod
+    def _shape(cls, v):
+        rows = v if v and isinstance(v[0], list) else [v]
+        if not rows or not rows[0]:
+            raise ValueError("input_data must hold at least one feature")
+        if len(rows) > MAX_ROWS:
+            raise ValueError(f"at most {MAX_ROWS} rows per request")
+        width = len(rows[0])
+        if width > MAX_FEATURES or any(len(r) != width for r in rows):
+            raise ValueError(f"every row must have the same number of features (at most {MAX_FEATURES})")
+        return v
+
+    def rows(self) -> list[list[float]]:
+        return self.input_data if isinstance(self.input_data[0], list) else [self.input_data]  # type: ignore[return-value]
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    prediction: float | int | str | None = Field(None, description="the single prediction when one row was sent")
+    predictions: list
+    probabilities: list[list[float]] | None = None
+    latency_ms: float
+    attempts: int
+
+
+class InferenceClient:
+    def __init__(self, settings: Settings, registry: Registry, servers):
+        self.settings = settings
+        self.registry = registry
+        self.servers = servers
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def resolve(self, name: str, version: str | None) -> str:
+        hit = self.registry.cached(name, f"v:{version}" if version else "@champion")
+        return hit if hit is not None else await asyncio.to_thread(self.registry.resolve, name, version)
+
+    async def infer(self, req: InferenceRequest) -> InferenceResponse:
+        t0 = time.perf_counter()
+        deadline = t0 + req.sla_seconds
+        name = self.settings.model_name
+        version = await self.resolve(name, req.model_version)
+        body = orjson.dumps({"instances": req.rows()})
+        attempts, delay, last = 0, 0.05, ""
+        while True:
+            attempts += 1
+            remaining = deadline - time.perf_counter()
+            try:
+                url = await self.servers.endpoint(name, version, timeout=remaining)
+                per_try = max(remaining / (req.retries - attempts + 2), min(remaining, 1.0))
+                resp = await self.http.post(f"{url}/predict", content=body, timeout=per_try,
+                                            headers={"content-type": "application/json"})
+                if resp.status_code == 200:
+                    out = orjson.loads(resp.content)
+                    preds = out["predictions"]
+                    return InferenceResponse(
+                        model_name=name, model_version=version, predictions=preds,
+                        prediction=preds[0] if not isinstance(req.input_data[0], list) else None,
+                        probabilities=out.get("probabilities"), attempts=attempts,
+                        latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+                    )
+                if resp.status_code in (400, 404, 422):
+                    raise InvalidInput(f"model {name} v{version} rejected the input: {_error_text(resp)}")
+                last = f"model server answered {resp.status_code}: {_error_text(resp)}"
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            except Unavailable as e:
+                last = e.message
+            remaining = deadline - time.perf_counter()
+            if attempts > req.retries or remaining <= delay:
+                raise Unavailable(f"model {name} v{version} unavailable after {attempts} attempt(s) "
+                                  f"within the {req.sla_seconds:g}s SLA: {last}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        return str(body.get("error") or body.get("detail") or body)[:500]
+    except ValueError:
+        return resp.text[:500]

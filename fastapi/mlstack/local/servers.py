@@ -1,0 +1,156 @@
+"""Local mode: one ``mlstack serve`` process per model version, started on first use and reused.
+
+Each server runs in its own process (so a crash or a slow model cannot take the API down), is
+killed with the API (PR_SET_PDEATHSIG) and leaves a pid file under ``state_dir/servers`` so that
+``./init.sh --down`` can stop it even after an unclean API exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from mlstack.errors import Unavailable
+from mlstack.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class LocalServer:
+    name: str
+    version: str
+    port: int
+    url: str
+    proc: asyncio.subprocess.Process
+    log_path: Path
+    pid_path: Path
+    started_at: float
+
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+class ServerPool:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.dir = settings.state_dir / "servers"
+        self._servers: dict[tuple[str, str], LocalServer] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._http = httpx.AsyncClient(timeout=2.0)
+
+    def servers(self) -> list[LocalServer]:
+        return list(self._servers.values())
+
+    def get(self, name: str, version: str) -> LocalServer | None:
+        srv = self._servers.get((name, version))
+        return srv if srv is not None and srv.alive() else None
+
+    async def endpoint(self, name: str, version: str, timeout: float | None = None) -> str:
+        """Base URL of a ready server for ``name``/``version``, starting one if needed."""
+        if (srv := self.get(name, version)) is not None:
+            return srv.url
+        lock = self._locks.setdefault((name, version), asyncio.Lock())
+        async with lock:
+            if (srv := self.get(name, version)) is not None:
+                return srv.url
+            srv = await self._start(name, version, timeout or self.settings.serve_start_timeout)
+            self._servers[(name, version)] = srv
+            return srv.url
+
+    def _pick_port(self) -> int:
+        lo, hi = self.settings.serve_port_range
+        used = {s.port for s in self._servers.values()}
+        for port in range(lo, hi + 1):
+            if port not in used and _port_free(self.settings.serve_host, port):
+                return port
+        raise Unavailable(f"no free port for a model server in {lo}-{hi}")
+
+    async def _start(self, name: str, version: str, timeout: float) -> LocalServer:
+        s = self.settings
+        self.dir.mkdir(parents=True, exist_ok=True)
+        port = self._pick_port()
+        stem = f"{name}-v{version}"
+        log_path, pid_path = self.dir / f"{stem}.log", self.dir / f"{stem}.pid"
+        env = {**os.environ, "MLSTACK_MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
+               "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri, "MLSTACK_MODEL_CACHE_DIR": str(s.model_cache_dir)}
+        with open(log_path, "ab") as fh:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{name}/{version}",
+                "--host", s.serve_host, "--port", str(port), "--name", name, "--max-batch", str(s.serve_max_batch),
+                stdout=fh, stderr=asyncio.subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+            )
+        pid_path.write_text(str(proc.pid))
+        srv = LocalServer(name, version, port, f"http://{s.serve_host}:{port}", proc, log_path, pid_path,
+                          time.time())
+        log.info("started model server %s v%s on :%d (pid %d)", name, version, port, proc.pid)
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            if not srv.alive():
+                pid_path.unlink(missing_ok=True)
+                lines = [ln for ln in srv.log_tail(2000).splitlines() if ln.strip()]
+                raise Unavailable(f"model server for {name} v{version} exited ({proc.returncode}): "
+                                  f"{lines[-1] if lines else 'no output'} (log: {log_path})")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self._http.get(f"{srv.url}/v2/health/ready")).status_code == 200:
+                    return srv
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        await self._terminate(srv)
+        raise Unavailable(f"model server for {name} v{version} not ready within {timeout:.0f}s")
+
+    async def _terminate(self, srv: LocalServer) -> None:
+        if srv.alive():
+            with contextlib.suppress(ProcessLookupError):
+                srv.proc.terminate()
+            try:
+                await asyncio.wait_for(srv.proc.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    srv.proc.kill()
+                await srv.proc.wait()
+        srv.pid_path.unlink(missing_ok=True)
+
+    async def stop(self, name: str, version: str) -> bool:
+        srv = self._servers.pop((name, version), None)
+        if srv is None:
+            return False
+        await self._terminate(srv)
+        return True
+
+    async def stop_all(self) -> None:
+        servers, self._servers = list(self._servers.values()), {}
+        await asyncio.gather(*(self._terminate(s) for s in servers), return_exceptions=True)
+        await self._http.aclose()

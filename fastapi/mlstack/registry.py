@@ -1,0 +1,196 @@
+"""The MLflow model registry as the API sees it: resolve versions, list models, metrics, aliases.
+
+Sync methods (MLflow's client is sync); async routes call them through ``asyncio.to_thread`` except
+``resolve`` whose answers are cached so the inference hot path rarely leaves the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlstack.errors import InvalidInput, NotFound, Unavailable
+from mlstack.settings import Settings
+
+PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2"}
+CHAMPION = "champion"
+CANDIDATE = "candidate"
+
+
+def _iso(ms: int | None) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None
+
+
+def _not_found(e: MlflowException) -> bool:
+    return e.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(e).lower()
+
+
+class Registry:
+    def __init__(self, client: MlflowClient, experiment: str, cache_seconds: float = 5.0):
+        self.client = client
+        self.experiment = experiment
+        self.cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str], tuple[float, str]] = {}
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Registry:
+        return cls(MlflowClient(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri),
+                   s.mlflow_experiment, s.registry_cache_seconds)
+
+    def ping(self) -> None:
+        self.client.search_registered_models(max_results=1)
+
+    # -- resolution --------------------------------------------------------------------------------
+    def cached(self, name: str, ref: str) -> str | None:
+        hit = self._cache.get((name, ref))
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def resolve(self, name: str, version: str | None = None, alias: str = CHAMPION) -> str:
+        """The version a request means: ``version`` if it exists, else the version ``alias`` points at."""
+        ref = f"v:{version}" if version else f"@{alias}"
+        if (hit := self.cached(name, ref)) is not None:
+            return hit
+        try:
+            if version:
+                if not version.isdigit():
+                    raise InvalidInput(f"model_version must be a version number, got {version!r}")
+                mv = self.client.get_model_version(name, version)
+            else:
+                mv = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as e:
+            if _not_found(e):
+                what = f"version {version}" if version else f"alias @{alias}"
+                raise NotFound(f"model {name!r} has no {what}") from None
+            raise Unavailable(f"MLflow registry error: {e.message}") from None
+        except OSError as e:
+            raise Unavailable(f"MLflow registry unreachable: {e}") from None
+        self._cache[(name, ref)] = (time.monotonic() + self.cache_seconds, mv.version)
+        return mv.version
+
+    def forget(self, name: str) -> None:
+        for key in [k for k in self._cache if k[0] == name]:
+            self._cache.pop(key, None)
+
+    # -- models ------------------------------------------------------------------------------------
+    def _run_metrics(self, run_id: str | None) -> dict[str, float]:
+        if not run_id:
+            return {}
+        try:
+            return dict(self.client.get_run(run_id).data.metrics)
+        except MlflowException:
+            return {}
+
+    def _version_dict(self, mv, with_metrics: bool = True) -> dict[str, Any]:
+        return {
+            "version": mv.version,
+            "created_at": _iso(mv.creation_timestamp),
+            "run_id": mv.run_id,
+            "status": mv.status,
+            "description": mv.description or "",
+            "tags": dict(mv.tags or {}),
+            "aliases": list(mv.aliases or []),
+            "metrics": self._run_metrics(mv.run_id) if with_metrics else {},
+        }
+
+    def _model_dict(self, rm) -> dict[str, Any]:
+        versions = self.client.search_model_versions(f"name = '{rm.name}'", order_by=["version_number DESC"])
+        return {
+            "name": rm.name,
+            "description": rm.description or "",
+            "tags": dict(rm.tags or {}),
+            "aliases": dict(rm.aliases or {}),
+            "created_at": _iso(rm.creation_timestamp),
+            "versions": [self._version_dict(v) for v in versions],
+        }
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [self._model_dict(rm) for rm in self.client.search_registered_models(max_results=1000)]
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        try:
+            rm = self.client.get_registered_model(name)
+        except MlflowException as e:
+            if _not_found(e):
+                raise NotFound(f"model {name!r} is not registered") from None
+            raise
+        return self._model_dict(rm)
+
+    def latest_version(self, name: str) -> dict[str, Any] | None:
+        """Newest version of ``name`` with its creation time (epoch seconds), or None."""
+        versions = self.client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"],
+                                                     max_results=1)
+        if not versions:
+            return None
+        mv = versions[0]
+        return {**self._version_dict(mv, with_metrics=False), "created_at": mv.creation_timestamp / 1000}
+
+    def set_alias(self, name: str, alias: str, version: str) -> dict[str, Any]:
+        self.resolve(name, version=version)  # 404 for unknown model/version
+        self.client.set_registered_model_alias(name, alias, version)
+        self.forget(name)
+        return self.get_model(name)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        model = self.get_model(name)
+        if alias not in model["aliases"]:
+            raise NotFound(f"model {name!r} has no alias {alias!r}")
+        self.client.delete_registered_model_alias(name, alias)
+        self.forget(name)
+
+    def update_model(self, name: str, description: str | None, tags: dict[str, str] | None) -> dict[str, Any]:
+        self.get_model(name)
+        if description is not None:
+            self.client.update_registered_model(name, description=description)
+        for k, v in (tags or {}).items():
+            self.client.set_registered_model_tag(name, k, v)
+        return self.get_model(name)
+
+    def update_version(self, name: str, version: str, description: str | None,
+                       tags: dict[str, str] | None) -> dict[str, Any]:
+        self.resolve(name, version=version)
+        if description is not None:
+            self.client.update_model_version(name, version, description=description)
+        for k, v in (tags or {}).items():
+            self.client.set_model_version_tag(name, version, k, v)
+        return self._version_dict(self.client.get_model_version(name, version))
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def metrics_summary(self, name: str, days: int = 7) -> dict[str, Any]:
+        """The latest version's metrics, averages over the runs of the past ``days``, and per-version history."""
+        versions = self.client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"])
+        history = []
+        for mv in reversed(versions):
+            history.append({"version": mv.version, "run_id": mv.run_id, "created_at": _iso(mv.creation_timestamp),
+                            "metrics": self._run_metrics(mv.run_id), "tags": dict(mv.tags or {})})
+        task = history[-1]["tags"].get("mlstack.task", "classification") if history else "classification"
+        latest = history[-1] if history else None
+        since = datetime.now(UTC) - timedelta(days=days)
+        exp = self.client.get_experiment_by_name(self.experiment)
+        runs = []
+        if exp is not None:
+            runs = self.client.search_runs(
+                [exp.experiment_id],
+                filter_string="attributes.status = 'FINISHED' and "
+                              f"attributes.start_time >= {int(since.timestamp() * 1000)}",
+                max_results=5000,
+            )
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for r in runs:
+            for k, v in r.data.metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+        return {
+            "model_name": name,
+            "primary_metric": PRIMARY_METRIC.get(task, "accuracy"),
+            "latest": latest,
+            "last_7_days": {"since": since.isoformat(), "runs": len(runs),
+                            "averages": {k: sums[k] / counts[k] for k in sorted(sums)}},
+            "history": history,
+        }

@@ -1,0 +1,142 @@
+"""Train a RandomForest, log it to MLflow as sklearn AND ONNX, register a version, move aliases.
+
+``train_and_register`` is what a Ray task runs: everything it needs arrives in ``TrainConfig``
+(no settings or clients at import), and it returns a plain dict.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mlstack.registry import CANDIDATE, CHAMPION, PRIMARY_METRIC
+from mlstack.training.data import ObjectStore, parse_csv, read_bytes
+
+log = logging.getLogger(__name__)
+ONNX_INPUT = "X"
+SKOPS_TRUSTED = ["sklearn.tree._tree.Tree"]
+
+
+@dataclass
+class TrainConfig:
+    tracking_uri: str
+    experiment: str
+    model_name: str
+    data_uri: str
+    target: str
+    hyperparameters: dict
+    store: ObjectStore = field(default_factory=ObjectStore)
+    job_id: str = ""
+
+
+def detect_task(y: pd.Series) -> str:
+    """Classification for labels (strings, bools, or few distinct integers); regression for continuous values."""
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return "classification"
+    if pd.api.types.is_integer_dtype(y) or np.allclose(y, np.round(y)):
+        return "classification" if y.nunique() <= max(20, int(0.05 * len(y))) else "regression"
+    return "regression"
+
+
+def split_features(df: pd.DataFrame, target: str) -> tuple[list[str], np.ndarray, pd.Series]:
+    features = [c for c in df.columns if c != target and pd.api.types.is_numeric_dtype(df[c])]
+    X = df[features].fillna(0).to_numpy(dtype=np.float32)
+    return features, X, df[target]
+
+
+def fit(df: pd.DataFrame, target: str, hp: dict) -> dict:
+    """Fit and evaluate; pure (no MLflow): returns the model, task, metrics and test data."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, precision_score, r2_score, recall_score
+    from sklearn.model_selection import train_test_split
+
+    features, X, y = split_features(df, target)
+    task = detect_task(y)
+    params = {k: v for k, v in hp.items() if k != "test_size"}
+    stratify = y if task == "classification" and y.value_counts().min() >= 2 else None
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=hp.get("test_size", 0.2),
+                                              random_state=hp.get("random_state", 42), stratify=stratify)
+    if task == "classification":
+        model = RandomForestClassifier(**params, n_jobs=1).fit(X_tr, y_tr)
+        pred = model.predict(X_te)
+        avg = "binary" if y.nunique() == 2 else "weighted"
+        metrics = {
+            "accuracy": accuracy_score(y_te, pred),
+            "precision": precision_score(y_te, pred, average=avg, zero_division=0),
+            "recall": recall_score(y_te, pred, average=avg, zero_division=0),
+            "f1": f1_score(y_te, pred, average=avg, zero_division=0),
+        }
+    else:
+        model = RandomForestRegressor(**params, n_jobs=1).fit(X_tr, y_tr)
+        pred = model.predict(X_te)
+        metrics = {"r2": r2_score(y_te, pred), "rmse": float(np.sqrt(mean_squared_error(y_te, pred)))}
+    return {"model": model, "task": task, "features": features, "metrics": {k: float(v) for k, v in metrics.items()},
+            "X_test": X_te, "n_train": len(X_tr), "n_test": len(X_te)}
+
+
+def to_onnx(model, n_features: int, task: str):
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options = {id(model): {"zipmap": False}} if task == "classification" else None
+    return convert_sklearn(model, initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))], options=options)
+
+
+def _champion_metric(client, name: str, metric: str) -> tuple[str | None, float | None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None
+    value = client.get_run(mv.run_id).data.metrics.get(metric) if mv.run_id else None
+    return mv.version, value
+
+
+def train_and_register(cfg: TrainConfig) -> dict:
+    import mlflow
+    import mlflow.onnx
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    df = parse_csv(read_bytes(cfg.data_uri, cfg.store), cfg.target, cfg.data_uri)
+    result = fit(df, cfg.target, cfg.hyperparameters)
+    model, task, metrics, X_test = result["model"], result["task"], result["metrics"], result["X_test"]
+    example = X_test[:5]
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    mlflow.set_experiment(cfg.experiment)
+    with mlflow.start_run(run_name=f"train-{cfg.job_id}" if cfg.job_id else None) as run:
+        mlflow.log_params({**cfg.hyperparameters, "data_uri": cfg.data_uri, "target": cfg.target, "task": task,
+                           "n_train": result["n_train"], "n_test": result["n_test"],
+                           "features": ",".join(result["features"])})
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"mlstack.job_id": cfg.job_id, "mlstack.task": task})
+        sk_info = mlflow.sklearn.log_model(
+            model, name="sklearn-model", signature=infer_signature(example, model.predict(example)),
+            input_example=example, skops_trusted_types=SKOPS_TRUSTED,
+        )
+        onx = to_onnx(model, len(result["features"]), task)
+        onnx_info = mlflow.onnx.log_model(
+            onx, name="model", input_example={ONNX_INPUT: example}, registered_model_name=cfg.model_name,
+            onnx_execution_providers=["CPUExecutionProvider"],
+        )
+    version = str(onnx_info.registered_model_version)
+    primary = PRIMARY_METRIC[task]
+    for k, v in {"mlstack.task": task, "mlstack.job_id": cfg.job_id, "mlstack.data_uri": cfg.data_uri,
+                 "mlstack.sklearn_model_uri": sk_info.model_uri, "mlstack.primary_metric": primary,
+                 "mlstack.features": ",".join(result["features"])}.items():
+        client.set_model_version_tag(cfg.model_name, version, k, v)
+
+    previous, previous_value = _champion_metric(client, cfg.model_name, primary)
+    client.set_registered_model_alias(cfg.model_name, CANDIDATE, version)
+    champion = previous is None or previous_value is None or metrics[primary] > previous_value
+    if champion:
+        client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
+    return {"run_id": run.info.run_id, "version": version, "task": task, "metrics": metrics, "champion": champion,
+            "previous_champion": previous, "primary_metric": primary}
