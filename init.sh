@@ -137,7 +137,10 @@ ENV
 
 all_running() {
   local s
-  for s in "${LOCAL_SERVICES[@]}"; do pid_alive "$s" || return 1; done
+  for s in "${LOCAL_SERVICES[@]}"; do
+    [[ $s == dashboard && ! -f $ROOT/frontend/dist/index.html ]] && continue
+    pid_alive "$s" || return 1
+  done
 }
 
 local_up() {
@@ -203,9 +206,13 @@ local_up() {
       log "    npm not found: the dashboard is not built (install Node.js and npm, then run ./init.sh --local again)"
     fi
   fi
-  spawn dashboard "$DASHBOARD_PORT" "$bin/mlstack" dashboard --host "$LOCAL_HOST" --port "$DASHBOARD_PORT" \
-    --api-url "http://$LOCAL_HOST:$API_PORT"
-  wait_for dashboard 60 curl -sf "http://$LOCAL_HOST:$DASHBOARD_PORT/"
+  if ((DRY_RUN)) || [[ -f $ROOT/frontend/dist/index.html ]]; then
+    spawn dashboard "$DASHBOARD_PORT" "$bin/mlstack" dashboard --host "$LOCAL_HOST" --port "$DASHBOARD_PORT" \
+      --api-url "http://$LOCAL_HOST:$API_PORT"
+    wait_for dashboard 60 curl -sf "http://$LOCAL_HOST:$DASHBOARD_PORT/"
+  else
+    log "    skipped: frontend/dist is not built (the API and Swagger UI work without it)"
+  fi
 
   lstep "Writing $OUT/urls.txt and $OUT/credentials.txt"
   if ((!DRY_RUN)); then

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import httpx
 import orjson
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlstack.errors import InvalidInput, Unavailable
@@ -15,6 +16,10 @@ from mlstack.registry import Registry
 from mlstack.settings import Settings
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+RETRIES = Counter("mlstack_inference_retries_total", "Inference attempts that failed and were retried")
+FAILURES = Counter("mlstack_inference_unavailable_total", "Inference requests that ran out of retries or SLA")
+LATENCY = Histogram("mlstack_inference_seconds", "End-to-end /inference latency",
+                    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 MAX_ROWS = 1000
 MAX_FEATURES = 1000
 
@@ -87,6 +92,7 @@ class InferenceClient:
                 if resp.status_code == 200:
                     out = orjson.loads(resp.content)
                     preds = out["predictions"]
+                    LATENCY.observe(time.perf_counter() - t0)
                     return InferenceResponse(
                         model_name=name, model_version=version, predictions=preds,
                         prediction=preds[0] if not isinstance(req.input_data[0], list) else None,
@@ -102,8 +108,10 @@ class InferenceClient:
                 last = e.message
             remaining = deadline - time.perf_counter()
             if attempts > req.retries or remaining <= delay:
+                FAILURES.inc()
                 raise Unavailable(f"model {name} v{version} unavailable after {attempts} attempt(s) "
                                   f"within the {req.sla_seconds:g}s SLA: {last}")
+            RETRIES.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 

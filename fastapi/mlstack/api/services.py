@@ -89,5 +89,6 @@ async def check_ready(svc: Services) -> dict[str, str]:
 
     await probe("redis", svc.redis.ping())
     await probe("mlflow", asyncio.to_thread(svc.registry.ping))
-    checks["ray"] = "ok" if svc.training.ray_ready else (svc.training.ray_error or "starting")
+    checks["ray"] = "ok" if svc.training.ray_ready else (
+        svc.training.ray_error or "not started yet (local Ray starts with the first training job)")
     return checks

@@ -1,0 +1,57 @@
+"""A real API process (``mlstack api``) on the session's real Redis, MLflow, S3 and a local Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import pytest
+
+from tests.conftest import PYTHON
+from tests.utils.procs import free_port, http_ok, start, wait_until
+
+TRAIN_TIMEOUT = 300
+
+
+@pytest.fixture(scope="session")
+def api_url(stack_env, workdir):
+    port = free_port()
+    env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "api-tests", "MLSTACK_SERVE_PORT_RANGE": "[23000, 23999]"}
+    proc = start([PYTHON, "-m", "mlstack", "api", "--host", "127.0.0.1", "--port", str(port)],
+                 workdir / "api.log", ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=120,
+                 env=env, what="mlstack api")
+    yield f"http://127.0.0.1:{port}"
+    proc.stop(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def client(api_url):
+    with httpx.Client(base_url=api_url, timeout=120) as c:
+        yield c
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = TRAIN_TIMEOUT) -> dict:
+    def done():
+        job = client.get(f"/training/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed") else None
+
+    return wait_until(done, timeout, interval=0.5, what=f"training job {job_id}")
+
+
+@pytest.fixture(scope="session")
+def trained(client) -> dict:
+    """One finished training on the default data (s3://mlops/data/iris.csv): the champion."""
+    r = client.post("/trigger_training", json={"hyperparameters": {"n_estimators": 20, "random_state": 1}})
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def model_server_pid(state_dir: str, name: str, version: str) -> int:
+    return int(open(os.path.join(state_dir, "servers", f"{name}-v{version}.pid")).read())
+
+
+def signal_pid(pid: int, sig: signal.Signals) -> None:
+    os.kill(pid, sig)
