@@ -1,0 +1,487 @@
+"""Pure builders: a ModelDeployment (plus the resolved model versions) -> the children's manifests.
+
+No I/O here. The handlers add ownerReferences with ``kopf.adopt``; ``mlstack operator render``
+prints the same dicts. Children per runtime:
+
+* ``pod`` + ``onnx``: Deployment (``mlstack serve``) + Service (+ HPA with ``autoscaling``).
+* ``pod`` + ``rayserve``: a KubeRay RayService whose ``serveConfigV2`` runs the same predictor.
+* ``vm``: a KubeVirt VirtualMachine (containerDisk + cloud-init starting ``mlstack serve``) + Service.
+
+Canary traffic: ``rayserve`` splits exactly inside Ray Serve (the application gets the canary
+model URI and percentage). ``onnx`` and ``vm`` run a second, canary set of replicas behind the
+same Service, so the split is replica-proportional (``canary_split``) and coarse with few replicas;
+the effective share is written to the ``mlstack.io/canary-effective-percent`` annotation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from mlstack_operator.contract import ModelDeployment, Runtime, Server
+from mlstack_operator.settings import OperatorSettings
+
+LABEL_PREFIX = "mlstack.io"
+LABEL_DEPLOYMENT = f"{LABEL_PREFIX}/deployment"
+LABEL_TRACK = f"{LABEL_PREFIX}/track"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack-operator"}
+ANNOTATION_MODEL_URI = f"{LABEL_PREFIX}/model-uri"
+ANNOTATION_CANARY_PERCENT = f"{LABEL_PREFIX}/canary-effective-percent"
+
+STABLE = "stable"
+CANARY = "canary"
+RAY_SERVE_PORT = 8000
+CONTAINER_NAME = "model-server"
+NON_ROOT_UID = 10001
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The model versions to serve: ``stable`` resolved from version/alias, ``canary`` if any."""
+
+    stable: str
+    canary: str | None = None
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """YAML with multi-line strings as literal blocks (readable cloud-init, serve configs, render output)."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_BlockDumper.add_representer(str, _str_presenter)
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_BlockDumper, sort_keys=False, width=1 << 16)
+
+
+def dump_yaml_all(objs: list[Any]) -> str:
+    return yaml.dump_all(objs, Dumper=_BlockDumper, sort_keys=False, width=1 << 16)
+
+
+def model_uri(name: str, version: str) -> str:
+    return f"models:/{name}/{version}"
+
+
+def labels(md: ModelDeployment, track: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "mlstack-model-server",
+        "app.kubernetes.io/instance": md.name,
+        "app.kubernetes.io/part-of": "mlstack",
+        **MANAGED_BY,
+        LABEL_DEPLOYMENT: md.name,
+    }
+    if track is not None:
+        out[LABEL_TRACK] = track
+    return out
+
+
+def child_name(md: ModelDeployment, track: str) -> str:
+    return md.name if track == STABLE else f"{md.name}-canary"
+
+
+def base_replicas(md: ModelDeployment) -> int:
+    spec = md.spec
+    return spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+
+
+def canary_split(total: int, percent: int) -> tuple[int, int]:
+    """(stable, canary) replica counts approximating ``percent`` of traffic for the canary.
+
+    The canary always gets at least one replica (when ``total`` > 0); the stable track keeps at
+    least one. With ``total`` = 1 that is 1 + 1, i.e. 50 %: replica-proportional splits are coarse.
+    """
+    if total <= 0:
+        return 0, 0
+    canary = max(1, round(total * percent / 100))
+    stable = max(1, total - canary)
+    return stable, canary
+
+
+def url(md: ModelDeployment, settings: OperatorSettings) -> str:
+    domain = settings.cluster_domain
+    if md.spec.runtime == Runtime.pod and md.spec.server == Server.rayserve:
+        return f"http://{md.name}-serve-svc.{md.namespace}.svc.{domain}:{RAY_SERVE_PORT}"
+    return f"http://{md.name}.{md.namespace}.svc.{domain}:{settings.server_port}"
+
+
+def _meta(md: ModelDeployment, name: str, track: str | None, annotations: dict[str, str] | None = None) -> Manifest:
+    meta: Manifest = {"name": name, "namespace": md.namespace, "labels": labels(md, track)}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _requests(md: ModelDeployment) -> tuple[dict[str, str], dict[str, str]]:
+    """(requests, limits) for one replica. No CPU limit (throttling hurts latency); memory limited."""
+    r = md.spec.resources
+    requests = {"cpu": r.cpu, "memory": r.memory}
+    limits = {"memory": r.memory}
+    if r.gpu:
+        requests["nvidia.com/gpu"] = str(r.gpu)
+        limits["nvidia.com/gpu"] = str(r.gpu)
+    return requests, limits
+
+
+def _pod_security() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _serve_command(md: ModelDeployment, version: str, port: int) -> list[str]:
+    name = md.spec.model.name
+    return ["mlstack", "serve", "--model", model_uri(name, version), "--host", "0.0.0.0", "--port", str(port),
+            "--name", name]
+
+
+def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettings, *, track: str = STABLE,
+                     replicas: int | None = None) -> Manifest:
+    """The lean model server. ``replicas`` None leaves the count to an HPA."""
+    requests, limits = _requests(md)
+    port = settings.server_port
+    probe_common = {"periodSeconds": 5, "timeoutSeconds": 2}
+    container: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": settings.server_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": _serve_command(md, version, port),
+        "env": [
+            {"name": "MLSTACK_MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
+            {"name": "MLSTACK_MODEL_CACHE_DIR", "value": "/tmp/models"},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        # Loading a model from MLflow can take a while: the startup probe holds liveness off until then.
+        "startupProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "failureThreshold": 60,
+                         **probe_common},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "failureThreshold": 3,
+                          **probe_common},
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "failureThreshold": 2,
+                           **probe_common},
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": _container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    uri = model_uri(md.spec.model.name, version)
+    spec: Manifest = {
+        "revisionHistoryLimit": 3,
+        "selector": {"matchLabels": {LABEL_DEPLOYMENT: md.name, LABEL_TRACK: track}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {"labels": labels(md, track), "annotations": {ANNOTATION_MODEL_URI: uri}},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": _pod_security(),
+                "terminationGracePeriodSeconds": 30,
+                "containers": [container],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+            },
+        },
+    }
+    if replicas is not None:
+        spec = {"replicas": replicas, **spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(md, child_name(md, track), track, {ANNOTATION_MODEL_URI: uri}),
+        "spec": spec,
+    }
+
+
+def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_port: int | str = "http") -> Manifest:
+    """One Service over every track (stable and canary): traffic follows ready endpoints."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(md, md.name, None),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_DEPLOYMENT: md.name},
+            "ports": [{"name": "http", "port": settings.server_port, "targetPort": target_port, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(md: ModelDeployment) -> Manifest:
+    auto = md.spec.autoscaling
+    assert auto is not None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(md, md.name, STABLE),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": md.name},
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [{
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization",
+                                                       "averageUtilization": auto.target_cpu_utilization}},
+            }],
+        },
+    }
+
+
+def _cpu_float(cpu: str) -> float:
+    return int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+
+
+def serve_config(md: ModelDeployment, versions: Versions, settings: OperatorSettings) -> Manifest:
+    """The Ray Serve config (serveConfigV2) for one application running the predictor."""
+    spec = md.spec
+    name = spec.model.name
+    args: Manifest = {"model_uri": model_uri(name, versions.stable), "name": name}
+    if versions.canary is not None and spec.canary is not None:
+        args["canary_model_uri"] = model_uri(name, versions.canary)
+        args["canary_traffic_percent"] = spec.canary.traffic_percent
+    deployment: Manifest = {
+        "name": settings.ray_serve_deployment,
+        "ray_actor_options": {"num_cpus": _cpu_float(spec.resources.cpu), "num_gpus": spec.resources.gpu},
+    }
+    if spec.autoscaling:
+        deployment["autoscaling_config"] = {
+            "min_replicas": spec.autoscaling.min_replicas,
+            "max_replicas": spec.autoscaling.max_replicas,
+            "target_ongoing_requests": 2,
+        }
+    else:
+        deployment["num_replicas"] = spec.replicas
+    return {
+        "applications": [{
+            "name": "model",
+            "import_path": settings.ray_serve_app,
+            "route_prefix": "/",
+            "args": args,
+            "runtime_env": {"env_vars": {"MLSTACK_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}},
+            "deployments": [deployment],
+        }],
+    }
+
+
+def _ray_container(md: ModelDeployment, settings: OperatorSettings, name: str, requests: dict[str, str],
+                   limits: dict[str, str], ports: list[Manifest]) -> Manifest:
+    return {
+        "name": name,
+        "image": settings.ray_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": [{"name": "MLSTACK_MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri}],
+        "ports": ports,
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def _ray_pod(md: ModelDeployment, container: Manifest, track: str) -> Manifest:
+    return {
+        "metadata": {"labels": labels(md, track)},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+        },
+    }
+
+
+def build_rayservice(md: ModelDeployment, versions: Versions, settings: OperatorSettings) -> Manifest:
+    spec = md.spec
+    requests, limits = _requests(md)
+    head = _ray_container(md, settings, "ray-head", {"cpu": "1", "memory": "2Gi"}, {"memory": "2Gi"}, [
+        {"name": "gcs", "containerPort": 6379},
+        {"name": "dashboard", "containerPort": 8265},
+        {"name": "client", "containerPort": 10001},
+        {"name": "serve", "containerPort": RAY_SERVE_PORT},
+    ])
+    worker = _ray_container(md, settings, "ray-worker", requests, limits, [])
+    if spec.autoscaling:
+        lo, hi, start = spec.autoscaling.min_replicas, spec.autoscaling.max_replicas, spec.autoscaling.min_replicas
+    else:
+        lo = hi = start = spec.replicas
+    annotations = {ANNOTATION_MODEL_URI: model_uri(spec.model.name, versions.stable)}
+    if versions.canary is not None and spec.canary is not None:
+        annotations[ANNOTATION_CANARY_PERCENT] = str(spec.canary.traffic_percent)
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": _meta(md, md.name, STABLE, annotations),
+        "spec": {
+            "serveConfigV2": dump_yaml(serve_config(md, versions, settings)),
+            "rayClusterConfig": {
+                "rayVersion": settings.ray_version,
+                "enableInTreeAutoscaling": spec.autoscaling is not None,
+                "headGroupSpec": {
+                    # The head schedules no replicas; workers carry the per-replica resources.
+                    "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                    "template": _ray_pod(md, head, STABLE),
+                },
+                "workerGroupSpecs": [{
+                    "groupName": "serve",
+                    "replicas": start,
+                    "minReplicas": lo,
+                    "maxReplicas": hi,
+                    "rayStartParams": {},
+                    "template": _ray_pod(md, worker, STABLE),
+                }],
+            },
+        },
+    }
+
+
+def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings) -> str:
+    """cloud-config that installs mlstack in a venv and runs ``mlstack serve`` as a systemd service."""
+    port = settings.server_port
+    argv = _serve_command(md, version, port)
+    command = " ".join(["/opt/mlstack/bin/" + argv[0], *argv[1:]])
+    unit = "\n".join([
+        "[Unit]",
+        "Description=mlstack model server",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        f'Environment="MLSTACK_MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri}"',
+        'Environment="MLSTACK_MODEL_CACHE_DIR=/var/lib/mlstack/models"',
+        "User=mlstack",
+        "StateDirectory=mlstack",
+        f"ExecStart={command}",
+        "Restart=always",
+        "RestartSec=5",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+    config = {
+        "users": ["default", {"name": "mlstack", "system": True, "shell": "/usr/sbin/nologin"}],
+        "write_files": [{"path": "/etc/systemd/system/mlstack-serve.service", "permissions": "0644",
+                         "content": unit}],
+        "runcmd": [
+            ["python3", "-m", "venv", "/opt/mlstack"],
+            ["/opt/mlstack/bin/pip", "install", "--no-cache-dir", settings.vm_install_spec],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", "mlstack-serve.service"],
+        ],
+    }
+    return "#cloud-config\n" + dump_yaml(config)
+
+
+def build_virtualmachine(md: ModelDeployment, version: str, settings: OperatorSettings, *,
+                         track: str = STABLE) -> Manifest:
+    vm = md.spec.vm
+    assert vm is not None
+    port = settings.server_port
+    requests = {"cpu": md.spec.resources.cpu, "memory": vm.memory}
+    if md.spec.resources.gpu:
+        requests["nvidia.com/gpu"] = str(md.spec.resources.gpu)
+    uri = model_uri(md.spec.model.name, version)
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": _meta(md, child_name(md, track), track, {ANNOTATION_MODEL_URI: uri}),
+        "spec": {
+            "runStrategy": "Always",
+            "template": {
+                "metadata": {"labels": labels(md, track), "annotations": {ANNOTATION_MODEL_URI: uri}},
+                "spec": {
+                    "domain": {
+                        "cpu": {"cores": vm.cores},
+                        "memory": {"guest": vm.memory},
+                        "resources": {"requests": requests},
+                        "devices": {
+                            "disks": [
+                                {"name": "containerdisk", "disk": {"bus": "virtio"}},
+                                {"name": "cloudinitdisk", "disk": {"bus": "virtio"}},
+                            ],
+                            "interfaces": [{"name": "default", "masquerade": {},
+                                            "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}],
+                        },
+                    },
+                    "networks": [{"name": "default", "pod": {}}],
+                    # Installing the server at first boot takes minutes: probe patiently.
+                    "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": port},
+                                       "initialDelaySeconds": 60, "periodSeconds": 10, "timeoutSeconds": 2,
+                                       "failureThreshold": 3},
+                    "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": port},
+                                      "initialDelaySeconds": 900, "periodSeconds": 20, "timeoutSeconds": 5,
+                                      "failureThreshold": 6},
+                    "terminationGracePeriodSeconds": 30,
+                    "volumes": [
+                        {"name": "containerdisk", "containerDisk": {"image": vm.image}},
+                        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": cloud_init(md, version, settings)}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSettings) -> list[Manifest]:
+    """Every child of ``md``, stable first. Deterministic: the same input gives the same list."""
+    spec = md.spec
+    canary = versions.canary if spec.canary is not None else None
+    if spec.runtime == Runtime.pod and spec.server == Server.rayserve:
+        return [build_rayservice(md, Versions(versions.stable, canary), settings)]
+
+    total = base_replicas(md)
+    if canary is not None:
+        assert spec.canary is not None
+        stable_n, canary_n = canary_split(total, spec.canary.traffic_percent)
+    else:
+        stable_n, canary_n = total, 0
+
+    children: list[Manifest] = []
+    if spec.runtime == Runtime.vm:
+        children.append(build_virtualmachine(md, versions.stable, settings))
+        if canary is not None:
+            children.append(build_virtualmachine(md, canary, settings, track=CANARY))
+        children.append(build_service(md, settings, target_port=settings.server_port))
+        return children
+
+    # With autoscaling the HPA owns the stable track's replica count; a canary keeps its fixed share
+    # of minReplicas (so the effective percentage shrinks as the stable track scales out).
+    children.append(build_deployment(md, versions.stable, settings, replicas=None if spec.autoscaling else stable_n))
+    if canary is not None:
+        dep = build_deployment(md, canary, settings, track=CANARY, replicas=canary_n)
+        share = round(100 * canary_n / max(1, stable_n + canary_n))
+        dep["metadata"]["annotations"][ANNOTATION_CANARY_PERCENT] = str(share)
+        children.append(dep)
+    children.append(build_service(md, settings))
+    if spec.autoscaling:
+        children.append(build_hpa(md))
+    return children
+
+
+def possible_children(md: ModelDeployment) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of everything this operator could have made for ``md``: stale ones get deleted."""
+    canary = child_name(md, CANARY)
+    return [
+        ("apps/v1", "Deployment", md.name),
+        ("apps/v1", "Deployment", canary),
+        ("v1", "Service", md.name),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", md.name),
+        ("ray.io/v1", "RayService", md.name),
+        ("kubevirt.io/v1", "VirtualMachine", md.name),
+        ("kubevirt.io/v1", "VirtualMachine", canary),
+    ]

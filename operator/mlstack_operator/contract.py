@@ -1,0 +1,207 @@
+"""The ModelDeployment contract (``mlstack.io/v1alpha1``): the one pydantic model of spec and status.
+
+The CRD in ``manifests/crds/modeldeployment.yaml`` mirrors these models field by field (bounds,
+enums, defaults, CEL rules for the cross-field constraints); ``tests/operator/test_contract.py``
+proves both accept and reject the same examples. The API imports this module; it imports nothing
+from the API.
+
+Integer fields are strict (``1.0`` and ``true`` are not integers) and quantities are strings, as
+the CRD's structural schema has them; unknown fields are rejected (as ``kubectl apply`` does with
+server-side field validation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+GROUP = "mlstack.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["mdep"]
+
+# Patterns shared with the CRD (keep them in sync: the contract test compares behaviour).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+VERSION_PATTERN = r"^[1-9][0-9]*$"
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
+CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$"
+MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
+# A DNS-1123 label, short enough to leave room for the "-canary" and "-serve-svc" suffixes.
+OBJECT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+OBJECT_NAME_MAX = 42
+
+ModelName = Annotated[str, Field(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN)]
+ModelVersion = Annotated[str, Field(min_length=1, max_length=10, pattern=VERSION_PATTERN)]
+CpuQuantity = Annotated[str, Field(min_length=1, max_length=16, pattern=CPU_PATTERN)]
+MemoryQuantity = Annotated[str, Field(min_length=1, max_length=16, pattern=MEMORY_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelRef(_Strict):
+    """A registered MLflow model, pinned to a version or followed through an alias (exactly one)."""
+
+    name: ModelName
+    version: ModelVersion | None = None
+    alias: Annotated[str, Field(min_length=1, max_length=63, pattern=ALIAS_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelRef:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError("exactly one of model.version and model.alias must be set")
+        return self
+
+
+class Runtime(StrEnum):
+    pod = "pod"
+    vm = "vm"
+
+
+class Server(StrEnum):
+    onnx = "onnx"
+    rayserve = "rayserve"
+
+
+class Autoscaling(_Strict):
+    min_replicas: StrictInt = Field(1, ge=1, le=100, alias="minReplicas")
+    max_replicas: StrictInt = Field(..., ge=1, le=100, alias="maxReplicas")
+    target_cpu_utilization: StrictInt = Field(70, ge=1, le=100, alias="targetCPUUtilization")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        return self
+
+
+class Resources(_Strict):
+    """Per replica (per VM for ``runtime: vm``, where ``vm`` sizes the guest)."""
+
+    cpu: CpuQuantity = "500m"
+    memory: MemoryQuantity = "512Mi"
+    gpu: StrictInt = Field(0, ge=0, le=16)
+
+
+class Canary(_Strict):
+    version: ModelVersion
+    traffic_percent: StrictInt = Field(..., ge=1, le=99, alias="trafficPercent")
+
+
+class VMSpec(_Strict):
+    image: str = Field(..., min_length=1, max_length=512, description="containerDisk image with Python 3.11+")
+    cores: StrictInt = Field(1, ge=1, le=64)
+    memory: MemoryQuantity = "2Gi"
+
+
+class Alerts(_Strict):
+    min_accuracy: float | None = Field(None, ge=0, le=1, alias="minAccuracy")
+    max_p99_latency_ms: StrictInt | None = Field(None, ge=1, le=600_000, alias="maxP99LatencyMs")
+
+
+class ModelDeploymentSpec(_Strict):
+    model: ModelRef
+    runtime: Runtime = Runtime.pod
+    server: Server = Server.onnx
+    replicas: StrictInt = Field(1, ge=0, le=100)
+    autoscaling: Autoscaling | None = None
+    resources: Resources = Field(default_factory=Resources)
+    priority: StrictInt = Field(0, ge=0, le=1_000_000, description="higher is admitted first")
+    canary: Canary | None = None
+    vm: VMSpec | None = None
+    alerts: Alerts | None = None
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ModelDeploymentSpec:
+        if (self.runtime == Runtime.vm) != (self.vm is not None):
+            raise ValueError("spec.vm is required with runtime: vm and not allowed otherwise")
+        if self.runtime == Runtime.vm and self.server == Server.rayserve:
+            raise ValueError("server: rayserve needs runtime: pod")
+        if self.canary is not None and self.model.version is not None and self.canary.version == self.model.version:
+            raise ValueError("canary.version must differ from model.version")
+        return self
+
+    def to_k8s(self) -> dict[str, Any]:
+        """The spec as it is stored in Kubernetes (camelCase, defaults filled, unset optionals left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Phase(StrEnum):
+    Pending = "Pending"
+    Queued = "Queued"
+    Deploying = "Deploying"
+    Ready = "Ready"
+    Degraded = "Degraded"
+    Failed = "Failed"
+
+
+ConditionType = Literal["Admitted", "ModelResolved", "Available", "Ready"]
+CONDITION_TYPES: tuple[str, ...] = ("Admitted", "ModelResolved", "Available", "Ready")
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(..., min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field("", max_length=32768)
+    last_transition_time: dt.datetime = Field(..., alias="lastTransitionTime")
+    observed_generation: int | None = Field(None, ge=0, alias="observedGeneration")
+
+
+class ModelDeploymentStatus(BaseModel):
+    """Written by the operator only. ``kopf`` holds the framework's own bookkeeping."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    phase: Phase = Phase.Pending
+    url: str | None = None
+    resolved_version: str | None = Field(None, alias="resolvedVersion")
+    canary_version: str | None = Field(None, alias="canaryVersion")
+    replicas: int | None = Field(None, ge=0)
+    ready_replicas: int | None = Field(None, ge=0, alias="readyReplicas")
+    queue_position: int | None = Field(None, ge=1, alias="queuePosition")
+    observed_generation: int | None = Field(None, ge=0, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(..., min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME_PATTERN)
+    namespace: str = Field("default", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDeployment(BaseModel):
+    """A whole ModelDeployment object, e.g. as read from a file for ``mlstack operator render``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_version: Literal["mlstack.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["ModelDeployment"] = KIND
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace

@@ -1,0 +1,65 @@
+"""Operator settings: one pydantic-settings class, env prefix ``MLSTACK_OPERATOR_``.
+
+Nothing here is read at import time; ``get_settings()`` builds the object on first use (the kopf
+startup handler, the ``render`` command) and tests pass their own instance.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SERVER_IMAGE = "ghcr.io/mlstack/model-server:0.1.0"
+DEFAULT_RAY_IMAGE = "ghcr.io/mlstack/model-server-ray:0.1.0"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLSTACK_OPERATOR_", env_file=None, extra="ignore")
+
+    # What the children run
+    server_image: str = Field(DEFAULT_SERVER_IMAGE, description="model server image (runs `mlstack serve`)")
+    ray_image: str = Field(DEFAULT_RAY_IMAGE, description="Ray image holding mlstack.serving.rayserve")
+    ray_version: str = Field("2.52.0", description="Ray version inside ray_image (RayService rayVersion)")
+    ray_serve_app: str = Field("mlstack.serving.rayserve:build_app", description="Ray Serve import path")
+    ray_serve_deployment: str = Field("ModelServer", description="the Serve deployment inside ray_serve_app")
+    image_pull_policy: str = Field("IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    server_port: int = Field(8080, ge=1, le=65535)
+    mlflow_tracking_uri: str = Field(
+        "http://mlflow.mlflow.svc.cluster.local:5000",
+        description="MLflow as the children reach it (MLSTACK_MLFLOW_TRACKING_URI in their env)",
+    )
+    vm_install_spec: str = Field("mlstack==0.1.0", description="pip requirement cloud-init installs in VMs")
+    cluster_domain: str = "cluster.local"
+
+    # How the operator reaches MLflow for alias -> version resolution (default: mlflow_tracking_uri)
+    registry_uri: str | None = Field(None, description="MLflow tracking URI the operator itself uses")
+    resolve_cache_seconds: float = Field(30.0, ge=0, description="alias -> version cache; versions are kept")
+
+    # Scope and behaviour
+    namespaces: list[str] = Field(default_factory=list, description="empty: all namespaces (clusterwide)")
+    failed_retry_seconds: float = Field(300.0, gt=0, description="slow re-check of Failed deployments")
+    peering_name: str = "mlstack-operator"
+    post_info_events: bool = Field(False, description="also post kopf's per-handler Normal events")
+
+    # Connection override (emulators, tests, benchmarks): otherwise in-cluster or kubeconfig
+    kube_server: str | None = Field(None, description="API server URL; unset: in-cluster or kubeconfig")
+    kube_insecure: bool = False
+
+    @field_validator("server_image", "ray_image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        tail = v.rsplit("/", 1)[-1]
+        if "@" not in tail and (":" not in tail or tail.endswith(":latest")):
+            raise ValueError(f"image {v!r} must be pinned to a tag or digest (not :latest)")
+        return v
+
+    @property
+    def effective_registry_uri(self) -> str:
+        return self.registry_uri or self.mlflow_tracking_uri
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> OperatorSettings:
+    return OperatorSettings()

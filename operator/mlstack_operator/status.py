@@ -1,0 +1,197 @@
+"""Status as an explicit state machine (pure; no I/O).
+
+Inputs: whether the spec is valid, the admission decision, the model resolution and the
+children's readiness. Output: ``status`` with ``phase`` and the conditions Admitted,
+ModelResolved, Available and Ready (``lastTransitionTime`` kept while a condition's status holds).
+
+Phases and the transitions the operator makes::
+
+    Pending   -> Queued | Deploying | Failed
+    Queued    -> Deploying | Failed
+    Deploying -> Ready | Failed | Queued
+    Ready     -> Degraded | Deploying (spec change) | Failed
+    Degraded  -> Ready | Deploying | Failed
+    Failed    -> Pending | Queued | Deploying (the model appeared, the spec was fixed)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlstack_operator.contract import CONDITION_TYPES, Phase
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.Pending: frozenset({Phase.Queued, Phase.Deploying, Phase.Failed}),
+    Phase.Queued: frozenset({Phase.Deploying, Phase.Failed}),
+    Phase.Deploying: frozenset({Phase.Ready, Phase.Failed, Phase.Queued, Phase.Degraded}),
+    Phase.Ready: frozenset({Phase.Degraded, Phase.Deploying, Phase.Failed}),
+    Phase.Degraded: frozenset({Phase.Ready, Phase.Deploying, Phase.Failed}),
+    Phase.Failed: frozenset({Phase.Pending, Phase.Queued, Phase.Deploying, Phase.Ready}),
+}
+
+
+@dataclass(frozen=True)
+class ChildState:
+    """Readiness of one child: ``desired``/``ready`` replicas, ``ready`` when fully rolled out."""
+
+    kind: str
+    name: str
+    desired: int
+    ready_replicas: int
+    ready: bool
+
+    @property
+    def available(self) -> bool:
+        return self.ready_replicas > 0
+
+
+def child_state(obj: Mapping[str, Any]) -> ChildState | None:
+    """Readiness of a Deployment, RayService or VirtualMachine as its controller reports it."""
+    kind = obj.get("kind", "")
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    name = meta.get("name", "")
+    if kind == "Deployment":
+        desired = spec.get("replicas", 1)
+        ready = int(status.get("readyReplicas") or 0)
+        current = status.get("observedGeneration", 0) >= meta.get("generation", 0)
+        updated = int(status.get("updatedReplicas") or 0) >= desired
+        return ChildState(kind, name, desired, ready, bool(current and updated and ready >= desired))
+    if kind == "RayService":
+        conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        ok = conds.get("Ready") == "True"
+        return ChildState(kind, name, 1, 1 if ok else 0, ok)
+    if kind == "VirtualMachine":
+        ok = bool(status.get("ready"))
+        return ChildState(kind, name, 1, 1 if ok else 0, ok)
+    return None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    generation: int | None
+    invalid: str | None = None  # message when the spec cannot work at all
+    admitted: bool | None = None  # None: not decided yet
+    queue_position: int | None = None
+    admission_reason: str = ""
+    admission_message: str = ""
+    resolved_version: str | None = None
+    canary_version: str | None = None
+    resolve_error: tuple[str, str] | None = None  # (reason, message)
+    url: str | None = None
+    children: tuple[ChildState, ...] = ()
+
+
+def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+                  now: str, generation: int | None) -> None:
+    for c in conditions:
+        if c["type"] == type_:
+            if c["status"] != status:
+                c["lastTransitionTime"] = now
+            c.update(status=status, reason=reason, message=message)
+            if generation is not None:
+                c["observedGeneration"] = generation
+            return
+    cond = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now}
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    conditions.append(cond)
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def compute(inputs: Inputs, previous: Mapping[str, Any] | None, now: str | None = None) -> dict[str, Any]:
+    """The next ``status`` (without the ``kopf`` bookkeeping) from ``inputs`` and the previous status."""
+    prev = dict(previous or {})
+    now = now or now_rfc3339()
+    prev_phase = Phase(prev.get("phase", Phase.Pending))
+    conds: list[dict[str, Any]] = [dict(c) for c in prev.get("conditions") or [] if c.get("type") in CONDITION_TYPES]
+    gen = inputs.generation
+    out: dict[str, Any] = {"observedGeneration": gen} if gen is not None else {}
+
+    def finish(phase: Phase) -> dict[str, Any]:
+        out["phase"] = phase.value
+        out["conditions"] = sorted(conds, key=lambda c: CONDITION_TYPES.index(c["type"]))
+        return out
+
+    if inputs.invalid is not None:
+        set_condition(conds, "Ready", "False", "InvalidSpec", inputs.invalid, now, gen)
+        return finish(Phase.Failed)
+
+    if inputs.admitted is False:
+        set_condition(conds, "Admitted", "False", inputs.admission_reason or "WaitingForQuota",
+                      inputs.admission_message, now, gen)
+        set_condition(conds, "Ready", "False", "Queued", f"queued at position {inputs.queue_position}", now, gen)
+        out["queuePosition"] = inputs.queue_position
+        return finish(Phase.Queued)
+    if inputs.admitted:
+        set_condition(conds, "Admitted", "True", "Admitted", inputs.admission_message, now, gen)
+    out["queuePosition"] = None
+
+    if inputs.resolve_error is not None:
+        reason, message = inputs.resolve_error
+        set_condition(conds, "ModelResolved", "False", reason, message, now, gen)
+        set_condition(conds, "Ready", "False", reason, message, now, gen)
+        return finish(Phase.Failed)
+    if inputs.resolved_version is None:
+        return finish(prev_phase if prev_phase != Phase.Failed else Phase.Pending)
+    out["resolvedVersion"] = inputs.resolved_version
+    out["canaryVersion"] = inputs.canary_version
+    msg = f"serving version {inputs.resolved_version}"
+    if inputs.canary_version:
+        msg += f", canary {inputs.canary_version}"
+    set_condition(conds, "ModelResolved", "True", "Resolved", msg, now, gen)
+    out["url"] = inputs.url
+
+    children = inputs.children
+    desired = sum(c.desired for c in children)
+    ready_n = sum(c.ready_replicas for c in children)
+    out["replicas"] = desired
+    out["readyReplicas"] = ready_n
+    available = bool(children) and all(c.available or c.desired == 0 for c in children)
+    ready = bool(children) and all(c.ready for c in children)
+    set_condition(conds, "Available", "True" if available else "False",
+                  "MinimumReplicasAvailable" if available else "ReplicasUnavailable",
+                  f"{ready_n}/{desired} replicas ready", now, gen)
+    if ready:
+        set_condition(conds, "Ready", "True", "Ready", "all children report ready", now, gen)
+        return finish(Phase.Ready)
+    not_ready = ", ".join(f"{c.kind}/{c.name}" for c in children if not c.ready) or "children not created"
+    if prev_phase in (Phase.Ready, Phase.Degraded) and available:
+        set_condition(conds, "Ready", "False", "Degraded", f"not ready: {not_ready}", now, gen)
+        return finish(Phase.Degraded)
+    set_condition(conds, "Ready", "False", "Deploying", f"waiting for {not_ready}", now, gen)
+    return finish(Phase.Deploying)
+
+
+def essential(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A status without timestamps and bookkeeping, to decide whether a write is needed."""
+    status = dict(status or {})
+    status.pop("kopf", None)
+    conds = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.pop("conditions", None) or []]
+    return {**{k: v for k, v in status.items() if v is not None}, "conditions": conds}
+
+
+def changed_fields(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A merge patch turning ``old`` into ``new`` (None removes a key)."""
+    old = old or {}
+    patch = {k: v for k, v in new.items() if old.get(k) != v}
+    return patch
+
+
+def transition_allowed(old: Phase, new: Phase) -> bool:
+    return old == new or new in TRANSITIONS[old]
+
+
+def phase_of(status: Mapping[str, Any] | None) -> Phase:
+    return Phase((status or {}).get("phase") or Phase.Pending)
+
+
+def summary(children: Iterable[ChildState]) -> str:
+    return ", ".join(f"{c.kind}/{c.name} {c.ready_replicas}/{c.desired}" for c in children)

@@ -1,0 +1,175 @@
+"""Pure builders for every runtime and option, validated against the real schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlstack_operator import builders
+from mlstack_operator.builders import Versions, build_children, canary_split
+from mlstack_operator.contract import ModelDeployment
+from mlstack_operator.settings import OperatorSettings
+from tests.operator.schemas import k8s_validate, upstream_validate
+
+SETTINGS = OperatorSettings(server_image="ghcr.io/mlstack/model-server:1.2.3", mlflow_tracking_uri="http://mlflow:5000")
+
+
+def md(name: str = "iris", **spec: Any) -> ModelDeployment:
+    spec.setdefault("model", {"name": "iris_model", "alias": "champion"})
+    return ModelDeployment.model_validate({"apiVersion": "mlstack.io/v1alpha1", "kind": "ModelDeployment",
+                                           "metadata": {"name": name, "namespace": "models"}, "spec": spec})
+
+
+CASES: dict[str, ModelDeployment] = {
+    "onnx": md(),
+    "onnx-gpu": md(resources={"cpu": "2", "memory": "4Gi", "gpu": 1}, replicas=3),
+    "onnx-autoscaling": md(autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 60}),
+    "onnx-canary": md(replicas=10, canary={"version": "4", "trafficPercent": 10}),
+    "onnx-canary-autoscaling": md(autoscaling={"minReplicas": 4, "maxReplicas": 8},
+                                  canary={"version": "4", "trafficPercent": 25}),
+    "onnx-zero": md(replicas=0),
+    "rayserve": md(server="rayserve", replicas=2),
+    "rayserve-autoscaling-canary": md(server="rayserve", autoscaling={"minReplicas": 1, "maxReplicas": 4},
+                                      canary={"version": "4", "trafficPercent": 10}, resources={"gpu": 1}),
+    "vm": md(runtime="vm", vm={"image": "quay.io/containerdisks/ubuntu:24.04", "cores": 2, "memory": "4Gi"}),
+    "vm-canary": md(runtime="vm", vm={"image": "img:1"}, canary={"version": "4", "trafficPercent": 50}),
+}
+
+
+def children(case: str) -> list[dict[str, Any]]:
+    return build_children(CASES[case], Versions("3", "4" if CASES[case].spec.canary else None), SETTINGS)
+
+
+def kinds(objs: list[dict[str, Any]]) -> list[str]:
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in objs]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_children_validate_and_carry_labels(case, tmp_path):
+    objs = children(case)
+    for o in objs:
+        assert o["metadata"]["namespace"] == "models"
+        assert o["metadata"]["labels"][builders.LABEL_DEPLOYMENT] == "iris"
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlstack-operator"
+        if o["kind"] in ("Deployment", "Service", "HorizontalPodAutoscaler"):
+            k8s_validate(o)
+    upstream_validate(objs, tmp_path)
+
+
+def test_onnx_children():
+    assert kinds(children("onnx")) == ["Deployment/iris", "Service/iris"]
+    dep = children("onnx")[0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["image"] == SETTINGS.server_image and not c["image"].endswith(":latest")
+    assert c["command"] == ["mlstack", "serve", "--model", "models:/iris_model/3", "--host", "0.0.0.0", "--port",
+                            "8080", "--name", "iris_model"]
+    assert {"name": "MLSTACK_MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in c["env"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}
+    assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert dep["spec"]["replicas"] == 1
+    svc = children("onnx")[1]
+    assert svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris"}
+
+
+def test_gpu_requests_and_limits():
+    c = children("onnx-gpu")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == "1" and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_autoscaling_adds_hpa_and_leaves_replicas_to_it():
+    objs = children("onnx-autoscaling")
+    assert kinds(objs) == ["Deployment/iris", "Service/iris", "HorizontalPodAutoscaler/iris"]
+    assert "replicas" not in objs[0]["spec"]
+    hpa = objs[2]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+
+def test_onnx_canary_is_a_second_replica_set_behind_the_same_service():
+    objs = children("onnx-canary")
+    assert kinds(objs) == ["Deployment/iris", "Deployment/iris-canary", "Service/iris"]
+    stable, canary, svc = objs
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (9, 1)
+    assert canary["spec"]["template"]["spec"]["containers"][0]["command"][3] == "models:/iris_model/4"
+    assert canary["metadata"]["annotations"][builders.ANNOTATION_CANARY_PERCENT] == "10"
+    assert stable["spec"]["selector"]["matchLabels"][builders.LABEL_TRACK] == "stable"
+    assert canary["spec"]["selector"]["matchLabels"][builders.LABEL_TRACK] == "canary"
+    assert builders.LABEL_TRACK not in svc["spec"]["selector"]
+
+
+@pytest.mark.parametrize("total,pct,expected", [(10, 10, (9, 1)), (1, 10, (1, 1)), (4, 25, (3, 1)),
+                                                (0, 50, (0, 0)), (2, 50, (1, 1)), (20, 99, (1, 20))])
+def test_canary_split(total, pct, expected):
+    assert canary_split(total, pct) == expected
+
+
+def test_rayserve_serve_config():
+    import yaml
+
+    (rs,) = children("rayserve-autoscaling-canary")
+    assert rs["apiVersion"] == "ray.io/v1" and rs["kind"] == "RayService"
+    cfg = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    app = cfg["applications"][0]
+    assert app["import_path"] == "mlstack.serving.rayserve:build_app"
+    assert app["args"] == {"model_uri": "models:/iris_model/3", "name": "iris_model",
+                           "canary_model_uri": "models:/iris_model/4", "canary_traffic_percent": 10}
+    dep = app["deployments"][0]
+    assert dep["autoscaling_config"]["min_replicas"] == 1 and dep["autoscaling_config"]["max_replicas"] == 4
+    assert dep["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 1}
+    workers = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert (workers["minReplicas"], workers["maxReplicas"]) == (1, 4)
+    assert rs["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
+    assert builders.url(CASES["rayserve"], SETTINGS) == "http://iris-serve-svc.models.svc.cluster.local:8000"
+
+
+def test_rayserve_fixed_replicas():
+    import yaml
+
+    (rs,) = children("rayserve")
+    dep = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["deployments"][0]
+    assert dep["num_replicas"] == 2 and "autoscaling_config" not in dep
+
+
+def test_vm_children():
+    import yaml
+
+    vm, svc = children("vm")
+    spec = vm["spec"]
+    assert spec["runStrategy"] == "Always"
+    tmpl = spec["template"]["spec"]
+    disks = [d["name"] for d in tmpl["domain"]["devices"]["disks"]]
+    volumes = {v["name"]: v for v in tmpl["volumes"]}
+    assert disks == ["containerdisk", "cloudinitdisk"] and set(volumes) == set(disks)
+    assert volumes["containerdisk"]["containerDisk"]["image"] == "quay.io/containerdisks/ubuntu:24.04"
+    assert tmpl["domain"]["devices"]["interfaces"][0]["masquerade"] == {}
+    assert tmpl["networks"] == [{"name": "default", "pod": {}}]
+    assert tmpl["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    user_data = volumes["cloudinitdisk"]["cloudInitNoCloud"]["userData"]
+    assert user_data.startswith("#cloud-config\n")
+    cloud = yaml.safe_load(user_data)
+    unit = cloud["write_files"][0]["content"]
+    assert "mlstack serve --model models:/iris_model/3 --host 0.0.0.0 --port 8080" in unit
+    assert ["systemctl", "enable", "--now", "mlstack-serve.service"] in cloud["runcmd"]
+    assert spec["template"]["metadata"]["labels"][builders.LABEL_DEPLOYMENT] == "iris"
+    assert svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris"}
+    assert svc["spec"]["ports"][0]["targetPort"] == 8080
+
+
+def test_vm_canary():
+    assert kinds(children("vm-canary")) == ["VirtualMachine/iris", "VirtualMachine/iris-canary", "Service/iris"]
+
+
+def test_builders_are_deterministic_and_pure():
+    assert children("onnx-canary") == children("onnx-canary")
+
+
+def test_settings_refuse_latest():
+    with pytest.raises(ValueError, match="pinned"):
+        OperatorSettings(server_image="ghcr.io/mlstack/model-server:latest")
+    with pytest.raises(ValueError, match="pinned"):
+        OperatorSettings(server_image="ghcr.io/mlstack/model-server")
+    assert OperatorSettings(server_image="registry:5000/model-server@sha256:abc").server_image

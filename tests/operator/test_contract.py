@@ -1,0 +1,151 @@
+"""One contract: the CRD's schema (structural + CEL) and the pydantic model accept and reject alike."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from mlstack_operator.contract import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
+from tests.operator.schemas import crd, crd_errors
+
+BASE: dict[str, Any] = {"model": {"name": "iris_model", "version": "3"}}
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        if value is ...:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    return spec
+
+
+VALID = {
+    "minimal-version": BASE,
+    "alias": {"model": {"name": "iris_model", "alias": "champion"}},
+    "design-example": {
+        "model": {"name": "iris_model", "alias": "champion"}, "runtime": "pod", "server": "onnx", "replicas": 1,
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilization": 70},
+        "resources": {"cpu": "500m", "memory": "512Mi", "gpu": 0}, "priority": 100,
+        "canary": {"version": "4", "trafficPercent": 10}, "alerts": {"minAccuracy": 0.9, "maxP99LatencyMs": 50},
+    },
+    "rayserve": with_(server="rayserve", autoscaling={"maxReplicas": 3}),
+    "vm": with_(runtime="vm", vm={"image": "quay.io/containerdisks/ubuntu:24.04"}),
+    "vm-full": with_(runtime="vm", vm={"image": "img:1", "cores": 4, "memory": "8Gi"}, resources={"cpu": "2"}),
+    "zero-replicas": with_(replicas=0),
+    "cpu-decimal": with_(resources={"cpu": "1.5", "memory": "1Gi"}),
+    "max-bounds": with_(replicas=100, priority=1_000_000, resources={"gpu": 16}),
+    "min-equals-max": with_(autoscaling={"minReplicas": 3, "maxReplicas": 3}),
+    "alias-canary": {"model": {"name": "m", "alias": "prod"}, "canary": {"version": "7", "trafficPercent": 99}},
+    "accuracy-int": with_(alerts={"minAccuracy": 1}),
+    "dotted-model-name": {"model": {"name": "team.iris-v2_model", "version": "12"}},
+}
+
+INVALID = {
+    "no-model": with_(model=...),
+    "both-version-and-alias": {"model": {"name": "m", "version": "1", "alias": "a"}},
+    "neither-version-nor-alias": {"model": {"name": "m"}},
+    "vm-without-vm-runtime": with_(vm={"image": "img:1"}),
+    "vm-runtime-without-vm": with_(runtime="vm"),
+    "rayserve-on-vm": with_(runtime="vm", server="rayserve", vm={"image": "img:1"}),
+    "unknown-runtime": with_(runtime="lambda"),
+    "unknown-server": with_(server="triton"),
+    "negative-replicas": with_(replicas=-1),
+    "too-many-replicas": with_(replicas=101),
+    "replicas-as-string": with_(replicas="2"),
+    "replicas-as-float": with_(replicas=1.5),
+    "replicas-as-bool": with_(replicas=True),
+    "min-above-max": with_(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+    "autoscaling-without-max": with_(autoscaling={"minReplicas": 1}),
+    "cpu-as-number": with_(resources={"cpu": 1}),
+    "bad-cpu": with_(resources={"cpu": "lots"}),
+    "bad-memory": with_(resources={"memory": "1GB"}),
+    "gpu-too-many": with_(resources={"gpu": 17}),
+    "canary-same-version": with_(canary={"version": "3", "trafficPercent": 10}),
+    "canary-100-percent": with_(canary={"version": "4", "trafficPercent": 100}),
+    "canary-without-traffic": with_(canary={"version": "4"}),
+    "version-not-a-number": {"model": {"name": "m", "version": "latest"}},
+    "version-zero": {"model": {"name": "m", "version": "0"}},
+    "alias-with-space": {"model": {"name": "m", "alias": "my alias"}},
+    "model-name-empty": {"model": {"name": "", "version": "1"}},
+    "accuracy-above-1": with_(alerts={"minAccuracy": 1.5}),
+    "latency-zero": with_(alerts={"maxP99LatencyMs": 0}),
+    "priority-negative": with_(priority=-5),
+    "unknown-field": with_(replica=2),
+    "unknown-nested-field": with_(resources={"cpus": "1"}),
+    "vm-cores-zero": with_(runtime="vm", vm={"image": "img:1", "cores": 0}),
+    "vm-empty-image": with_(runtime="vm", vm={"image": ""}),
+}
+
+
+def obj(spec: dict[str, Any], name: str = "iris") -> dict[str, Any]:
+    return {"apiVersion": "mlstack.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": "models"}, "spec": spec}
+
+
+def pydantic_ok(o: dict[str, Any]) -> bool:
+    try:
+        ModelDeployment.model_validate(o)
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("spec", VALID.values(), ids=VALID.keys())
+def test_both_accept(spec):
+    o = obj(spec)
+    assert crd_errors(o) == []
+    assert pydantic_ok(o)
+
+
+@pytest.mark.parametrize("spec", INVALID.values(), ids=INVALID.keys())
+def test_both_reject(spec):
+    o = obj(spec)
+    assert crd_errors(o), "the CRD accepted it"
+    assert not pydantic_ok(o), "pydantic accepted it"
+
+
+@pytest.mark.parametrize("name,ok", [("iris", True), ("a" * 42, True), ("a" * 43, False)])
+def test_name_length_agrees(name, ok):
+    o = obj(BASE, name)
+    assert (crd_errors(o) == []) is ok
+    assert pydantic_ok(o) is ok
+
+
+def test_cross_field_messages_match():
+    o = obj({"model": {"name": "m", "version": "1", "alias": "a"}})
+    assert any("exactly one of model.version and model.alias" in e for e in crd_errors(o))
+    with pytest.raises(ValidationError, match=r"exactly one of model\.version and model\.alias"):
+        ModelDeployment.model_validate(o)
+
+
+def test_defaults_agree():
+    """The API server's defaults equal pydantic's: the stored spec is what the operator sees."""
+    from tests.operator.schemas import _default, crd_schema
+
+    spec_schema = crd_schema()["properties"]["spec"]
+    defaulted = _default(spec_schema, copy.deepcopy(BASE))
+    assert defaulted == ModelDeploymentSpec.model_validate(BASE).to_k8s()
+
+
+def test_status_model_reads_what_the_crd_allows():
+    status = {"phase": "Queued", "queuePosition": 2, "observedGeneration": 3, "conditions": [
+        {"type": "Admitted", "status": "False", "reason": "WaitingForQuota", "message": "m",
+         "lastTransitionTime": "2025-01-01T00:00:00Z"}], "kopf": {"progress": {}}}
+    o = {**obj(BASE), "status": status}
+    assert crd_errors(o) == []
+    parsed = ModelDeploymentStatus.model_validate(status)
+    assert parsed.queue_position == 2 and parsed.condition("Admitted").reason == "WaitingForQuota"
+
+
+def test_crd_shape():
+    c = crd()
+    v = c["spec"]["versions"][0]
+    assert c["spec"]["names"]["shortNames"] == ["mdep"] and c["spec"]["scope"] == "Namespaced"
+    assert v["subresources"] == {"status": {}}
+    assert [col["name"] for col in v["additionalPrinterColumns"]] == ["Model", "Version", "Runtime", "Phase",
+                                                                       "URL", "Age"]

@@ -1,0 +1,85 @@
+"""The status state machine and drift detection (pure)."""
+
+from __future__ import annotations
+
+from mlstack_operator.contract import Phase
+from mlstack_operator.drift import contains, drift_patch
+from mlstack_operator.status import (
+    TRANSITIONS,
+    ChildState,
+    Inputs,
+    child_state,
+    compute,
+    essential,
+    transition_allowed,
+)
+
+T0, T1 = "2025-01-01T00:00:00Z", "2025-01-01T00:01:00Z"
+NOT_READY = ChildState("Deployment", "iris", 2, 0, False)
+HALF = ChildState("Deployment", "iris", 2, 1, False)
+READY = ChildState("Deployment", "iris", 2, 2, True)
+RESOLVED = Inputs(1, admitted=True, resolved_version="3", url="http://iris")
+
+
+def conds(status):
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_happy_path_deploying_ready_degraded():
+    s1 = compute(Inputs(1, admitted=True, resolved_version="3", url="http://iris", children=(NOT_READY,)), None, T0)
+    assert s1["phase"] == "Deploying" and s1["resolvedVersion"] == "3" and s1["observedGeneration"] == 1
+    assert conds(s1)["Admitted"]["status"] == "True" and conds(s1)["Available"]["status"] == "False"
+    s2 = compute(Inputs(1, admitted=True, resolved_version="3", url="http://iris", children=(READY,)), s1, T1)
+    assert s2["phase"] == "Ready" and s2["readyReplicas"] == 2 and s2["url"] == "http://iris"
+    assert conds(s2)["Ready"]["lastTransitionTime"] == T1 and conds(s2)["Admitted"]["lastTransitionTime"] == T0
+    s3 = compute(Inputs(1, admitted=True, resolved_version="3", url="http://iris", children=(HALF,)), s2, T1)
+    assert s3["phase"] == "Degraded" and conds(s3)["Available"]["status"] == "True"
+    s4 = compute(Inputs(1, admitted=True, resolved_version="3", url="http://iris", children=(NOT_READY,)), s3, T1)
+    assert s4["phase"] == "Deploying"
+
+
+def test_queued_failed_invalid():
+    q = compute(Inputs(1, admitted=False, queue_position=2, admission_message="waiting"), None, T0)
+    assert q["phase"] == "Queued" and q["queuePosition"] == 2 and conds(q)["Admitted"]["reason"] == "WaitingForQuota"
+    f = compute(Inputs(1, admitted=True, resolve_error=("ModelNotFound", "model 'x' not found")), q, T1)
+    assert f["phase"] == "Failed" and conds(f)["ModelResolved"]["reason"] == "ModelNotFound"
+    assert f["queuePosition"] is None
+    i = compute(Inputs(2, invalid="spec.model: field required"), None, T0)
+    assert i["phase"] == "Failed" and conds(i)["Ready"]["reason"] == "InvalidSpec"
+
+
+def test_transitions_table_covers_what_compute_does():
+    assert transition_allowed(Phase.Pending, Phase.Deploying)
+    assert transition_allowed(Phase.Failed, Phase.Deploying)
+    assert not transition_allowed(Phase.Queued, Phase.Ready)
+    assert set(TRANSITIONS) == set(Phase)
+
+
+def test_essential_ignores_timestamps():
+    a = compute(RESOLVED, None, T0)
+    b = compute(RESOLVED, None, T1)
+    assert a != b and essential(a) == essential(b)
+
+
+def test_child_states():
+    dep = {"kind": "Deployment", "metadata": {"name": "d", "generation": 2}, "spec": {"replicas": 2},
+           "status": {"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2}}
+    assert child_state(dep).ready
+    assert not child_state({**dep, "status": {**dep["status"], "observedGeneration": 1}}).ready
+    rs = {"kind": "RayService", "metadata": {"name": "r"},
+          "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert child_state(rs).ready and not child_state({**rs, "status": {}}).ready
+    vm = {"kind": "VirtualMachine", "metadata": {"name": "v"}, "status": {"ready": True}}
+    assert child_state(vm).ready and child_state({"kind": "Service", "metadata": {}}) is None
+
+
+def test_drift():
+    desired = {"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 2, "template": {"x": [1, {"y": 2}]}}}
+    live = {"metadata": {"labels": {"a": "1", "b": "2"}, "uid": "u"},
+            "spec": {"replicas": 2, "progressDeadlineSeconds": 600, "template": {"x": [1, {"y": 2, "z": 3}]}}}
+    assert contains(live, desired) and drift_patch(desired, live) is None
+    live["spec"]["replicas"] = 5
+    assert drift_patch(desired, live) == {"spec": desired["spec"]}
+    live["spec"]["replicas"] = 2
+    live["metadata"]["labels"]["a"] = "0"
+    assert drift_patch(desired, live) == {"metadata": {"labels": {"a": "1"}}}
