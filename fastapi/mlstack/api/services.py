@@ -24,6 +24,7 @@ class Services:
     training: Any = None  # mlstack.training.jobs.JobManager
     servers: Any = None  # mlstack.local.servers.ServerPool (local mode)
     inference: Any = None  # mlstack.inference.InferenceClient
+    deployments: Any = None  # mlstack.deployments backend (local processes or the Kubernetes API)
     extras: dict[str, Any] = field(default_factory=dict)  # room for later subsystems (schedules, k8s, ...)
 
 
@@ -52,11 +53,20 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
 
     svc.servers = ServerPool(settings)
     stack.push_async_callback(svc.servers.stop_all)
+    await _start_deployments(svc, stack)  # may swap svc.servers for the cluster's ModelDeployments
     svc.inference = InferenceClient(settings, svc.registry, svc.servers)
     stack.push_async_callback(svc.inference.aclose)
 
     await _start_schedules(svc, stack)
     return svc
+
+
+async def _start_deployments(svc: Services, stack: AsyncExitStack) -> None:
+    try:
+        from mlstack.deployments.setup import start as start_deployments
+    except ImportError:
+        return
+    await start_deployments(svc, stack)
 
 
 async def _start_alerts(svc: Services, stack: AsyncExitStack) -> None:
