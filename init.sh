@@ -63,6 +63,7 @@ LOCAL_HOST=127.0.0.1
 VENV=${MLSTACK_VENV:-$ROOT/.venv}
 LOCAL_SERVICES=(redis mlflow ray api dashboard)
 LOCAL_STEP=0
+RAY_TMP=""
 
 lstep() {
   LOCAL_STEP=$((LOCAL_STEP + 1))
@@ -128,7 +129,7 @@ MLSTACK_RAY_ADDRESS=$LOCAL_HOST:$RAY_PORT
 MLSTACK_OBJECT_STORE_DIR=$OUT/objectstore
 MLSTACK_STATE_DIR=$STATE/api
 MLSTACK_MODEL_CACHE_DIR=$STATE/models
-MLSTACK_RAY_TEMP_DIR=$STATE/ray
+MLSTACK_RAY_TEMP_DIR=$RAY_TMP
 MLSTACK_API_HOST=$LOCAL_HOST
 MLSTACK_API_PORT=$API_PORT
 RAY_AUTH_MODE=disabled
@@ -180,9 +181,11 @@ local_up() {
     --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" --artifacts-destination "$STATE/mlflow/artifacts"
 
   lstep "Ray head on :$RAY_PORT"
+  # Ray's unix sockets live under --temp-dir and must stay under 108 bytes: keep it short
+  RAY_TMP=${MLSTACK_RAY_TEMP_DIR:-${TMPDIR:-/tmp}/mlstack-ray-$(printf '%s' "$STATE" | cksum | cut -d' ' -f1)}
   RAY_AUTH_MODE=disabled spawn ray "$RAY_PORT" "$bin/ray" start --head --block --port "$RAY_PORT" \
     --node-ip-address "$LOCAL_HOST" --num-cpus "${MLSTACK_RAY_NUM_CPUS:-2}" \
-    --object-store-memory $((256 * 1024 * 1024)) --include-dashboard false --temp-dir "$STATE/ray" --disable-usage-stats \
+    --object-store-memory $((256 * 1024 * 1024)) --include-dashboard false --temp-dir "$RAY_TMP" --disable-usage-stats \
     --min-worker-port "${MLSTACK_RAY_MIN_WORKER_PORT:-21000}" --max-worker-port "${MLSTACK_RAY_MAX_WORKER_PORT:-21999}"
   wait_for mlflow 180 curl -sf "http://$LOCAL_HOST:$MLFLOW_PORT/health"
   wait_for ray 120 port_busy "$RAY_PORT"

@@ -31,7 +31,7 @@ class InferenceRequest(BaseModel):
         ..., description="one row of features, or a list of rows (at most 1000)")
     model_version: str | None = Field(None, pattern=r"^[0-9]{1,9}$", description="pin a version; default: @champion")
     retries: int = Field(3, ge=0, le=10)
-    sla_seconds: float = Field(60, gt=0, le=600)
+    sla_seconds: float = Field(60, ge=0.1, le=600, description="deadline for the whole request, retries included")
 
     @field_validator("input_data")
     @classmethod

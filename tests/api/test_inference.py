@@ -44,7 +44,7 @@ def test_batch_and_version_pinning(client, trained):
     ({"input_data": [[1, 2, 3, 4], [1, 2]]}, 422, "same number of features"),
     ({"input_data": ["a", "b", "c", "d"]}, 422, "valid number"),
     ({"input_data": SETOSA, "retries": 11}, 422, "less than or equal to 10"),
-    ({"input_data": SETOSA, "sla_seconds": 0}, 422, "greater than 0"),
+    ({"input_data": SETOSA, "sla_seconds": 0.01}, 422, "greater than or equal to 0.1"),
     ({"input_data": SETOSA, "model_version": "v2"}, 422, "pattern"),
 ])
 def test_errors_are_clear(client, trained, body, status, needle):

@@ -17,6 +17,14 @@ NEGATIVE_ONLY = {("POST", "/trigger_training"), ("POST", "/train"), ("POST", "/s
 EXAMPLES = 60
 
 
+def _generous_sla(case):
+    """A valid but tiny ``sla_seconds`` makes a correct 503 (deadline missed); keep valid SLAs generous."""
+    if case.path == "/inference" and isinstance(case.body, dict) and isinstance(case.body.get("sla_seconds"), float):
+        if case.body["sla_seconds"] >= 0.1:
+            case.body["sla_seconds"] = 60.0
+    return case
+
+
 def test_no_server_errors(api_url, trained):
     schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
     calls: list[str] = []
@@ -32,7 +40,7 @@ def test_no_server_errors(api_url, trained):
 
             @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
-            @given(case=op.as_strategy(generation_mode=mode))
+            @given(case=op.as_strategy(generation_mode=mode).map(_generous_sla))
             def run(case):
                 resp = case.call(base_url=api_url, timeout=60)
                 calls.append(f"{case.method} {case.formatted_path}")
