@@ -16,7 +16,7 @@ from mlstack.settings import Settings, get_settings
 log = logging.getLogger("mlstack.api")
 
 # one module per resource under mlstack.api.routes, each exporting ``router``
-ROUTERS = ["health", "training", "inference", "models", "metrics", "alerts", "schedules", "deployments"]
+ROUTERS = ["health", "training", "inference", "models", "packages", "metrics", "alerts", "schedules", "deployments"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
