@@ -99,6 +99,11 @@ async def check_ready(svc: Services) -> dict[str, str]:
 
     await probe("redis", svc.redis.ping())
     await probe("mlflow", asyncio.to_thread(svc.registry.ping))
+    for name, check in svc.extras.get("ready_checks", {}).items():  # subsystems register their own
+        try:
+            checks[name] = check()
+        except Exception as e:
+            checks[name] = f"{type(e).__name__}: {e}"[:300]
     checks["ray"] = "ok" if svc.training.ray_ready else (
         svc.training.ray_error or "not started yet (local Ray starts with the first training job)")
     return checks

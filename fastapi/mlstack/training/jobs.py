@@ -145,13 +145,20 @@ class JobManager:
         finally:
             self._tasks.pop(job.job_id, None)
 
+    async def _alert(self, *args, **fields) -> None:
+        """Alerts must never break the job's bookkeeping (the job record is already written)."""
+        try:
+            await self.alerts.emit(*args, **fields)
+        except Exception:
+            log.exception("could not emit alert %s", args[0])
+
     async def _failed(self, job: TrainingJob, exc: BaseException) -> None:
         cause = getattr(exc, "cause", None) or exc  # unwrap ray.exceptions.RayTaskError
         message = getattr(cause, "message", None) or f"{type(cause).__name__}: {cause}"
         log.warning("training job %s failed: %s", job.job_id, message)
         await self._update(job.job_id, status="failed", finished_at=_now(), error=str(message)[:2000])
-        await self.alerts.emit("training.failed", "error", f"Training job {job.job_id} failed", str(message)[:500],
-                               model=job.model_name, data={"job_id": job.job_id})
+        await self._alert("training.failed", "error", f"Training job {job.job_id} failed", str(message)[:500],
+                          model=job.model_name, data={"job_id": job.job_id})
 
     async def _succeeded(self, job: TrainingJob, r: dict) -> None:
         self.registry.forget(job.model_name)
@@ -160,14 +167,14 @@ class JobManager:
         primary = r["primary_metric"]
         value = r["metrics"][primary]
         verdict = "now champion" if r["champion"] else f"champion stays v{r['previous_champion']}"
-        await self.alerts.emit(
+        await self._alert(
             "training.finished", "info", f"{job.model_name} v{r['version']} trained",
             f"{primary}={value:.4f}; {verdict}", model=job.model_name, version=r["version"],
             data={"job_id": job.job_id, "run_id": r["run_id"], "metrics": r["metrics"], "champion": r["champion"]},
         )
         threshold = self.settings.alert_accuracy_threshold
         if r["task"] == "classification" and value >= threshold:
-            await self.alerts.emit(
+            await self._alert(
                 "model.accuracy", "info", f"{job.model_name} v{r['version']} accuracy {value:.1%}",
                 f"accuracy {value:.4f} is at or above the threshold {threshold:.2f}",
                 model=job.model_name, version=r["version"], data={"accuracy": value, "job_id": job.job_id},

@@ -1,0 +1,44 @@
+"""An alerts-only ASGI app (the alert router + the sink/hub lifespan, nothing else).
+
+Used by ``bench/alerts.py`` and the alert tests, and usable as a separate SSE fan-out
+Deployment: ``uvicorn --factory mlstack.alerts.standalone:create_app``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from mlstack.api.services import Services
+from mlstack.errors import MlstackError
+from mlstack.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from mlstack.alerts.setup import start
+
+        async with AsyncExitStack() as stack:
+            svc = Services(settings=settings)
+            svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
+            stack.push_async_callback(svc.redis.aclose)
+            await start(svc, stack)
+            app.state.services = svc
+            yield
+
+    app = FastAPI(title="mlstack alerts", lifespan=lifespan)
+
+    @app.exception_handler(MlstackError)
+    async def _domain_error(_: Request, exc: MlstackError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    from mlstack.api.routes.alerts import router
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,107 @@
+"""Alerts: SSE fan-out with replay (``GET /webhook``, alias ``/alerts/stream``), recent alerts, publish."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlstack.alerts.events import MANUAL, STREAM_ID_PATTERN, TYPE_PATTERN, AlertEvent, Severity
+from mlstack.alerts.hub import AlertHub
+from mlstack.alerts.settings import AlertSettings, get_alert_settings
+from mlstack.alerts.setup import HUB, SETTINGS
+from mlstack.alerts.sink import RedisStreamSink
+from mlstack.alerts.sse import FanoutEventSourceResponse
+from mlstack.api.deps import ServicesDep
+from mlstack.api.services import Services
+from mlstack.errors import Unavailable
+
+router = APIRouter(tags=["alerts"])
+
+_ID_DOC = "Redis Stream id of the last alert seen (e.g. 1718000000000-0); '0' replays the whole stream"
+
+
+def _hub(svc: Services) -> AlertHub:
+    hub = svc.extras.get(HUB)
+    if hub is None:
+        raise Unavailable("alerts are not running in this process")
+    return hub
+
+
+def _settings(svc: Services) -> AlertSettings:
+    return svc.extras.get(SETTINGS) or get_alert_settings()
+
+
+SSE_DOC = (
+    "Server-sent events. Every alert reaches every connected client as `event: alert`, "
+    "`id: <stream id>`, `data: <AlertEvent JSON>`. Reconnect with the `Last-Event-ID` header "
+    "(or `?last_event_id=`; the header wins) to replay what was missed, in order. Heartbeats are SSE "
+    "comments. A client that falls too far behind gets `event: reconnect` and the stream closes; "
+    "reconnecting with Last-Event-ID replays the rest."
+)
+
+
+@router.get("/webhook", summary="Alert stream (SSE)", description=SSE_DOC,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"}})
+@router.get("/alerts/stream", summary="Alert stream (SSE), alias of /webhook", description=SSE_DOC,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"}})
+async def alert_stream(
+    svc: ServicesDep,
+    last_event_id: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN, description=_ID_DOC)] = None,
+    last_event_id_header: Annotated[
+        str | None, Header(alias="Last-Event-ID", pattern=STREAM_ID_PATTERN, description=_ID_DOC)
+    ] = None,
+) -> FanoutEventSourceResponse:
+    hub, s = _hub(svc), _settings(svc)
+    # the header is what a browser sends on its automatic reconnects, so it is newer than the URL's
+    since = last_event_id_header if last_event_id_header is not None else last_event_id
+    response: FanoutEventSourceResponse | None = None
+
+    def expire() -> None:  # the hub dropped this client: close it if it cannot drain in time
+        if response is not None:
+            response.expire()
+
+    response = FanoutEventSourceResponse(hub.events(since, on_overflow=expire), ping=s.alerts_heartbeat_seconds,
+                                         send_timeout=s.alerts_send_timeout)
+    return response
+
+
+@router.get("/alerts", response_model=list[AlertEvent], summary="Recent alerts, newest last")
+async def recent_alerts(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    return await _hub(svc).recent(limit)
+
+
+class AlertIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    type: str = Field(MANUAL, pattern=TYPE_PATTERN, max_length=100)
+    severity: Severity = "info"
+    title: str = Field(..., min_length=1, max_length=500)
+    message: str = Field("", max_length=10_000)
+    model: str | None = Field(None, max_length=200)
+    version: str | None = Field(None, max_length=100)
+    namespace: str | None = Field(None, max_length=253)
+    deployment: str | None = Field(None, max_length=253)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertAccepted(BaseModel):
+    id: str | None = Field(description="stream id; null when Redis is down and the alert waits in memory")
+    buffered: bool
+
+
+@router.post("/alerts", status_code=201, response_model=AlertAccepted, summary="Publish an alert")
+async def publish_alert(body: AlertIn, svc: ServicesDep) -> AlertAccepted:
+    if not isinstance(svc.alerts, RedisStreamSink):
+        raise Unavailable("alerts are not running in this process")
+    entry_id = await svc.alerts.publish(AlertEvent(**body.model_dump()))
+    return AlertAccepted(id=entry_id, buffered=entry_id is None)
+
+
+@router.get("/alerts/status", summary="Alert reader and buffer state of this process")
+async def alerts_status(svc: ServicesDep) -> dict[str, Any]:
+    hub = _hub(svc)
+    sink = svc.alerts if isinstance(svc.alerts, RedisStreamSink) else None
+    return {**hub.status(), "buffered": sink.buffered if sink else 0,
+            "sink_error": sink.last_error if sink else None}

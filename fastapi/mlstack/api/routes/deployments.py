@@ -1,0 +1,54 @@
+"""``/deployments``: create, list, read and delete ModelDeployments (the operator's contract).
+
+Local mode serves them on this machine; cluster mode goes through the Kubernetes API (see
+``mlstack.deployments``). Invalid specs are 422 with every reason, duplicates 409, unknown ones 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from mlstack.api.deps import ServicesDep
+from mlstack.deployments.schemas import NAMESPACE_PATTERN, DeploymentCreate, DeploymentView
+from mlstack.errors import Unavailable
+
+router = APIRouter(prefix="/deployments", tags=["deployments"])
+
+Namespace = Annotated[str | None, Query(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
+                                        description="default: the API's deployments namespace")]
+Name = Annotated[str, Path(min_length=1, max_length=253)]
+
+
+def _backend(svc):
+    if svc.deployments is None:
+        raise Unavailable("deployments are not available in this API process")
+    return svc.deployments
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentView,
+             summary="Create a ModelDeployment (local mode: served on this machine)")
+async def create_deployment(body: DeploymentCreate, svc: ServicesDep) -> DeploymentView:
+    backend = _backend(svc)
+    return await backend.create(body.namespace or backend.default_namespace, body.name, body.spec)
+
+
+@router.get("", response_model=list[DeploymentView], summary="ModelDeployments of a namespace, by name")
+async def list_deployments(svc: ServicesDep, namespace: Namespace = None) -> list[DeploymentView]:
+    backend = _backend(svc)
+    return await backend.list(namespace or backend.default_namespace)
+
+
+@router.get("/{name}", response_model=DeploymentView, summary="A ModelDeployment with its status")
+async def get_deployment(name: Name, svc: ServicesDep, namespace: Namespace = None) -> DeploymentView:
+    backend = _backend(svc)
+    return await backend.get(namespace or backend.default_namespace, name)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               summary="Delete a ModelDeployment (local mode: its server stops before this returns)")
+async def delete_deployment(name: Name, svc: ServicesDep, namespace: Namespace = None) -> Response:
+    backend = _backend(svc)
+    await backend.delete(namespace or backend.default_namespace, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

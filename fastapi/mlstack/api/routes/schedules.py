@@ -1,0 +1,61 @@
+"""Schedules: periodic training and model-staleness watchers, persistent and exactly-once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from mlstack.api.deps import ServicesDep
+from mlstack.api.services import Services
+from mlstack.errors import Unavailable
+from mlstack.schedules.schemas import Killed, ScheduleOut, ScheduleTrainingRequest, WatchModelRequest
+from mlstack.schedules.service import ScheduleService
+from mlstack.schedules.setup import SERVICE
+
+router = APIRouter(tags=["schedules"])
+
+
+def _service(svc: Services) -> ScheduleService:
+    service = svc.extras.get(SERVICE)
+    if service is None:
+        raise Unavailable("schedules are not running in this process")
+    return service
+
+
+@router.post("/schedule_training", status_code=201, response_model=ScheduleOut,
+             summary="Train every N minutes/seconds (persistent; runs once per interval across replicas)")
+async def schedule_training(body: ScheduleTrainingRequest, svc: ServicesDep) -> dict:
+    return await _service(svc).add("training", body.training_params(), body.interval_seconds)
+
+
+@router.post("/watch_model", status_code=201, response_model=ScheduleOut,
+             summary="Check every N minutes/seconds that the newest model version is fresh; alert model.stale")
+async def watch_model(body: WatchModelRequest, svc: ServicesDep) -> dict:
+    service = _service(svc)
+    if body.max_age_seconds is not None:
+        max_age = body.max_age_seconds
+    elif body.max_age_minutes is not None:
+        max_age = body.max_age_minutes * 60
+    else:
+        max_age = service.s.default_max_age_minutes * 60
+    params = {"model_name": body.model_name or svc.settings.model_name, "max_age_seconds": max_age,
+              "repeat": body.repeat}
+    return await service.add("watch_model", params, body.interval_seconds)
+
+
+@router.get("/schedules", response_model=list[ScheduleOut], summary="All schedules with their last firing")
+async def list_schedules(svc: ServicesDep) -> list[dict]:
+    return await _service(svc).list()
+
+
+@router.get("/schedules/{job_id}/runs", summary="Recent firings of one schedule, newest first")
+async def schedule_runs(job_id: Annotated[str, Path(max_length=64)], svc: ServicesDep) -> list[dict]:
+    return await _service(svc).history(job_id)
+
+
+@router.delete("/kill_scheduled_job/{job_id}", response_model=Killed,
+               summary="Remove a schedule for every replica (404 when unknown)")
+async def kill_scheduled_job(job_id: Annotated[str, Path(max_length=64)], svc: ServicesDep) -> Killed:
+    await _service(svc).kill(job_id)
+    return Killed(job_id=job_id)

@@ -1,0 +1,81 @@
+"""An API process with the alerts and schedules subsystems and stand-ins for the lead's training/registry.
+
+The stand-ins keep their state in the same real Redis, so tests control "the newest registered version"
+and can count training submissions across processes. Everything else (Redis, APScheduler, HTTP,
+the processes themselves) is real. Run: ``uvicorn --factory tests.schedules.miniapp:create_app``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from mlstack.api.services import Services
+from mlstack.errors import MlstackError
+from mlstack.settings import get_settings
+
+REGISTRY_KEY = "test:registry:{name}"
+SUBMITTED_KEY = "test:training:submitted"
+
+
+class RedisRegistry:
+    """``latest_version(name)`` as the lead's Registry returns it, read from a Redis hash the test sets."""
+
+    def __init__(self, url: str):
+        self.r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2)
+
+    def latest_version(self, name: str) -> dict | None:
+        h = self.r.hgetall(REGISTRY_KEY.format(name=name))
+        return {"version": h["version"], "created_at": float(h["created_at"])} if h else None
+
+
+class RecordingTraining:
+    """``submit(TrainingRequest)`` that records each submission in Redis instead of training."""
+
+    def __init__(self, r):
+        self.r = r
+
+    async def submit(self, req) -> dict:
+        job_id = uuid.uuid4().hex
+        await self.r.rpush(SUBMITTED_KEY, json.dumps({"job_id": job_id, "pid": os.getpid(),
+                                                      "hyperparameters": req.hyperparameters.model_dump()}))
+        return {"job_id": job_id, "status": "queued"}
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from mlstack.alerts.setup import start as start_alerts
+        from mlstack.schedules.setup import start as start_schedules
+
+        async with AsyncExitStack() as stack:
+            svc = Services(settings=settings)
+            svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+            stack.push_async_callback(svc.redis.aclose)
+            await start_alerts(svc, stack)
+            svc.registry = RedisRegistry(settings.redis_url)
+            svc.training = RecordingTraining(svc.redis)
+            await start_schedules(svc, stack)
+            app.state.services = svc
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.exception_handler(MlstackError)
+    async def _domain_error(_: Request, exc: MlstackError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    from mlstack.api.routes import alerts, schedules
+
+    app.include_router(alerts.router)
+    app.include_router(schedules.router)
+    return app
