@@ -34,7 +34,8 @@ def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
         password = creds.split()[2]
         assert len(password) >= 32 and password in (state / "env").read_text()
         ready = httpx.get(f"http://127.0.0.1:{ports['API']}/readyz", timeout=10).json()
-        assert ready["checks"] == {"redis": "ok", "mlflow": "ok", "ray": "ok"}
+        assert {"redis", "mlflow", "ray"} <= set(ready["checks"])
+        assert all(v == "ok" for v in ready["checks"].values()), ready
         assert httpx.get(f"http://127.0.0.1:{ports['API']}/docs", timeout=10).status_code == 200
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
         assert {"redis", "mlflow", "ray", "api"} <= set(pids)
