@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 
 log() { printf '[test.sh] %s\n' "$*"; }
 
-APT_PACKAGES=(redis-server shellcheck chromium wrk)
+APT_PACKAGES=(redis-server shellcheck chromium nginx-light wrk)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -39,7 +39,7 @@ log "ruff"
 .venv/bin/ruff check .
 if command -v shellcheck >/dev/null; then
   log "shellcheck"
-  shellcheck init.sh test.sh .ci/run
+  shellcheck init.sh test.sh .ci/run tests/cluster/e2e_smoke.sh
 fi
 
 log "pytest"

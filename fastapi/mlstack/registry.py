@@ -100,13 +100,16 @@ class Registry:
 
     def _model_dict(self, rm) -> dict[str, Any]:
         versions = self.client.search_model_versions(f"name = '{rm.name}'", order_by=["version_number DESC"])
+        by_version: dict[str, list[str]] = {}
+        for alias, version in (rm.aliases or {}).items():  # search results carry no aliases
+            by_version.setdefault(str(version), []).append(alias)
         return {
             "name": rm.name,
             "description": rm.description or "",
             "tags": dict(rm.tags or {}),
             "aliases": dict(rm.aliases or {}),
             "created_at": _iso(rm.creation_timestamp),
-            "versions": [self._version_dict(v) for v in versions],
+            "versions": [{**self._version_dict(v), "aliases": by_version.get(v.version, [])} for v in versions],
         }
 
     def list_models(self) -> list[dict[str, Any]]:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     serve_port_range: tuple[int, int] = (18000, 18999)
     serve_start_timeout: float = 120.0
     serve_max_batch: int = Field(64, ge=1)
+    serve_batch_window_ms: float = Field(0.0, ge=0, le=100, description="extra wait to fill a batch (0: one loop turn)")
+    serve_intra_op_threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per model server")
     state_dir: Path = Path("outputs/state")
 
     # where `mlstack serve` keeps downloaded model artifacts

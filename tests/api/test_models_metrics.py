@@ -27,6 +27,8 @@ def test_models_list_and_aliases(client, trained):
     models = client.get("/models").json()
     iris = next(m for m in models if m["name"] == "iris_model")
     assert "champion" in iris["aliases"]
+    champion = next(v for v in iris["versions"] if v["version"] == iris["aliases"]["champion"])
+    assert "champion" in champion["aliases"]
     v = next(v for v in iris["versions"] if v["version"] == trained["version"])
     assert v["metrics"]["accuracy"] == pytest.approx(trained["metrics"]["accuracy"])
 

@@ -70,6 +70,15 @@ def test_bad_requests_are_422_with_a_message(client, body, needle):
     assert needle in r.text
 
 
+def test_logs_of_a_job(client, trained):
+    logs = client.get(f"/training/{trained['job_id']}/logs")
+    assert logs.status_code == 200
+    assert "text/plain" in logs.headers["content-type"]
+    assert f"registered iris_model version {trained['version']}" in logs.text
+    assert "accuracy=" in logs.text
+    assert client.get("/training/doesnotexist/logs").status_code == 404
+
+
 def test_unknown_job_is_404(client):
     r = client.get("/training/doesnotexist")
     assert r.status_code == 404
@@ -89,6 +98,7 @@ def test_failed_job_reports_its_error(client, s3_endpoint):
     job = wait_job(client, r.json()["job_id"])
     assert job["status"] == "failed"
     assert "no target column 'target'" in job["error"]
+    assert "training failed" in client.get(f"/training/{job['job_id']}/logs").text
 
 
 def test_upload_csv_regression_with_timestamp_column(client):

@@ -18,12 +18,14 @@ from mlstack.registry import Registry
 from mlstack.settings import Settings
 from mlstack.training.data import ObjectStore, check_exists
 from mlstack.training.schemas import TrainingJob, TrainingRequest
-from mlstack.training.train import TrainConfig, train_and_register
+from mlstack.training.train import TrainConfig, run_job
 
 log = logging.getLogger(__name__)
 JOB_KEY = "mlstack:training:job:{}"
 JOBS_INDEX = "mlstack:training:jobs"
+LOGS_KEY = "mlstack:training:logs:{}"
 JOB_TTL_SECONDS = 30 * 24 * 3600
+MAX_LOG_CHARS = 256 * 1024
 
 
 def _now() -> str:
@@ -91,6 +93,18 @@ class JobManager:
         await self._save(job)
         return job
 
+    async def _save_logs(self, job_id: str, logs: str) -> None:
+        if len(logs) > MAX_LOG_CHARS:
+            logs = f"[... {len(logs) - MAX_LOG_CHARS} characters cut ...]\n" + logs[-MAX_LOG_CHARS:]
+        await self.redis.set(LOGS_KEY.format(job_id), logs, ex=JOB_TTL_SECONDS)
+
+    async def logs(self, job_id: str) -> str:
+        job = await self.get(job_id)  # 404 for unknown jobs
+        logs = await self.redis.get(LOGS_KEY.format(job_id))
+        if logs is None:
+            return f"job {job_id} is {job.status}: its log is stored when it finishes\n"
+        return logs
+
     async def get(self, job_id: str) -> TrainingJob:
         raw = await self.redis.get(JOB_KEY.format(job_id))
         if raw is None:
@@ -132,16 +146,20 @@ class JobManager:
             await self.ensure_ray()
             import ray
 
-            remote = ray.remote(num_cpus=s.train_num_cpus, max_retries=0)(train_and_register)
+            remote = ray.remote(num_cpus=s.train_num_cpus, max_retries=0)(run_job)
             ref = remote.remote(cfg)
             await self._update(job.job_id, status="running", started_at=_now())
-            result = await ref
+            out = await ref
         except asyncio.CancelledError:
             raise
-        except Exception as e:
+        except Exception as e:  # Ray itself failed (worker died, cluster unreachable)
             await self._failed(job, e)
         else:
-            await self._succeeded(job, result)
+            await self._save_logs(job.job_id, out["logs"])
+            if out["ok"]:
+                await self._succeeded(job, out["result"])
+            else:
+                await self._failed(job, RuntimeError(out["error"]))
         finally:
             self._tasks.pop(job.job_id, None)
 

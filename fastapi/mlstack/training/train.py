@@ -103,9 +103,13 @@ def train_and_register(cfg: TrainConfig) -> dict:
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
+    log.info("reading %s (target %r)", cfg.data_uri, cfg.target)
     df = parse_csv(read_bytes(cfg.data_uri, cfg.store), cfg.target, cfg.data_uri)
+    log.info("%d rows, %d columns; fitting with %s", len(df), len(df.columns), cfg.hyperparameters)
     result = fit(df, cfg.target, cfg.hyperparameters)
     model, task, metrics, X_test = result["model"], result["task"], result["metrics"], result["X_test"]
+    log.info("%s on %d/%d rows: %s", task, result["n_train"], result["n_test"],
+             ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     example = X_test[:5]
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
@@ -127,6 +131,8 @@ def train_and_register(cfg: TrainConfig) -> dict:
             onnx_execution_providers=["CPUExecutionProvider"],
         )
     version = str(onnx_info.registered_model_version)
+    log.info("MLflow run %s: registered %s version %s (ONNX; sklearn at %s)", run.info.run_id, cfg.model_name,
+             version, sk_info.model_uri)
     primary = PRIMARY_METRIC[task]
     for k, v in {"mlstack.task": task, "mlstack.job_id": cfg.job_id, "mlstack.data_uri": cfg.data_uri,
                  "mlstack.sklearn_model_uri": sk_info.model_uri, "mlstack.primary_metric": primary,
@@ -138,5 +144,42 @@ def train_and_register(cfg: TrainConfig) -> dict:
     champion = previous is None or previous_value is None or metrics[primary] > previous_value
     if champion:
         client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
+        log.info("@%s -> v%s (%s %.4f beats %s)", CHAMPION, version, primary, metrics[primary],
+                 "no champion" if previous is None else f"v{previous} at {previous_value}")
+    else:
+        log.info("@%s stays v%s (%s %.4f does not beat %.4f)", CHAMPION, previous, primary, metrics[primary],
+                 previous_value)
     return {"run_id": run.info.run_id, "version": version, "task": task, "metrics": metrics, "champion": champion,
             "previous_champion": previous, "primary_metric": primary}
+
+
+def run_job(cfg: TrainConfig) -> dict:
+    """What the Ray task runs: ``train_and_register`` with its log captured.
+
+    Returns ``{"ok": True, "result": ..., "logs": ...}`` or ``{"ok": False, "error": ..., "logs": ...}``
+    so that a failed job keeps the log that explains it.
+    """
+    import io
+    import traceback
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("mlstack", "mlflow", "py.warnings")]
+    saved = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        result = train_and_register(cfg)
+        return {"ok": True, "result": result, "logs": buf.getvalue()}
+    except Exception as e:
+        message = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+        log.error("training failed: %s\n%s", message, traceback.format_exc())
+        return {"ok": False, "error": str(message), "logs": buf.getvalue()}
+    finally:
+        logging.captureWarnings(False)
+        for lg, level in saved:
+            lg.removeHandler(handler)
+            lg.setLevel(level)

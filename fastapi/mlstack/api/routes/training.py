@@ -5,6 +5,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
 from mlstack.api.deps import ServicesDep
@@ -51,3 +52,8 @@ async def list_jobs(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=500)]
 @router.get("/training/{job_id}", response_model=TrainingJob, summary="A training job's status, metrics, version")
 async def get_job(job_id: str, svc: ServicesDep) -> TrainingJob:
     return await svc.training.get(job_id)
+
+
+@router.get("/training/{job_id}/logs", response_class=PlainTextResponse, summary="A finished job's training log")
+async def get_logs(job_id: str, svc: ServicesDep) -> str:
+    return await svc.training.logs(job_id)

@@ -1,0 +1,304 @@
+"""Model-serving benchmark: one run, the targets side by side, a markdown table at the end.
+
+Targets (same model; each started, measured with ``wrk`` and stopped in turn):
+  (a)  ``mlstack serve``, ``POST /predict``            (a-v2: the same server, v2 JSON infer)
+  (b)  ``mlflow models serve --env-manager local``, ``POST /invocations``
+  (c)  a bare uvicorn raw-ASGI app answering a constant: the floor
+
+For each: sequential latency (1 connection, 1 thread: p50/p99) and throughput (16 connections,
+2 threads). The load generator is ``wrk`` (not Python, which would measure itself). All servers run
+at once and the targets are measured in interleaved rounds; the table shows medians.
+
+To add a target, write ``def target_x(ctx, stack) -> Target`` that starts its server (registering
+the stop in ``stack``), waits until it answers, and returns the URL and body; add it to ``TARGETS``.
+
+    .venv/bin/python bench/serving.py [--model DIR|models:/NAME@ALIAS] [--duration 4] [--rounds 3] [--only a,b,c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IRIS_CSV = ROOT / "fastapi" / "mlstack" / "data" / "iris.csv"
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+# -- targets ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    label: str
+    url: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+
+
+@dataclass
+class Context:
+    model_uri: str  # a local MLflow model dir or a models:/ URI
+    model_name: str
+    workdir: Path
+    env: dict[str, str]  # environment for the servers (MLSTACK_*, MLFLOW_TRACKING_URI...)
+    start_timeout: float = 180.0
+
+
+TargetFn = Callable[[Context, contextlib.ExitStack], list[Target]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post_ok(url: str, body: bytes, headers: dict[str, str]) -> bool:
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _launch(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str], probe: Target) -> None:
+    """Start ``cmd`` in its own process group, stop it when ``stack`` closes, wait until ``probe`` is 200."""
+    log = open(ctx.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed by the stack
+    stack.callback(log.close)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ctx.env},
+                            start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    stack.callback(stop)
+    deadline = time.monotonic() + ctx.start_timeout
+    while not _post_ok(probe.url, probe.body, probe.headers):
+        if proc.poll() is not None:
+            tail = (ctx.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} did not answer {probe.url} within {ctx.start_timeout}s")
+        time.sleep(0.2)
+
+
+def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    predict = Target("(a) mlstack serve /predict", f"{base}/predict", json.dumps({"instances": [ROW]}).encode())
+    infer = Target(
+        "(a-v2) mlstack serve v2 infer", f"{base}/v2/models/{ctx.model_name}/infer",
+        json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}).encode(),
+    )
+    cmd = [str(BIN / "mlstack"), "serve", "--model", ctx.model_uri, "--host", "127.0.0.1", "--port", str(port),
+           "--name", ctx.model_name]
+    _launch(ctx, stack, "mlstack-serve", cmd, predict)
+    return [predict, infer]
+
+
+def target_mlflow(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    port = _free_port()
+    t = Target("(b) mlflow models serve", f"http://127.0.0.1:{port}/invocations",
+               json.dumps({"inputs": {"X": [ROW]}}).encode())
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", ctx.model_uri, "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port)]
+    _launch(ctx, stack, "mlflow-serve", cmd, t)
+    return [t]
+
+
+FLOOR_BODY = b'{"predictions":[0],"probabilities":[[1.0,0.0,0.0]]}'
+
+
+async def floor_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    """The floor: read the request, answer a constant (what uvicorn alone costs)."""
+    if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        return
+    msg = await receive()
+    while msg.get("more_body"):
+        msg = await receive()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(FLOOR_BODY))]})
+    await send({"type": "http.response.body", "body": FLOOR_BODY})
+
+
+def target_floor(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    port = _free_port()
+    t = Target("(c) bare uvicorn constant", f"http://127.0.0.1:{port}/predict",
+               json.dumps({"instances": [ROW]}).encode())
+    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "serving:floor_app",
+           "--host", "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
+           "--no-access-log", "--no-proxy-headers", "--no-server-header", "--no-date-header", "--log-level", "warning"]
+    _launch(ctx, stack, "floor", cmd, t)
+    return [t]
+
+
+TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "b": target_mlflow, "c": target_floor}
+
+
+# -- wrk ----------------------------------------------------------------------------------------------
+
+_LUA = """
+wrk.method = "POST"
+wrk.body = {body}
+{headers}
+done = function(summary, latency, requests)
+  io.write(string.format('WRKJSON {{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
+    '"non2xx": %d, "errors": %d}}\\n', summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), summary.errors.status, summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _lua_string(b: bytes) -> str:
+    return "[==[" + b.decode() + "]==]"
+
+
+def run_wrk(t: Target, connections: int, threads: int, duration: float, workdir: Path) -> WrkResult:
+    script = workdir / "wrk.lua"
+    headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in t.headers.items())
+    script.write_text(_LUA.format(body=_lua_string(t.body), headers=headers))
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "5s",
+           "-s", str(script), t.url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    out = proc.stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    r = json.loads(line[len("WRKJSON "):])
+    if r["non2xx"] or r["errors"]:
+        raise RuntimeError(f"{t.label}: {r['non2xx']} non-2xx responses, {r['errors']} socket errors")
+    return WrkResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000)
+
+
+# -- model --------------------------------------------------------------------------------------------
+
+
+def build_model(dest: Path, n_estimators: int) -> Path:
+    """An iris RandomForest as training registers it: ONNX flavour, input "X", zipmap off."""
+    import mlflow.onnx
+    import numpy as np
+    import pandas as pd
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import RandomForestClassifier
+
+    df = pd.read_csv(IRIS_CSV)
+    x = df.drop(columns="target").to_numpy(np.float32)
+    clf = RandomForestClassifier(n_estimators=n_estimators, random_state=0).fit(x, df["target"].to_numpy())
+    onx = to_onnx(clf, initial_types=[("X", FloatTensorType([None, x.shape[1]]))],
+                  options={id(clf): {"zipmap": False}})
+    mlflow.onnx.save_model(onx, str(dest))
+    return dest
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def _fmt_ratio(num: float | None, den: float | None) -> str:
+    return f"{num / den:.2f}x" if num and den else "n/a"
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="MLflow model dir or models:/ URI (default: build an iris RandomForest)")
+    p.add_argument("--name", default="iris", help="v2 model name")
+    p.add_argument("--n-estimators", type=int, default=100)
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all targets; medians reported")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", default=",".join(TARGETS), help="comma-separated target keys")
+    args = p.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    env = {"MLSTACK_MODEL_CACHE_DIR": str(workdir / "cache"), "PYTHONUNBUFFERED": "1",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # mlflow models serve execs uvicorn
+    if os.environ.get("MLSTACK_MLFLOW_TRACKING_URI"):
+        env["MLFLOW_TRACKING_URI"] = os.environ["MLSTACK_MLFLOW_TRACKING_URI"]
+    model_uri = args.model or str(build_model(workdir / "model", args.n_estimators))
+    ctx = Context(model_uri=model_uri, model_name=args.name, workdir=workdir, env=env)
+    print(f"model: {model_uri}   wrk: {args.rounds} interleaved rounds of {args.duration:g}s per run; throughput "
+          f"with {args.connections} connections / {args.threads} threads   logs: {workdir}", file=sys.stderr)
+
+    # all servers up at once (idle ones cost nothing), then interleaved rounds: on a shared machine,
+    # background load then hits every target alike, and medians damp the rest
+    seq: dict[str, list[WrkResult]] = {}
+    thr: dict[str, list[WrkResult]] = {}
+    with contextlib.ExitStack() as stack:
+        targets = [t for key in args.only.split(",") for t in TARGETS[key.strip()](ctx, stack)]
+        for r in range(args.rounds):
+            for t in targets:
+                seq.setdefault(t.label, []).append(run_wrk(t, 1, 1, args.duration, workdir))
+                thr.setdefault(t.label, []).append(run_wrk(t, args.connections, args.threads, args.duration, workdir))
+                print(f"round {r + 1}: {t.label}: {thr[t.label][-1].rps:,.0f} req/s, "
+                      f"p50 {seq[t.label][-1].p50_ms:.3f} ms", file=sys.stderr)
+
+    rows = [(t.label, WrkResult(_median([x.rps for x in seq[t.label]]), _median([x.p50_ms for x in seq[t.label]]),
+                                _median([x.p99_ms for x in seq[t.label]])),
+             _median([x.rps for x in thr[t.label]])) for t in targets]
+    by = {label.split(" ")[0]: rps for label, _, rps in rows}
+    print(f"\n| target | req/s ({args.connections} conn) | seq req/s | seq p50 ms | seq p99 ms | vs (b) | vs (c) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, s1, rps in rows:
+        print(f"| {label} | {rps:,.0f} | {s1.rps:,.0f} | {s1.p50_ms:.3f} | {s1.p99_ms:.3f} "
+              f"| {_fmt_ratio(rps, by.get('(b)'))} | {_fmt_ratio(rps, by.get('(c)'))} |")
+    a, b, c = by.get("(a)"), by.get("(b)"), by.get("(c)")
+    seq_a = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(a)")), None)
+    print()
+    if a and b:
+        print(f"goal (a) >= 10x (b) throughput: {a / b:.1f}x {'OK' if a / b >= 10 else 'MISSED'}")
+    if a and c:
+        print(f"goal (a) >= 0.5x (c) throughput: {a / c:.2f}x {'OK' if a / c >= 0.5 else 'MISSED'}")
+    if seq_a is not None:
+        print(f"goal (a) sequential p50 <= 1 ms: {seq_a:.3f} ms {'OK' if seq_a <= 1 else 'MISSED'}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

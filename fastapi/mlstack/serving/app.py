@@ -1,0 +1,132 @@
+"""The raw ASGI app: reads the body, calls ``ModelService.handle``, writes the response.
+
+No framework routing on the hot path. The model loads in a background thread at lifespan startup,
+so ``/v2/health/live`` answers at once and ``/v2/health/ready`` turns 200 once loading is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from mlstack.serving.service import ModelService, Response, error
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_HEADER_LENGTH = b"inference-header-content-length"
+_CONTENT_LENGTH = b"content-length"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class ServingApp:
+    """ASGI callable serving one ``ModelService``.
+
+    ``loader`` (blocking) runs in a daemon thread at startup; if it raises, the service reports the
+    error on its readiness endpoints and ``on_load_error`` is called on the event loop.
+    """
+
+    def __init__(
+        self,
+        service: ModelService,
+        loader: Callable[[], None] | None = None,
+        on_load_error: Callable[[BaseException], None] | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ):
+        self.service = service
+        self._loader = loader
+        self.on_load_error = on_load_error
+        self._max_body = max_body_bytes
+        self.loaded = threading.Event()  # set when loading finished (either way)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header_length: int | None = None
+        declared = 0
+        for k, v in scope["headers"]:
+            if k == _HEADER_LENGTH:
+                try:
+                    header_length = int(v)
+                except ValueError:
+                    await _send(send, error(400, f"Inference-Header-Content-Length {v!r} is not an integer"))
+                    return
+            elif k == _CONTENT_LENGTH:
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = 0
+        if declared > self._max_body:
+            await _send(send, error(413, f"request body over {self._max_body} bytes"))
+            return
+        msg = await receive()
+        body: bytes = msg.get("body", b"")
+        if msg.get("more_body", False):
+            chunks = [body]
+            size = len(body)
+            while msg.get("more_body", False):
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > self._max_body:
+                    await _send(send, error(413, f"request body over {self._max_body} bytes"))
+                    return
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        elif msg["type"] == "http.disconnect":
+            return
+        resp = await self.service.handle(scope["method"], scope["path"], body, header_length)
+        await _send(send, resp)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                if self._loader is not None:
+                    self._start_loading(asyncio.get_running_loop())
+                else:
+                    self.loaded.set()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _start_loading(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._loader is not None
+        loader = self._loader
+
+        def work() -> None:
+            try:
+                loader()
+            except BaseException as e:
+                log.error("loading model %r failed: %s: %s", self.service.name, type(e).__name__, e)
+                self.service.set_failed(f"{type(e).__name__}: {e}")
+                if self.on_load_error is not None:
+                    loop.call_soon_threadsafe(self.on_load_error, e)
+            finally:
+                self.loaded.set()
+
+        # a daemon thread, not the loop's executor: a hung download must not block shutdown
+        threading.Thread(target=work, name="model-loader", daemon=True).start()
+
+
+async def _send(send: Send, resp: Response) -> None:
+    headers = [(b"content-type", resp.content_type), (b"content-length", b"%d" % len(resp.body))]
+    if resp.header_length is not None:
+        headers.append((_HEADER_LENGTH, b"%d" % resp.header_length))
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    await send({"type": "http.response.body", "body": resp.body})

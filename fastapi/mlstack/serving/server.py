@@ -1,0 +1,76 @@
+"""``mlstack serve``: run the model server under uvicorn with its fastest settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+
+from mlstack.serving.app import ServingApp
+from mlstack.serving.resolve import parse_model_uri
+from mlstack.serving.service import ModelService
+
+log = logging.getLogger("mlstack.serving")
+
+
+def build_app(
+    model_uri: str,
+    name: str | None = None,
+    max_batch: int | None = None,
+) -> tuple[ServingApp, ModelService]:
+    """The ASGI app for ``model_uri``, loading it in the background at startup (settings from env)."""
+    from mlstack.settings import get_settings
+
+    s = get_settings()
+    ref = parse_model_uri(model_uri)
+    service = ModelService(
+        ref, name=name, max_batch=max_batch or s.serve_max_batch,
+        window_s=s.serve_batch_window_ms / 1000.0,
+    )
+    threads = s.serve_intra_op_threads
+
+    def loader() -> None:
+        service.load(s.mlflow_tracking_uri, s.model_cache_dir, intra_op_threads=threads)
+
+    return ServingApp(service, loader=loader), service
+
+
+def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch: int | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; returns 1 if the model failed to load, 2 on a bad URI."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app, service = build_app(model_uri, name=name, max_batch=max_batch)
+    except ValueError as e:
+        print(f"mlstack serve: {e}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,  # no X-Forwarded-* rewriting middleware on the hot path
+        server_header=False,
+        date_header=False,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    failed: list[BaseException] = []
+
+    def on_load_error(exc: BaseException) -> None:
+        failed.append(exc)
+        server.should_exit = True
+
+    app.on_load_error = on_load_error
+    log.info("serving %r as %r on http://%s:%d (max batch %d)", model_uri, service.name, host, port,
+             service.max_batch)
+    server.run()
+    if failed:
+        print(f"mlstack serve: could not load {model_uri!r}: {service.load_error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,186 @@
+// The API client. Every path is relative to API_BASE ("/api"): nginx (cluster) or `mlstack dashboard`
+// (local) proxies it to the API, so the page never names a host.
+import type {
+  AlertEvent,
+  Deployment,
+  DeploymentCreate,
+  InferenceRequest,
+  InferenceResponse,
+  MetricsResponse,
+  RegisteredModel,
+  TrainingJob,
+  TrainingRequest,
+} from "./types";
+
+export const API_BASE = "/api";
+
+export function apiUrl(path: string): string {
+  return API_BASE + (path.startsWith("/") ? path : `/${path}`);
+}
+
+/** A failed API call: HTTP status (0 = no response) and a message fit to show a user. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly detail: unknown;
+
+  constructor(status: number, message: string, detail?: unknown) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.detail = detail;
+  }
+
+  /** The endpoint does not exist (yet) on this API: 404 on a collection route, 405, 501. */
+  get unavailable(): boolean {
+    return this.status === 404 || this.status === 405 || this.status === 501;
+  }
+}
+
+/** FastAPI's `detail`: a string, or a list of pydantic errors `{loc, msg}`, or anything JSON. */
+export function describeDetail(detail: unknown): string {
+  if (detail == null) return "";
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d) => {
+        if (d && typeof d === "object" && "msg" in d) {
+          const loc = Array.isArray((d as { loc?: unknown }).loc)
+            ? ((d as { loc: unknown[] }).loc.filter((p) => p !== "body").join("."))
+            : "";
+          return loc ? `${loc}: ${(d as { msg: string }).msg}` : String((d as { msg: string }).msg);
+        }
+        return typeof d === "string" ? d : JSON.stringify(d);
+      })
+      .join("; ");
+  }
+  if (typeof detail === "object" && "message" in (detail as object)) {
+    return String((detail as { message: unknown }).message);
+  }
+  return JSON.stringify(detail);
+}
+
+export interface RequestOptions {
+  method?: string;
+  body?: unknown;
+  signal?: AbortSignal;
+}
+
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+export class ApiClient {
+  private readonly fetchImpl: FetchLike;
+
+  constructor(fetchImpl?: FetchLike) {
+    this.fetchImpl = fetchImpl ?? ((input, init) => fetch(input, init));
+  }
+
+  async request<T>(path: string, opts: RequestOptions = {}): Promise<T> {
+    const init: RequestInit = { method: opts.method ?? "GET", signal: opts.signal, headers: { Accept: "application/json" } };
+    if (opts.body instanceof FormData) {
+      init.body = opts.body;
+    } else if (opts.body !== undefined) {
+      init.body = JSON.stringify(opts.body);
+      init.headers = { ...init.headers, "Content-Type": "application/json" };
+    }
+    let res: Response;
+    try {
+      res = await this.fetchImpl(apiUrl(path), init);
+    } catch (e) {
+      if ((e as Error)?.name === "AbortError") throw e;
+      throw new ApiError(0, "The API is unreachable (network error).");
+    }
+    const text = await res.text();
+    let data: unknown = undefined;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = undefined;
+      }
+    }
+    if (!res.ok) {
+      const detail = data && typeof data === "object" && "detail" in data ? (data as { detail: unknown }).detail : undefined;
+      const msg = describeDetail(detail) || `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
+      throw new ApiError(res.status, msg, detail);
+    }
+    if (text && data === undefined) throw new ApiError(res.status, "The API answered with something that is not JSON.");
+    return data as T;
+  }
+
+  // alerts
+  alerts(limit = 100) {
+    return this.request<AlertEvent[]>(`/alerts?limit=${limit}`);
+  }
+
+  // metrics and models
+  metrics() {
+    return this.request<MetricsResponse>("/get_metrics");
+  }
+  models() {
+    return this.request<RegisteredModel[]>("/models");
+  }
+  setAlias(model: string, alias: string, version: string) {
+    return this.request<unknown>(`/models/${enc(model)}/aliases/${enc(alias)}`, { method: "PUT", body: { version } });
+  }
+  deleteAlias(model: string, alias: string) {
+    return this.request<unknown>(`/models/${enc(model)}/aliases/${enc(alias)}`, { method: "DELETE" });
+  }
+  patchModel(model: string, patch: { description?: string; tags?: Record<string, string> }) {
+    return this.request<unknown>(`/models/${enc(model)}`, { method: "PATCH", body: patch });
+  }
+  patchVersion(model: string, version: string, patch: { description?: string; tags?: Record<string, string> }) {
+    return this.request<unknown>(`/models/${enc(model)}/versions/${enc(version)}`, { method: "PATCH", body: patch });
+  }
+
+  // training and inference
+  trigger(req: TrainingRequest) {
+    return this.request<TrainingJob>("/trigger_training", { method: "POST", body: req });
+  }
+  training(jobId: string) {
+    return this.request<TrainingJob>(`/training/${enc(jobId)}`);
+  }
+  trainings(limit = 10) {
+    return this.request<TrainingJob[]>(`/training?limit=${limit}`);
+  }
+  inference(req: InferenceRequest) {
+    return this.request<InferenceResponse>("/inference", { method: "POST", body: req });
+  }
+
+  // deployments
+  deployments() {
+    return this.request<Deployment[]>("/deployments");
+  }
+  createDeployment(d: DeploymentCreate) {
+    return this.request<Deployment>("/deployments", { method: "POST", body: d });
+  }
+  deleteDeployment(name: string, namespace?: string) {
+    const q = namespace ? `?namespace=${enc(namespace)}` : "";
+    return this.request<unknown>(`/deployments/${enc(name)}${q}`, { method: "DELETE" });
+  }
+
+  // what the API offers (for optional features such as model package upload)
+  openapi() {
+    return this.request<OpenApiDoc>("/openapi.json");
+  }
+}
+
+export interface OpenApiDoc {
+  paths?: Record<string, Record<string, { summary?: string; requestBody?: { content?: Record<string, unknown> } }>>;
+}
+
+/** The first POST route under /models that takes a multipart body (a model package upload), if any. */
+export function findUploadRoute(doc: OpenApiDoc): { path: string; summary: string } | null {
+  for (const [path, ops] of Object.entries(doc.paths ?? {})) {
+    const post = ops.post;
+    if (path.startsWith("/models") && post?.requestBody?.content?.["multipart/form-data"]) {
+      return { path, summary: post.summary ?? "" };
+    }
+  }
+  return null;
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}
+
+export const api = new ApiClient();

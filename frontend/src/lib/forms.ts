@@ -1,0 +1,157 @@
+// Form parsing and validation, mirroring the API's bounds so that most mistakes are caught before a
+// request (the API still has the last word: its 422 messages are shown as they come).
+import type { DeploymentCreate, Hyperparameters, InferenceRequest } from "./types";
+
+export type Errors = Record<string, string>;
+export type Result<T> = { ok: true; value: T } | { ok: false; errors: Errors };
+
+type Raw = Record<string, string | undefined>;
+
+function intField(raw: string | undefined, name: string, min: number, max: number, errors: Errors, dflt?: number | null) {
+  const s = (raw ?? "").trim();
+  if (s === "") {
+    if (dflt !== undefined) return dflt;
+    errors[name] = "Required.";
+    return null;
+  }
+  if (!/^-?\d+$/.test(s)) {
+    errors[name] = "Must be a whole number.";
+    return null;
+  }
+  const n = Number(s);
+  if (n < min || n > max) errors[name] = `Must be between ${min} and ${max}.`;
+  return n;
+}
+
+function floatField(raw: string | undefined, name: string, min: number, max: number, errors: Errors, dflt?: number) {
+  const s = (raw ?? "").trim();
+  if (s === "") {
+    if (dflt !== undefined) return dflt;
+    errors[name] = "Required.";
+    return NaN;
+  }
+  const n = Number(s);
+  if (!Number.isFinite(n)) {
+    errors[name] = "Must be a number.";
+    return NaN;
+  }
+  if (n < min || n > max) errors[name] = `Must be between ${min} and ${max}.`;
+  return n;
+}
+
+export const HYPERPARAMETER_DEFAULTS: Hyperparameters = {
+  n_estimators: 100,
+  max_depth: null,
+  min_samples_split: 2,
+  min_samples_leaf: 1,
+  max_features: "sqrt",
+  random_state: 42,
+  test_size: 0.2,
+};
+
+/** Training form → `hyperparameters` (bounds as the API's `Hyperparameters` model). */
+export function parseHyperparameters(raw: Raw): Result<Hyperparameters> {
+  const e: Errors = {};
+  const d = HYPERPARAMETER_DEFAULTS;
+  const mf = (raw.max_features ?? "").trim();
+  let max_features: Hyperparameters["max_features"] = d.max_features;
+  if (mf === "sqrt" || mf === "log2") max_features = mf;
+  else if (mf === "" || mf === "all" || mf === "none") max_features = mf === "" ? d.max_features : null;
+  else {
+    const f = Number(mf);
+    if (!Number.isFinite(f) || f <= 0 || f > 1) e.max_features = "Use sqrt, log2, all, or a fraction in (0, 1].";
+    else max_features = f;
+  }
+  const value: Hyperparameters = {
+    n_estimators: intField(raw.n_estimators, "n_estimators", 1, 2000, e, d.n_estimators) as number,
+    max_depth: intField(raw.max_depth, "max_depth", 1, 100, e, null),
+    min_samples_split: intField(raw.min_samples_split, "min_samples_split", 2, 1000, e, d.min_samples_split) as number,
+    min_samples_leaf: intField(raw.min_samples_leaf, "min_samples_leaf", 1, 1000, e, d.min_samples_leaf) as number,
+    max_features,
+    random_state: intField(raw.random_state, "random_state", 0, 2 ** 31 - 1, e, d.random_state) as number,
+    test_size: floatField(raw.test_size, "test_size", 0.05, 0.5, e, d.test_size),
+  };
+  return Object.keys(e).length ? { ok: false, errors: e } : { ok: true, value };
+}
+
+export const IRIS_FEATURES = [
+  { name: "sepal_length", label: "Sepal length (cm)", example: 5.1 },
+  { name: "sepal_width", label: "Sepal width (cm)", example: 3.5 },
+  { name: "petal_length", label: "Petal length (cm)", example: 1.4 },
+  { name: "petal_width", label: "Petal width (cm)", example: 0.2 },
+] as const;
+
+export const IRIS_CLASSES = ["setosa", "versicolor", "virginica"];
+
+/** Predict form → `/inference` body: four finite measurements, optional numeric version. */
+export function parsePrediction(raw: Raw): Result<InferenceRequest> {
+  const e: Errors = {};
+  const row = IRIS_FEATURES.map((f) => floatField(raw[f.name], f.name, 0, 100, e));
+  const version = (raw.model_version ?? "").trim();
+  if (version && !/^\d+$/.test(version)) e.model_version = "A version number, or empty for the champion.";
+  if (Object.keys(e).length) return { ok: false, errors: e };
+  return { ok: true, value: version ? { input_data: row, model_version: version } : { input_data: row } };
+}
+
+/** A class label for a prediction: iris names for 0..2, else the value as given. */
+export function className(pred: number | string, classes: readonly string[] = IRIS_CLASSES): string {
+  const n = typeof pred === "number" ? pred : /^\d+$/.test(pred) ? Number(pred) : NaN;
+  return Number.isInteger(n) && n >= 0 && n < classes.length ? classes[n] : String(pred);
+}
+
+/** "a=1, b = two" → {a: "1", b: "two"}; throws on an entry without "=" or an empty key. */
+export function parseTags(text: string): Record<string, string> {
+  const tags: Record<string, string> = {};
+  for (const part of text.split(/[,\n]/)) {
+    const p = part.trim();
+    if (!p) continue;
+    const i = p.indexOf("=");
+    if (i <= 0) throw new Error(`"${p}" is not key=value`);
+    tags[p.slice(0, i).trim()] = p.slice(i + 1).trim();
+  }
+  return tags;
+}
+
+/** Tags MLflow and mlstack set themselves (shown apart, not edited). */
+export function isSystemTag(key: string): boolean {
+  return key.startsWith("mlflow.") || key.startsWith("mlstack.");
+}
+
+/** User tags as "k=v, k2=v2" (system tags left out, or only those with `system`). */
+export function formatTags(tags: Record<string, string> | undefined | null, system = false): string {
+  return Object.entries(tags ?? {})
+    .filter(([k]) => isSystemTag(k) === system)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(", ");
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export const ALIAS_PATTERN = /^[A-Za-z_][A-Za-z0-9_-]{0,254}$/;
+
+/** Deployment form → `POST /deployments` body (a ModelDeployment's name and spec). */
+export function parseDeployment(raw: Raw): Result<DeploymentCreate> {
+  const e: Errors = {};
+  const name = (raw.name ?? "").trim();
+  if (!name) e.name = "Required.";
+  else if (name.length > 63 || !DNS_LABEL.test(name)) e.name = "Lowercase letters, digits and '-', at most 63.";
+  const namespace = (raw.namespace ?? "").trim();
+  if (namespace && (namespace.length > 63 || !DNS_LABEL.test(namespace))) e.namespace = "Lowercase letters, digits and '-'.";
+  const model = (raw.model ?? "").trim();
+  if (!model) e.model = "Required.";
+  const ref = (raw.ref ?? "alias") === "version" ? "version" : "alias";
+  const refValue = (raw.ref_value ?? "").trim();
+  if (!refValue) e.ref_value = ref === "alias" ? "Name an alias, e.g. champion." : "Name a version number.";
+  else if (ref === "version" && !/^\d+$/.test(refValue)) e.ref_value = "A version number.";
+  else if (ref === "alias" && !ALIAS_PATTERN.test(refValue)) e.ref_value = "Letters, digits, '_' and '-'.";
+  const runtime = raw.runtime === "vm" ? "vm" : "pod";
+  const server = raw.server === "rayserve" ? "rayserve" : "onnx";
+  const replicas = intField(raw.replicas, "replicas", 0, 100, e, 1) as number;
+  if (Object.keys(e).length) return { ok: false, errors: e };
+  const spec: DeploymentCreate["spec"] = {
+    model: ref === "alias" ? { name: model, alias: refValue } : { name: model, version: refValue },
+    runtime,
+    replicas,
+  };
+  if (runtime === "pod") spec.server = server;
+  return { ok: true, value: namespace ? { name, namespace, spec } : { name, spec } };
+}

@@ -1,0 +1,130 @@
+// Shapes of the API's JSON (see the API's /docs). Optional fields are ones an older API may omit.
+
+export type Severity = "info" | "warning" | "error" | "critical";
+
+export interface AlertEvent {
+  id: string;
+  type: string;
+  severity: Severity;
+  title: string;
+  message?: string;
+  model?: string | null;
+  version?: string | null;
+  namespace?: string | null;
+  deployment?: string | null;
+  data?: Record<string, unknown> | null;
+  ts: string;
+}
+
+export type Metrics = Record<string, number>;
+
+export interface MetricsPoint {
+  version: string;
+  run_id?: string;
+  created_at: string;
+  metrics: Metrics;
+}
+
+export interface MetricsResponse {
+  model_name: string;
+  primary_metric?: string;
+  latest: MetricsPoint | null;
+  last_7_days: { runs: number; averages: Metrics };
+  history?: MetricsPoint[];
+}
+
+export interface ModelVersion {
+  version: string;
+  created_at?: string;
+  run_id?: string;
+  description?: string | null;
+  tags?: Record<string, string>;
+  aliases?: string[];
+  metrics?: Metrics;
+}
+
+export interface RegisteredModel {
+  name: string;
+  description?: string | null;
+  tags?: Record<string, string>;
+  aliases?: Record<string, string>;
+  versions?: ModelVersion[];
+}
+
+export interface Hyperparameters {
+  n_estimators: number;
+  max_depth: number | null;
+  min_samples_split: number;
+  min_samples_leaf: number;
+  max_features: "sqrt" | "log2" | number | null;
+  random_state: number;
+  test_size: number;
+}
+
+export interface TrainingRequest {
+  hyperparameters: Hyperparameters;
+  data_uri?: string;
+  target?: string;
+}
+
+export type JobStatus = "queued" | "running" | "succeeded" | "failed";
+
+export interface TrainingJob {
+  job_id: string;
+  status: JobStatus;
+  created_at?: string;
+  started_at?: string | null;
+  finished_at?: string | null;
+  model_name?: string;
+  task?: "classification" | "regression" | null;
+  run_id?: string | null;
+  version?: string | null;
+  metrics?: Metrics;
+  champion?: boolean;
+  error?: string | null;
+}
+
+export interface InferenceRequest {
+  input_data: number[] | number[][];
+  model_version?: string;
+}
+
+export interface InferenceResponse {
+  model_name: string;
+  model_version: string;
+  predictions: (number | string)[];
+  probabilities?: number[][] | null;
+  latency_ms?: number;
+  attempts?: number;
+}
+
+export interface DeploymentSpec {
+  model: { name: string; alias?: string; version?: string };
+  runtime: "pod" | "vm";
+  server?: "onnx" | "rayserve";
+  replicas?: number;
+  [key: string]: unknown;
+}
+
+export interface DeploymentStatus {
+  phase?: string;
+  url?: string | null;
+  resolvedVersion?: string | null;
+  replicas?: number;
+  readyReplicas?: number;
+  queuePosition?: number | null;
+  conditions?: { type: string; status: string; reason?: string; message?: string }[];
+}
+
+export interface Deployment {
+  name: string;
+  namespace?: string;
+  spec: DeploymentSpec;
+  status?: DeploymentStatus | null;
+}
+
+export interface DeploymentCreate {
+  name: string;
+  namespace?: string;
+  spec: DeploymentSpec;
+}

@@ -1,0 +1,98 @@
+import { AlertStore, AlertStream, severityRank, type ConnectionState } from "../lib/alerts";
+import { api, apiUrl, ApiError } from "../lib/api";
+import { $, h, localTime, render, timeAgo } from "../lib/dom";
+import type { AlertEvent } from "../lib/types";
+import { notifyAlert } from "./notify";
+
+const STATE_TEXT: Record<ConnectionState, string> = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  stopped: "Offline",
+};
+
+function alertItem(a: AlertEvent): HTMLLIElement {
+  const subject = [a.model && `${a.model}${a.version ? ` v${a.version}` : ""}`, a.deployment && `deployment ${a.namespace ? `${a.namespace}/` : ""}${a.deployment}`]
+    .filter(Boolean)
+    .join(" · ");
+  return h(
+    "li",
+    { class: `alert sev-${a.severity}`, dataset: { alertId: a.id, type: a.type, severity: a.severity, jobId: a.data?.job_id } },
+    h("span", { class: "badge" }, a.severity),
+    h(
+      "div",
+      { class: "alert-body" },
+      h("p", { class: "alert-title" }, a.title),
+      a.message ? h("p", { class: "alert-msg" }, a.message) : null,
+      h(
+        "p",
+        { class: "alert-meta" },
+        h("code", null, a.type),
+        subject ? ` · ${subject}` : "",
+        " · ",
+        h("time", { datetime: a.ts, title: localTime(a.ts) }, timeAgo(a.ts)),
+      ),
+    ),
+  );
+}
+
+export interface AlertsView {
+  store: AlertStore;
+  stream: AlertStream;
+}
+
+/** Mount the alert list and the connection indicator; `onAlert` sees each new live alert. */
+export function mountAlerts(onAlert: (a: AlertEvent) => void): AlertsView {
+  const list = $("#alert-list");
+  const count = $("#alert-count");
+  const msg = $("#alerts-msg");
+  const filter = $("#alert-filter") as HTMLSelectElement;
+  const announcer = $("#alert-announcer");
+  const conn = $("#conn");
+  const store = new AlertStore(500);
+
+  const draw = () => {
+    const min = severityRank(filter.value);
+    const shown = store.list.filter((a) => severityRank(a.severity) >= min);
+    render(list, shown.map(alertItem));
+    count.textContent = store.size ? `(${shown.length}${shown.length !== store.size ? ` of ${store.size}` : ""})` : "";
+    if (store.size) msg.textContent = "";
+  };
+  store.subscribe(draw);
+  filter.addEventListener("change", draw);
+  // keep the relative times fresh
+  setInterval(() => {
+    for (const t of list.querySelectorAll("time")) t.textContent = timeAgo(t.getAttribute("datetime"));
+  }, 30_000);
+
+  const stream = new AlertStream({
+    url: apiUrl("/webhook"),
+    store,
+    onState: (state, retryInMs) => {
+      conn.dataset.state = state;
+      const text =
+        state === "reconnecting" && retryInMs ? `Reconnecting in ${Math.ceil(retryInMs / 1000)}s…` : STATE_TEXT[state];
+      $(".conn-text", conn).textContent = text;
+      conn.title = `Alert stream: ${text}`;
+    },
+    onAlert: (a) => {
+      announcer.textContent = `New ${a.severity} alert: ${a.title}`;
+      notifyAlert(a);
+      onAlert(a);
+    },
+  });
+
+  msg.textContent = "Loading alerts…";
+  api
+    .alerts(100)
+    .then((alerts) => {
+      store.add(...alerts);
+      if (!store.size) msg.textContent = "No alerts yet. They appear here as they happen.";
+    })
+    .catch((e: unknown) => {
+      msg.textContent = `Could not load recent alerts: ${e instanceof ApiError ? e.message : String(e)}`;
+    })
+    .finally(() => stream.start());
+
+  return { store, stream };
+}

@@ -1,0 +1,108 @@
+import { describe, expect, it } from "vitest";
+import { className, formatTags, HYPERPARAMETER_DEFAULTS, parseDeployment, parseHyperparameters, parsePrediction, parseTags } from "../src/lib/forms";
+
+describe("parseHyperparameters", () => {
+  it("uses the API defaults for empty fields", () => {
+    expect(parseHyperparameters({})).toEqual({ ok: true, value: HYPERPARAMETER_DEFAULTS });
+  });
+
+  it("parses a full form", () => {
+    const r = parseHyperparameters({ n_estimators: "25", max_depth: "5", min_samples_split: "4", min_samples_leaf: "2", max_features: "0.5", random_state: "7", test_size: "0.3" });
+    expect(r).toEqual({ ok: true, value: { n_estimators: 25, max_depth: 5, min_samples_split: 4, min_samples_leaf: 2, max_features: 0.5, random_state: 7, test_size: 0.3 } });
+  });
+
+  it("maps 'all' to null max_features", () => {
+    const r = parseHyperparameters({ max_features: "all" });
+    expect(r.ok && r.value.max_features).toBeNull();
+  });
+
+  it("reports every out-of-bounds field", () => {
+    const r = parseHyperparameters({ n_estimators: "2001", max_depth: "0", min_samples_split: "1", test_size: "0.9", max_features: "2", random_state: "1.5" });
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(Object.keys(r.errors).sort()).toEqual(["max_depth", "max_features", "min_samples_split", "n_estimators", "random_state", "test_size"]);
+      expect(r.errors.n_estimators).toBe("Must be between 1 and 2000.");
+      expect(r.errors.random_state).toBe("Must be a whole number.");
+    }
+  });
+});
+
+describe("parsePrediction", () => {
+  it("builds one row and an optional version", () => {
+    expect(parsePrediction({ sepal_length: "5.1", sepal_width: "3.5", petal_length: "1.4", petal_width: "0.2" })).toEqual({ ok: true, value: { input_data: [5.1, 3.5, 1.4, 0.2] } });
+    const r = parsePrediction({ sepal_length: "1", sepal_width: "2", petal_length: "3", petal_width: "4", model_version: " 3 " });
+    expect(r.ok && r.value.model_version).toBe("3");
+  });
+
+  it("rejects missing values and a non-numeric version", () => {
+    const r = parsePrediction({ sepal_length: "", sepal_width: "x", petal_length: "3", petal_width: "4", model_version: "champion" });
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(Object.keys(r.errors).sort()).toEqual(["model_version", "sepal_length", "sepal_width"]);
+  });
+});
+
+describe("className", () => {
+  it("names iris classes and passes other labels through", () => {
+    expect(className(0)).toBe("setosa");
+    expect(className("2")).toBe("virginica");
+    expect(className(7)).toBe("7");
+    expect(className("Iris-setosa")).toBe("Iris-setosa");
+  });
+});
+
+describe("tags", () => {
+  it("round-trips and hides mlflow's own tags", () => {
+    expect(parseTags("team = ml, stage=dev\nowner=a=b")).toEqual({ team: "ml", stage: "dev", owner: "a=b" });
+    const tags = { team: "ml", "mlflow.source": "x", "mlstack.task": "classification" };
+    expect(formatTags(tags)).toBe("team=ml");
+    expect(formatTags(tags, true)).toBe("mlflow.source=x, mlstack.task=classification");
+    expect(() => parseTags("novalue")).toThrow(/key=value/);
+  });
+});
+
+describe("parseDeployment", () => {
+  it("builds a pod spec with an alias", () => {
+    expect(parseDeployment({ name: "iris", model: "iris_model", ref: "alias", ref_value: "champion", runtime: "pod", server: "onnx", replicas: "2" })).toEqual({
+      ok: true,
+      value: { name: "iris", spec: { model: { name: "iris_model", alias: "champion" }, runtime: "pod", server: "onnx", replicas: 2 } },
+    });
+  });
+
+  it("builds a vm spec with a version and a namespace, without a server", () => {
+    const r = parseDeployment({ name: "iris-vm", namespace: "models", model: "iris_model", ref: "version", ref_value: "3", runtime: "vm", server: "onnx" });
+    expect(r).toEqual({ ok: true, value: { name: "iris-vm", namespace: "models", spec: { model: { name: "iris_model", version: "3" }, runtime: "vm", replicas: 1 } } });
+  });
+
+  it("rejects names Kubernetes would reject", () => {
+    const r = parseDeployment({ name: "Iris_1", model: "", ref: "version", ref_value: "v3", replicas: "-1" });
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(Object.keys(r.errors).sort()).toEqual(["model", "name", "ref_value", "replicas"]);
+  });
+});
+
+describe("showFieldErrors", () => {
+  it("marks invalid fields, links their messages and focuses the first, then clears", async () => {
+    const { h, showFieldErrors } = await import("../src/lib/dom");
+    const form = h(
+      "form",
+      { id: "f" },
+      h("label", null, "A", h("input", { name: "a" })),
+      h("label", null, "B", h("input", { name: "b" })),
+    );
+    document.body.append(form);
+    showFieldErrors(form, { b: "Too big.", a: "Required." });
+    const a = form.querySelector<HTMLInputElement>("[name=a]")!;
+    expect(a.getAttribute("aria-invalid")).toBe("true");
+    expect(document.getElementById(a.getAttribute("aria-describedby")!)?.textContent).toBe("Required.");
+    expect(document.activeElement?.getAttribute("name")).toBe("b");
+    showFieldErrors(form, {});
+    expect(form.querySelectorAll("[aria-invalid], .field-error")).toHaveLength(0);
+  });
+
+  it("never turns API text into markup", async () => {
+    const { h } = await import("../src/lib/dom");
+    const el = h("p", null, "<img src=x onerror=alert(1)>");
+    expect(el.querySelector("img")).toBeNull();
+    expect(el.textContent).toBe("<img src=x onerror=alert(1)>");
+  });
+});

@@ -1,0 +1,39 @@
+"""A minimal HTTP client for the tests (stdlib only, so it measures nothing but the server)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(method: str, url: str, body: bytes | dict | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 30) -> Reply:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=data, headers=hdrs, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+
+
+def get(url: str) -> Reply:
+    return call("GET", url)
+
+
+def post(url: str, body: bytes | dict, headers: dict[str, str] | None = None) -> Reply:
+    return call("POST", url, body, headers)
