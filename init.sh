@@ -259,7 +259,7 @@ local_down() {
       stopped=$((stopped + 1))
     fi
   done
-  for file in "$STATE"/api/servers/*.pid; do
+  for file in "$STATE"/api/servers/*.pid "$STATE"/api/deployments/*/*/servers/*.pid; do
     [[ -f $file ]] || continue
     log "stopping model server $(basename "$file" .pid)"
     stop_pidfile "$file"

@@ -10,11 +10,12 @@ from mlstack.api.services import Services
 from mlstack.settings import Settings
 
 
-def get_services(request: Request) -> Services:
+# async on purpose: FastAPI runs sync dependencies in a worker thread, a hop per request
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _settings(svc: Annotated[Services, Depends(get_services)]) -> Settings:
+async def _settings(svc: Annotated[Services, Depends(get_services)]) -> Settings:
     return svc.settings
 
 

@@ -32,7 +32,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind((host, port))
@@ -63,8 +63,10 @@ class LocalServer:
 
 
 class ServerPool:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, reserved_ports: set[int] | None = None):
         self.settings = settings
+        # shared with other pools on this machine so that two never pick the same free port at once
+        self.reserved_ports = reserved_ports if reserved_ports is not None else set()
         self.dir = settings.state_dir / "servers"
         self._servers: dict[tuple[str, str], LocalServer] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -91,9 +93,10 @@ class ServerPool:
 
     def _pick_port(self) -> int:
         lo, hi = self.settings.serve_port_range
-        used = {s.port for s in self._servers.values()}
+        used = {s.port for s in self._servers.values()} | self.reserved_ports
         for port in range(lo, hi + 1):
-            if port not in used and _port_free(self.settings.serve_host, port):
+            if port not in used and port_free(self.settings.serve_host, port):
+                self.reserved_ports.add(port)
                 return port
         raise Unavailable(f"no free port for a model server in {lo}-{hi}")
 
@@ -120,6 +123,7 @@ class ServerPool:
         while time.monotonic() < deadline:
             if not srv.alive():
                 pid_path.unlink(missing_ok=True)
+                self.reserved_ports.discard(port)
                 lines = [ln for ln in srv.log_tail(2000).splitlines() if ln.strip()]
                 raise Unavailable(f"model server for {name} v{version} exited ({proc.returncode}): "
                                   f"{lines[-1] if lines else 'no output'} (log: {log_path})")
@@ -132,6 +136,7 @@ class ServerPool:
         raise Unavailable(f"model server for {name} v{version} not ready within {timeout:.0f}s")
 
     async def _terminate(self, srv: LocalServer) -> None:
+        self.reserved_ports.discard(srv.port)
         if srv.alive():
             with contextlib.suppress(ProcessLookupError):
                 srv.proc.terminate()

@@ -1,0 +1,253 @@
+"""Cluster mode: ModelDeployment custom resources through the Kubernetes API; the operator serves them.
+
+The ``kubernetes`` client is sync: every call runs in a thread with a timeout. Connection: the
+``MLSTACK_KUBE_SERVER`` override (emulators), else the in-cluster service account, else kubeconfig.
+The API server's answers map to domain errors: 404 -> NotFound, 409 -> Conflict, 422 (the CRD's
+schema or CEL rules) -> InvalidInput with its message, anything else -> Unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from mlstack.deployments.schemas import DeploymentView, new_object, view, views
+from mlstack.deployments.settings import DeploymentSettings
+from mlstack.errors import Conflict, InvalidInput, MlstackError, NotFound, Unavailable
+from mlstack_operator.contract import GROUP, PLURAL, VERSION, ModelDeploymentSpec, Phase
+
+log = logging.getLogger(__name__)
+
+
+def connect(ds: DeploymentSettings) -> Any:
+    """A ``kubernetes.client.ApiClient`` (blocking: call it in a thread)."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    cfg = k8s.Configuration()
+    if ds.kube_server:
+        cfg.host = ds.kube_server
+        cfg.verify_ssl = not ds.kube_insecure
+    else:
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        except k8s_config.ConfigException:
+            try:
+                k8s_config.load_kube_config(config_file=str(ds.kubeconfig) if ds.kubeconfig else None,
+                                            context=ds.kube_context, client_configuration=cfg)
+            except (k8s_config.ConfigException, OSError) as e:
+                raise Unavailable(f"no Kubernetes configuration (not in a cluster, kubeconfig: {e})") from None
+    return k8s.ApiClient(cfg)
+
+
+def _message(exc: Any) -> str:
+    try:
+        body = json.loads(exc.body)
+        return str(body.get("message") or body)
+    except (TypeError, ValueError, AttributeError):
+        return str(getattr(exc, "reason", "") or exc)
+
+
+class KubeDeployments:
+    def __init__(self, api_client: Any, ds: DeploymentSettings):
+        from kubernetes import client as k8s
+
+        self.api_client = api_client
+        self.api = k8s.CustomObjectsApi(api_client)
+        self.ds = ds
+
+    @property
+    def default_namespace(self) -> str:
+        return self.ds.deployments_namespace
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.api_client.close)
+
+    async def _call(self, what: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        fn = getattr(self.api, fn_name)
+        try:
+            return await asyncio.to_thread(fn, GROUP, VERSION, *args, _request_timeout=self.ds.kube_timeout, **kwargs)
+        except ApiException as e:
+            msg = _message(e)
+            if e.status == 404:
+                if "could not find the requested resource" in msg:
+                    msg += " (is the ModelDeployment CRD from manifests/crds/ installed?)"
+                raise NotFound(f"{what}: {msg}") from None
+            if e.status == 409:
+                raise Conflict(f"{what}: {msg}") from None
+            if e.status in (400, 422):
+                raise InvalidInput(f"{what}: {msg}") from None
+            if e.status in (401, 403):
+                raise Unavailable(f"{what}: the API may not do this in the cluster ({e.status}): {msg}") from None
+            raise Unavailable(f"{what}: Kubernetes API answered {e.status}: {msg}") from None
+        except MlstackError:
+            raise
+        except Exception as e:  # connection refused, timeouts, TLS
+            raise Unavailable(f"{what}: Kubernetes API unreachable: {type(e).__name__}: {e}") from None
+
+    async def create(self, namespace: str, name: str, spec: ModelDeploymentSpec) -> DeploymentView:
+        body = new_object(namespace, name, spec, local=False)
+        try:
+            obj = await self._call(f"create ModelDeployment {namespace}/{name}", "create_namespaced_custom_object",
+                                   namespace, PLURAL, body)
+        except Conflict:
+            raise Conflict(f"ModelDeployment {namespace}/{name} already exists") from None
+        return view(obj)
+
+    async def list(self, namespace: str | None) -> list[DeploymentView]:
+        return views(await self.list_raw(namespace or self.default_namespace))
+
+    async def list_raw(self, namespace: str) -> list[dict[str, Any]]:
+        out = await self._call(f"list ModelDeployments in {namespace}", "list_namespaced_custom_object",
+                               namespace, PLURAL)
+        return sorted(out.get("items") or [], key=lambda o: o["metadata"]["name"])
+
+    async def get(self, namespace: str, name: str) -> DeploymentView:
+        try:
+            obj = await self._call(f"ModelDeployment {namespace}/{name}", "get_namespaced_custom_object",
+                                   namespace, PLURAL, name)
+        except NotFound:
+            raise NotFound(f"ModelDeployment {namespace}/{name} not found") from None
+        return view(obj)
+
+    async def delete(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(f"delete ModelDeployment {namespace}/{name}", "delete_namespaced_custom_object",
+                             namespace, PLURAL, name)
+        except NotFound:
+            raise NotFound(f"ModelDeployment {namespace}/{name} not found") from None
+
+
+class KubeEndpoints:
+    """``svc.servers`` in cluster mode: ``/inference`` goes to the ``status.url`` of a Ready ModelDeployment.
+
+    The list of ModelDeployments is reused for ``endpoint_cache_seconds``; a miss re-reads it at once
+    (at most every 0.25 s), so a deployment that just became Ready is found on the next retry.
+    """
+
+    MIN_REFRESH = 0.25
+
+    def __init__(self, deployments: KubeDeployments, ds: DeploymentSettings):
+        self.deployments = deployments
+        self.namespaces = ds.endpoint_namespaces or [ds.deployments_namespace]
+        self.ttl = ds.endpoint_cache_seconds
+        self._items: list[dict[str, Any]] = []
+        self._at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self, min_age: float) -> None:
+        async with self._lock:
+            if time.monotonic() - self._at < min_age:
+                return
+            items: list[dict[str, Any]] = []
+            for ns in self.namespaces:
+                items += await self.deployments.list_raw(ns)
+            self._items, self._at = items, time.monotonic()
+
+    def _match(self, name: str, version: str) -> str | None:
+        best: tuple[int, str] | None = None
+        for obj in self._items:
+            st = obj.get("status") or {}
+            if ((obj.get("spec") or {}).get("model") or {}).get("name") != name:
+                continue
+            if st.get("phase") != Phase.Ready or str(st.get("resolvedVersion")) != version or not st.get("url"):
+                continue
+            cand = (int(st.get("readyReplicas") or 0), st["url"])
+            if best is None or cand[0] > best[0]:
+                best = cand
+        return best[1] if best else None
+
+    async def endpoint(self, name: str, version: str, timeout: float | None = None) -> str:
+        await self._refresh(self.ttl)
+        url = self._match(name, version)
+        if url is None:
+            await self._refresh(self.MIN_REFRESH)
+            url = self._match(name, version)
+        if url is None:
+            where = ", ".join(self.namespaces)
+            raise Unavailable(f"no Ready ModelDeployment serves {name} v{version} (namespace {where}); "
+                              f"create one with POST /deployments")
+        return url.rstrip("/")
+
+    async def stop_all(self) -> None:
+        return None
+
+
+class PhaseAlerts:
+    """Cluster mode: turn ModelDeployment phase changes (written by the operator) into ``deployment.phase`` alerts.
+
+    The operator imports nothing from the API, so the API watches: it lists the namespaces every
+    ``deployments_watch_seconds`` and compares phases with what it saw last. With several API
+    replicas each change is alerted once: a Redis ``SET NX`` on (uid, phase, Ready transition time).
+    Phases already present when the API starts are remembered, not alerted.
+    """
+
+    SEVERITY = {"Degraded": "warning", "Failed": "error"}
+
+    def __init__(self, deployments: KubeDeployments, namespaces: list[str], redis: Any, alerts: Any,
+                 interval: float, dedup_prefix: str):
+        self.deployments = deployments
+        self.namespaces = namespaces
+        self.redis = redis
+        self.alerts = alerts
+        self.interval = interval
+        self.prefix = dedup_prefix
+        self._seen: dict[str, str] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="deployment-phase-alerts")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        first = True
+        while True:
+            try:
+                await self.poll(alert=not first)
+                first = False
+            except MlstackError as e:
+                log.warning("ModelDeployment phase watch: %s", e.message)
+            except Exception:
+                log.exception("ModelDeployment phase watch failed")
+            await asyncio.sleep(self.interval)
+
+    async def poll(self, alert: bool = True) -> None:
+        seen: dict[str, str] = {}
+        for ns in self.namespaces:
+            for obj in await self.deployments.list_raw(ns):
+                meta, st = obj["metadata"], obj.get("status") or {}
+                uid, phase = meta.get("uid") or f"{ns}/{meta['name']}", st.get("phase")
+                if not phase:
+                    continue
+                seen[uid] = phase
+                if alert and self._seen.get(uid) != phase:
+                    await self._emit(obj, self._seen.get(uid), phase)
+        self._seen = seen
+
+    async def _emit(self, obj: dict[str, Any], previous: str | None, phase: str) -> None:
+        meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+        ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {})
+        key = f"{self.prefix}:{meta.get('uid')}:{phase}:{ready.get('lastTransitionTime', '')}"
+        if not await self.redis.set(key, "1", nx=True, ex=7 * 24 * 3600):
+            return  # another API replica sent it
+        ns, name = meta["namespace"], meta["name"]
+        message = ready.get("message", "")
+        if phase == "Ready":
+            message = f"serving v{st.get('resolvedVersion')} at {st.get('url')}"
+        try:
+            await self.alerts.emit(
+                "deployment.phase", self.SEVERITY.get(phase, "info"), f"ModelDeployment {ns}/{name} is {phase}",
+                message, namespace=ns, deployment=name, model=(spec.get("model") or {}).get("name"),
+                version=st.get("resolvedVersion"),
+                data={"phase": phase, "previous": previous, "reason": ready.get("reason", phase), "mode": "cluster"})
+        except Exception as e:
+            log.warning("deployment.phase alert not sent: %s", e)

@@ -1,0 +1,475 @@
+"""Local mode: ModelDeployments served on this machine, with the operator's status semantics.
+
+* ``server: onnx`` -> one ``mlstack serve`` process (replicas capped at
+  ``deployments_local_max_replicas``, 1 by default; the Admitted condition says so);
+* ``server: rayserve`` -> an application in local Ray Serve (``mlstack.serving.rayserve:build_app``,
+  route prefix ``/<namespace>/<name>``, fractional CPUs per replica);
+* ``runtime: vm`` -> 422: it needs a cluster with KubeVirt.
+
+Each deployment has one supervising task: resolve the model (alias -> version; unknown model ->
+``Failed``/``ModelNotFound``, re-checked on a slow timer), start the child, report ``Ready`` with the
+URL, then watch it (a dead process is restarted; a moved alias rolls to the new version). Status is
+computed by ``mlstack_operator.status.compute``, so phases and conditions match the operator's.
+
+Records live in a Redis hash (``namespace/name`` -> JSON object incl. status): reads come from
+Redis and an API restart re-creates every recorded deployment. Phase changes emit
+``deployment.phase`` alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mlstack.deployments.schemas import DeploymentView, new_object, view, views
+from mlstack.deployments.settings import DeploymentSettings
+from mlstack.errors import Conflict, InvalidInput, NotFound, Unavailable
+from mlstack.local.servers import ServerPool
+from mlstack.registry import CHAMPION
+from mlstack.settings import Settings
+from mlstack_operator.contract import ModelDeploymentSpec, Phase, Runtime, Server
+from mlstack_operator.status import ChildState, Inputs, compute, essential, now_rfc3339, set_condition
+
+log = logging.getLogger(__name__)
+
+SEVERITY = {Phase.Ready: "info", Phase.Deploying: "info", Phase.Pending: "info", Phase.Queued: "info",
+            Phase.Degraded: "warning", Phase.Failed: "error"}
+
+
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+class Child(Protocol):
+    """What serves one local deployment."""
+
+    kind: str
+
+    async def start(self, version: str, replicas: int) -> str:
+        """Start (or replace) the serving child for ``version``; return its base URL once ready."""
+
+    async def wait_exit(self) -> str:
+        """Return (with a reason) when the child stops serving; never returns while it is healthy."""
+
+    async def stop(self) -> None: ...
+
+
+class ProcessChild:
+    """``server: onnx``: a ``mlstack serve`` process (its pid file under state_dir/deployments/NS/NAME)."""
+
+    kind = "Process"
+
+    def __init__(self, settings: Settings, namespace: str, name: str, model: str, reserved: set[int]):
+        s = settings.model_copy(update={"state_dir": settings.state_dir / "deployments" / namespace / name})
+        self.pool = ServerPool(s, reserved_ports=reserved)  # ports shared with its siblings
+        self.model = model
+        self.reserved = reserved
+
+    async def _stop_servers(self) -> None:
+        for srv in self.pool.servers():
+            await self.pool.stop(srv.name, srv.version)
+
+    async def start(self, version: str, replicas: int) -> str:
+        await self._stop_servers()
+        return await self.pool.endpoint(self.model, version)
+
+    async def wait_exit(self) -> str:
+        servers = self.pool.servers()
+        if not servers:
+            return "no model server process"
+        srv = servers[0]
+        code = await srv.proc.wait()
+        self.reserved.discard(srv.port)
+        lines = [ln for ln in srv.log_tail(2000).splitlines() if ln.strip()]
+        return f"model server exited ({code}): {lines[-1] if lines else 'no output'} (log: {srv.log_path})"
+
+    async def stop(self) -> None:
+        for srv in self.pool.servers():
+            self.reserved.discard(srv.port)
+        await self.pool.stop_all()
+        self._kill_orphans()
+
+    def _kill_orphans(self) -> None:
+        """A start cancelled half-way (delete during startup) leaves a process the pool never adopted."""
+        for pid_file in self.pool.dir.glob("*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            pid_file.unlink(missing_ok=True)
+
+
+class RayServe:
+    """The local Ray Serve instance (started on first use, in the API's local Ray)."""
+
+    def __init__(self, ds: DeploymentSettings, training: Any):
+        self.ds = ds
+        self.training = training
+        self.started = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.ds.rayserve_host}:{self.ds.rayserve_port}"
+
+    async def ensure(self) -> None:
+        async with self._lock:
+            if self.started:
+                return
+            await self.training.ensure_ray()  # local Ray (or MLSTACK_RAY_ADDRESS)
+
+            def _start() -> None:
+                from ray import serve
+
+                serve.start(http_options={"host": self.ds.rayserve_host, "port": self.ds.rayserve_port})
+
+            try:
+                await asyncio.to_thread(_start)
+            except Exception as e:
+                raise Unavailable(f"Ray Serve did not start on port {self.ds.rayserve_port}: {e}") from None
+            self.started = True
+
+
+class RayServeChild:
+    """``server: rayserve``: an application ``NS--NAME`` at route prefix ``/NS/NAME`` in local Ray Serve."""
+
+    kind = "RayServeApplication"
+    POLL_SECONDS = 2.0
+
+    def __init__(self, rayserve: RayServe, namespace: str, name: str, model: str):
+        self.rs = rayserve
+        self.app = f"{namespace}--{name}"
+        self.prefix = f"/{namespace}/{name}"
+        self.model = model
+
+    async def start(self, version: str, replicas: int) -> str:
+        await self.rs.ensure()
+        ds = self.rs.ds
+        args = {"model_uri": f"models:/{self.model}/{version}", "name": self.model,
+                "num_replicas": replicas, "num_cpus": ds.rayserve_replica_cpus}
+
+        def _run() -> None:
+            from ray import serve
+
+            from mlstack.serving.rayserve import build_app
+
+            serve.run(build_app(args), name=self.app, route_prefix=self.prefix)
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(_run), ds.rayserve_start_timeout)
+        except TimeoutError:
+            raise Unavailable(f"Ray Serve application {self.app} not running within "
+                              f"{ds.rayserve_start_timeout:.0f}s") from None
+        except Exception as e:  # DEPLOY_FAILED and friends
+            raise Unavailable(f"Ray Serve application {self.app} failed: {str(e)[-1000:]}") from None
+        return self.rs.base_url + self.prefix
+
+    def _app_status(self) -> str | None:
+        from ray import serve
+
+        app = serve.status().applications.get(self.app)
+        return None if app is None else str(app.status)
+
+    async def wait_exit(self) -> str:
+        while True:
+            try:
+                status = await asyncio.to_thread(self._app_status)
+            except Exception as e:
+                return f"Ray Serve unreachable: {e}"
+            if status is None:
+                return f"Ray Serve application {self.app} is gone"
+            if not status.endswith("RUNNING"):
+                return f"Ray Serve application {self.app} is {status}"
+            await asyncio.sleep(self.POLL_SECONDS)
+
+    async def stop(self) -> None:
+        if not self.rs.started:
+            return
+
+        def _delete() -> None:
+            from ray import serve
+
+            serve.delete(self.app)
+
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.to_thread(_delete), 60)
+
+
+@dataclass
+class Entry:
+    obj: dict[str, Any]
+    spec: ModelDeploymentSpec
+    child: Child
+    task: asyncio.Task | None = None
+    deleted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def namespace(self) -> str:
+        return self.obj["metadata"]["namespace"]
+
+    @property
+    def name(self) -> str:
+        return self.obj["metadata"]["name"]
+
+
+class LocalDeployments:
+    def __init__(self, settings: Settings, ds: DeploymentSettings, redis: Any, registry: Any, alerts: Any,
+                 training: Any, reserved_ports: set[int] | None = None):
+        self.settings = settings
+        self.ds = ds
+        self.redis = redis
+        self.registry = registry
+        self.alerts = alerts
+        self.rayserve = RayServe(ds, training)
+        self._entries: dict[str, Entry] = {}
+        self._ports: set[int] = reserved_ports if reserved_ports is not None else set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def default_namespace(self) -> str:
+        return self.ds.deployments_namespace
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Re-create every recorded deployment (an API restart loses nothing)."""
+        raw = await self.redis.hgetall(self.ds.deployments_redis_key)
+        for key, value in sorted(raw.items()):
+            try:
+                obj = json.loads(value)
+                spec = ModelDeploymentSpec.model_validate(obj["spec"])
+            except (ValueError, KeyError) as e:
+                log.error("dropping unreadable local ModelDeployment %s: %s", key, e)
+                continue
+            self._launch(obj, spec)
+        if self._entries:
+            log.info("re-creating %d local ModelDeployment(s)", len(self._entries))
+
+    async def stop(self) -> None:
+        """API shutdown: stop serving but keep the records (they come back with the next start)."""
+        entries, self._entries = list(self._entries.values()), {}
+        for e in entries:
+            if e.task is not None:
+                e.task.cancel()
+        await asyncio.gather(*(e.task for e in entries if e.task is not None), return_exceptions=True)
+        # model server processes stop now; Ray Serve applications go down with the local Ray (the
+        # training manager shuts it down) or, on a Ray cluster, keep serving until the next start
+        # re-applies them. Nothing here waits on Ray, which may already be stopping with the API.
+        await asyncio.gather(*(e.child.stop() for e in entries if isinstance(e.child, ProcessChild)),
+                             return_exceptions=True)
+
+    # -- API ---------------------------------------------------------------------------------------
+    async def create(self, namespace: str, name: str, spec: ModelDeploymentSpec) -> DeploymentView:
+        if spec.runtime == Runtime.vm:
+            raise InvalidInput("runtime: vm needs a Kubernetes cluster with KubeVirt (MLSTACK_MODE=cluster); "
+                               "local mode serves runtime: pod (server: onnx or rayserve)")
+        obj = new_object(namespace, name, spec, local=True)
+        obj["status"] = compute(Inputs(generation=1), None)
+        async with self._lock:
+            if not await self.redis.hsetnx(self.ds.deployments_redis_key, _key(namespace, name), json.dumps(obj)):
+                raise Conflict(f"ModelDeployment {namespace}/{name} already exists")
+            self._launch(obj, spec)
+        return view(obj)
+
+    async def list(self, namespace: str | None) -> list[DeploymentView]:
+        raw = await self.redis.hgetall(self.ds.deployments_redis_key)
+        objs = [json.loads(v) for k, v in sorted(raw.items()) if namespace is None or k.startswith(namespace + "/")]
+        return views(objs)
+
+    async def get(self, namespace: str, name: str) -> DeploymentView:
+        raw = await self.redis.hget(self.ds.deployments_redis_key, _key(namespace, name))
+        if raw is None:
+            raise NotFound(f"ModelDeployment {namespace}/{name} not found")
+        return view(json.loads(raw))
+
+    async def delete(self, namespace: str, name: str) -> None:
+        key = _key(namespace, name)
+        async with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is None and not await self.redis.hexists(self.ds.deployments_redis_key, key):
+                raise NotFound(f"ModelDeployment {namespace}/{name} not found")
+            if entry is not None:
+                entry.deleted = True
+                if entry.task is not None:
+                    entry.task.cancel()
+                    await asyncio.gather(entry.task, return_exceptions=True)
+                await entry.child.stop()
+            await self.redis.hdel(self.ds.deployments_redis_key, key)
+        log.info("deleted local ModelDeployment %s", key)
+
+    # -- /inference routing --------------------------------------------------------------------------
+    def ready_url(self, model: str, version: str) -> str | None:
+        """URL of a Ready local deployment serving ``model`` ``version`` (or None)."""
+        for e in self._entries.values():
+            st = e.obj.get("status") or {}
+            if (e.spec.model.name == model and st.get("phase") == Phase.Ready and st.get("resolvedVersion") == version
+                    and st.get("url")):
+                return st["url"]
+        return None
+
+    # -- supervision ---------------------------------------------------------------------------------
+    def _make_child(self, namespace: str, name: str, spec: ModelDeploymentSpec) -> Child:
+        if spec.server == Server.rayserve:
+            return RayServeChild(self.rayserve, namespace, name, spec.model.name)
+        return ProcessChild(self.settings, namespace, name, spec.model.name, self._ports)
+
+    def _launch(self, obj: dict[str, Any], spec: ModelDeploymentSpec) -> None:
+        meta = obj["metadata"]
+        entry = Entry(obj, spec, self._make_child(meta["namespace"], meta["name"], spec))
+        entry.notes = self._notes(spec)
+        self._entries[_key(entry.namespace, entry.name)] = entry
+        entry.task = asyncio.create_task(self._supervise(entry), name=f"deployment-{entry.namespace}-{entry.name}")
+
+    def _replicas(self, spec: ModelDeploymentSpec) -> int:
+        wanted = spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+        return min(wanted, self.ds.deployments_local_max_replicas) if wanted else 0
+
+    def _notes(self, spec: ModelDeploymentSpec) -> list[str]:
+        notes = ["local mode: served on this machine, no ResourceQuota"]
+        wanted = spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+        if wanted > self.ds.deployments_local_max_replicas:
+            notes.append(f"replicas capped at {self.ds.deployments_local_max_replicas} locally (spec asks {wanted})")
+        if spec.autoscaling:
+            notes.append("autoscaling is not applied locally")
+        if spec.canary:
+            notes.append("canary is not applied locally (cluster mode splits traffic)")
+        return notes
+
+    async def _resolve(self, spec: ModelDeploymentSpec) -> str:
+        m = spec.model
+        return await asyncio.to_thread(self.registry.resolve, m.name, m.version, m.alias or CHAMPION)
+
+    async def _set(self, entry: Entry, inputs: Inputs, *, failed: tuple[str, str] | None = None) -> None:
+        """Compute and store the next status; emit an alert when the phase changes."""
+        if entry.deleted:
+            return
+        prev = entry.obj.get("status") or {}
+        new = compute(inputs, prev)
+        if failed is not None:  # the child could not start: Failed with the reason on the Ready condition
+            conds = new["conditions"]
+            set_condition(conds, "Ready", "False", failed[0], failed[1], now_rfc3339(), inputs.generation)
+            new["phase"] = Phase.Failed.value
+        if essential(new) == essential(prev):
+            return
+        entry.obj["status"] = new
+        await self.redis.hset(self.ds.deployments_redis_key, _key(entry.namespace, entry.name), json.dumps(entry.obj))
+        old_phase, phase = prev.get("phase"), new["phase"]
+        if old_phase != phase:
+            await self._alert(entry, old_phase, new)
+
+    async def _alert(self, entry: Entry, previous: str | None, status: dict[str, Any]) -> None:
+        phase = Phase(status["phase"])
+        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+        reason, message = (ready["reason"], ready["message"]) if ready else (phase.value, "")
+        if phase == Phase.Ready:
+            message = f"serving {entry.spec.model.name} v{status.get('resolvedVersion')} at {status.get('url')}"
+        try:
+            await self.alerts.emit(
+                "deployment.phase", SEVERITY.get(phase, "info"),
+                f"ModelDeployment {entry.namespace}/{entry.name} is {phase.value}", message,
+                namespace=entry.namespace, deployment=entry.name, model=entry.spec.model.name,
+                version=status.get("resolvedVersion"),
+                data={"phase": phase.value, "previous": previous, "reason": reason, "mode": "local"})
+        except Exception as e:  # alerts are best effort; serving goes on
+            log.warning("deployment.phase alert not sent: %s", e)
+
+    async def _supervise(self, entry: Entry) -> None:
+        spec, gen = entry.spec, 1
+        notes = "; ".join(entry.notes)
+        replicas = self._replicas(spec)
+        backoff, child_failed = 1.0, False
+        name = f"{entry.child.kind}/{entry.namespace}--{entry.name}"
+        while True:
+            try:
+                version = await self._resolve(spec)
+            except NotFound as e:
+                await self._set(entry, Inputs(gen, admitted=True, admission_message=notes,
+                                              resolve_error=("ModelNotFound", e.message)))
+                await asyncio.sleep(self.ds.deployments_retry_seconds)
+                continue
+            except (Unavailable, InvalidInput) as e:
+                await self._set(entry, Inputs(gen, admitted=True, admission_message=notes,
+                                              resolve_error=("RegistryUnavailable", e.message)))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
+                continue
+            base = dict(generation=gen, admitted=True, admission_message=notes, resolved_version=version)
+            if replicas == 0:
+                await entry.child.stop()
+                await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, 0, 0, True),)))
+                await self._alias_moved(spec, version)
+                continue
+            if not child_failed:  # after a child failure stay Failed until it is Ready again (no alert flapping)
+                await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, replicas, 0,
+                                                                           False),)))
+            try:
+                url = await entry.child.start(version, replicas)
+            except Unavailable as e:
+                await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, replicas, 0,
+                                                                           False),)),
+                                failed=("ServerFailed", e.message))
+                child_failed = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
+                continue
+            backoff, child_failed = 1.0, False
+            ready = ChildState(entry.child.kind, name, replicas, replicas, True)
+            await self._set(entry, Inputs(**base, url=url, children=(ready,)))
+            exit_task = asyncio.create_task(entry.child.wait_exit())
+            moved_task = asyncio.create_task(self._alias_moved(spec, version))
+            try:
+                done, _ = await asyncio.wait({exit_task, moved_task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (exit_task, moved_task):
+                    t.cancel()
+                await asyncio.gather(exit_task, moved_task, return_exceptions=True)
+            if exit_task in done and not exit_task.cancelled() and exit_task.exception() is None:
+                reason = exit_task.result()
+                log.warning("local ModelDeployment %s/%s: %s; restarting", entry.namespace, entry.name, reason)
+                await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, replicas, 0,
+                                                                           False),)),
+                                failed=("ServerExited", reason))
+                child_failed = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
+            else:
+                log.info("local ModelDeployment %s/%s: alias moved; rolling to the new version",
+                         entry.namespace, entry.name)
+
+    async def _alias_moved(self, spec: ModelDeploymentSpec, version: str) -> bool:
+        """Wait until the alias the spec follows points at another version (never returns for a pinned one)."""
+        while True:
+            await asyncio.sleep(self.ds.deployments_resolve_seconds)
+            if spec.model.alias is None:
+                continue
+            try:
+                if await self._resolve(spec) != version:
+                    return True
+            except (NotFound, Unavailable, InvalidInput):
+                continue  # keep serving what runs; the next resolution decides
+
+
+class LocalRouter:
+    """``svc.servers`` in local mode: a Ready local deployment of the version if any, else the shared pool."""
+
+    def __init__(self, deployments: LocalDeployments, pool: ServerPool):
+        self.deployments = deployments
+        self.pool = pool
+
+    async def endpoint(self, name: str, version: str, timeout: float | None = None) -> str:
+        return self.deployments.ready_url(name, version) or await self.pool.endpoint(name, version, timeout=timeout)
+
+    async def stop_all(self) -> None:
+        await self.pool.stop_all()
+
+    def __getattr__(self, item: str) -> Any:  # servers(), get(), stop() of the pool
+        return getattr(self.pool, item)
+
+
+def ray_env_defaults() -> None:
+    """Local Ray Serve in this process: no token auth between the API and its own local Ray."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -1,0 +1,75 @@
+"""Pieces without servers: the API server's answers -> domain errors, and /inference endpoint matching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from mlstack.deployments.kube import KubeDeployments, KubeEndpoints
+from mlstack.deployments.settings import DeploymentSettings
+from mlstack.errors import Conflict, InvalidInput, NotFound, Unavailable
+from mlstack_operator.contract import ModelDeploymentSpec
+
+SPEC = ModelDeploymentSpec.model_validate({"model": {"name": "iris_model", "alias": "champion"}})
+
+
+class FakeApi:
+    """Stands in for ``CustomObjectsApi``: raises the given ApiException or returns objects."""
+
+    def __init__(self, status: int | None = None, message: str = "", items: list | None = None):
+        self.status, self.message, self.items = status, message, items or []
+
+    def _answer(self, *args, **kwargs):
+        if self.status is not None:
+            e = ApiException(status=self.status, reason="Failure")
+            e.body = json.dumps({"kind": "Status", "code": self.status, "message": self.message})
+            raise e
+        return {"items": self.items}
+
+    create_namespaced_custom_object = get_namespaced_custom_object = _answer
+    list_namespaced_custom_object = delete_namespaced_custom_object = _answer
+
+
+def backend(api: FakeApi) -> KubeDeployments:
+    b = KubeDeployments.__new__(KubeDeployments)
+    b.api, b.api_client, b.ds = api, None, DeploymentSettings()
+    return b
+
+
+@pytest.mark.parametrize(("status", "message", "error", "text"), [
+    (409, "modeldeployments.mlstack.io \"iris\" already exists", Conflict, "already exists"),
+    (422, "spec.vm: Invalid value: spec.vm is required with runtime: vm", InvalidInput, "spec.vm is required"),
+    (404, "namespaces \"nope\" not found", NotFound, "namespaces"),
+    (404, "the server could not find the requested resource", NotFound, "CRD"),
+    (403, "forbidden", Unavailable, "may not"),
+    (500, "etcd down", Unavailable, "etcd down"),
+])
+async def test_api_server_answers_map_to_domain_errors(status, message, error, text):
+    with pytest.raises(error, match=text):
+        await backend(FakeApi(status, message)).create("models", "iris", SPEC)
+
+
+async def test_get_and_delete_unknown_are_404():
+    b = backend(FakeApi(404, 'modeldeployments.mlstack.io "x" not found'))
+    with pytest.raises(NotFound, match="ModelDeployment models/x not found"):
+        await b.get("models", "x")
+    with pytest.raises(NotFound, match="ModelDeployment models/x not found"):
+        await b.delete("models", "x")
+
+
+def md(name: str, model: str, phase: str, version: str, url: str | None, ready: int = 1) -> dict:
+    return {"metadata": {"name": name, "namespace": "models"}, "spec": {"model": {"name": model, "alias": "c"}},
+            "status": {"phase": phase, "resolvedVersion": version, "url": url, "readyReplicas": ready}}
+
+
+async def test_endpoint_picks_a_ready_deployment_of_that_version():
+    items = [md("a", "iris", "Deploying", "3", "http://a"), md("b", "iris", "Ready", "2", "http://b"),
+             md("c", "iris", "Ready", "3", "http://c/", 1), md("d", "iris", "Ready", "3", "http://d", 3),
+             md("e", "other", "Ready", "3", "http://e", 9)]
+    ep = KubeEndpoints(backend(FakeApi(items=items)), DeploymentSettings())
+    assert await ep.endpoint("iris", "3") == "http://d"
+    assert await ep.endpoint("iris", "2") == "http://b"
+    with pytest.raises(Unavailable, match=r"no Ready ModelDeployment serves iris v4.*POST /deployments"):
+        await ep.endpoint("iris", "4")
