@@ -10,7 +10,7 @@
 #
 # Cluster options: --name NAME (kind cluster), --repo URL (git repo Argo CD syncs; default: origin),
 #   --revision REV, --with-kubevirt (VM-backed serving; software emulation on kind).
-# Local ports: MLSTACK_{API,DASHBOARD,MLFLOW,REDIS,RAY}_PORT; outputs: MLSTACK_OUTPUTS (default outputs/).
+# Local ports: MLSTACK_{API,DASHBOARD,MLFLOW,REDIS,RAY,RAYSERVE}_PORT; outputs: MLSTACK_OUTPUTS (default outputs/).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -59,6 +59,7 @@ MLFLOW_PORT=${MLSTACK_MLFLOW_PORT:-5555}
 RAY_PORT=${MLSTACK_RAY_PORT:-6380}
 API_PORT=${MLSTACK_API_PORT:-8888}
 DASHBOARD_PORT=${MLSTACK_DASHBOARD_PORT:-5001}
+RAYSERVE_PORT=${MLSTACK_RAYSERVE_PORT:-8000}
 LOCAL_HOST=127.0.0.1
 VENV=${MLSTACK_VENV:-$ROOT/.venv}
 LOCAL_SERVICES=(redis mlflow ray api dashboard)
@@ -132,6 +133,7 @@ MLSTACK_MODEL_CACHE_DIR=$STATE/models
 MLSTACK_RAY_TEMP_DIR=$RAY_TMP
 MLSTACK_API_HOST=$LOCAL_HOST
 MLSTACK_API_PORT=$API_PORT
+MLSTACK_RAYSERVE_PORT=$RAYSERVE_PORT
 RAY_AUTH_MODE=disabled
 ENV
 }
@@ -226,6 +228,7 @@ dashboard  http://$LOCAL_HOST:$DASHBOARD_PORT
 mlflow     http://$LOCAL_HOST:$MLFLOW_PORT
 redis      redis://$LOCAL_HOST:$REDIS_PORT/0
 ray        $LOCAL_HOST:$RAY_PORT
+rayserve   http://$LOCAL_HOST:$RAYSERVE_PORT (rayserve ModelDeployments, once one exists)
 URLS
     (umask 077 && printf 'redis password  %s\nenvironment     %s\n' "$redis_password" "$STATE/env" \
       >"$OUT/credentials.txt")
