@@ -86,7 +86,7 @@ class Registry:
         except MlflowException:
             return {}
 
-    def _version_dict(self, mv, with_metrics: bool = True) -> dict[str, Any]:
+    def version_dict(self, mv, with_metrics: bool = True) -> dict[str, Any]:
         return {
             "version": mv.version,
             "created_at": _iso(mv.creation_timestamp),
@@ -109,7 +109,7 @@ class Registry:
             "tags": dict(rm.tags or {}),
             "aliases": dict(rm.aliases or {}),
             "created_at": _iso(rm.creation_timestamp),
-            "versions": [{**self._version_dict(v), "aliases": by_version.get(v.version, [])} for v in versions],
+            "versions": [{**self.version_dict(v), "aliases": by_version.get(v.version, [])} for v in versions],
         }
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -131,7 +131,7 @@ class Registry:
         if not versions:
             return None
         mv = versions[0]
-        return {**self._version_dict(mv, with_metrics=False), "created_at": mv.creation_timestamp / 1000}
+        return {**self.version_dict(mv, with_metrics=False), "created_at": mv.creation_timestamp / 1000}
 
     def set_alias(self, name: str, alias: str, version: str) -> dict[str, Any]:
         self.resolve(name, version=version)  # 404 for unknown model/version
@@ -161,7 +161,7 @@ class Registry:
             self.client.update_model_version(name, version, description=description)
         for k, v in (tags or {}).items():
             self.client.set_model_version_tag(name, version, k, v)
-        return self._version_dict(self.client.get_model_version(name, version))
+        return self.version_dict(self.client.get_model_version(name, version))
 
     # -- metrics -----------------------------------------------------------------------------------
     def metrics_summary(self, name: str, days: int = 7) -> dict[str, Any]:

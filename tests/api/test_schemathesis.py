@@ -13,7 +13,8 @@ from schemathesis import GenerationMode
 
 STREAMING = {"/webhook", "/alerts/stream"}
 NEGATIVE_ONLY = {("POST", "/trigger_training"), ("POST", "/train"), ("POST", "/schedule_training"),
-                 ("POST", "/watch_model"), ("POST", "/deployments")}
+                 ("POST", "/watch_model"), ("POST", "/deployments"), ("POST", "/models/{name}/versions"),
+                 ("POST", "/models/{name}/versions/{version}/copy")}
 EXAMPLES = 60
 
 
