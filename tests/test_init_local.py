@@ -21,7 +21,7 @@ def _run(args, env, timeout=600):
 def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
     ports = {name: free_port() for name in ("API", "DASHBOARD", "MLFLOW", "REDIS", "RAY")}
     env = {**os.environ, "MLSTACK_OUTPUTS": str(tmp_path / "out"), "MLSTACK_VENV": str(BIN.parent),
-           "MLSTACK_RAY_MIN_WORKER_PORT": "24000", "MLSTACK_RAY_MAX_WORKER_PORT": "24999",
+           "MLSTACK_RAY_MIN_WORKER_PORT": "28000", "MLSTACK_RAY_MAX_WORKER_PORT": "28999",
            **{f"MLSTACK_{k}_PORT": str(v) for k, v in ports.items()}}
     state = tmp_path / "out" / "local"
     try:

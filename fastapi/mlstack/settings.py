@@ -54,7 +54,7 @@ class Settings(BaseSettings):
 
     # local model servers started by the API (mode=local)
     serve_host: str = "127.0.0.1"
-    serve_port_range: tuple[int, int] = (18000, 18999)
+    serve_port_range: tuple[int, int] = (30000, 30999)  # clear of Ray worker ports and the ephemeral range
     serve_start_timeout: float = 120.0
     serve_max_batch: int = Field(64, ge=1)
     serve_batch_window_ms: float = Field(0.0, ge=0, le=100, description="extra wait to fill a batch (0: one loop turn)")

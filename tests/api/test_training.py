@@ -109,12 +109,13 @@ def test_upload_csv_regression_with_timestamp_column(client):
                        "x1": x1, "x2": x2, "target": 3 * x1 - 2 * x2 + rng.normal(scale=0.1, size=n)})
     buf = io.BytesIO(df.to_csv(index=False).encode())
     r = client.post("/train", files={"file": ("series.csv", buf, "text/csv")},
-                    data={"hyperparameters": json.dumps({"n_estimators": 30}), "target": "target"})
+                    data={"hyperparameters": json.dumps({"n_estimators": 30}), "target": "target",
+                          "model_name": "series_model"})
     assert r.status_code == 202, r.text
     assert r.json()["data_uri"].startswith("s3://mlops/uploads/")
     job = wait_job(client, r.json()["job_id"])
     assert job["status"] == "succeeded", job
-    assert job["task"] == "regression"
+    assert job["task"] == "regression" and job["model_name"] == "series_model"
     assert set(job["metrics"]) == {"r2", "rmse"}
     assert job["metrics"]["r2"] > 0.8
 

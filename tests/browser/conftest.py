@@ -51,7 +51,10 @@ def api_url(stack_env, workdir):
     url = f"http://127.0.0.1:{port}"
     # a Ray of its own, in a short path (Ray's unix sockets must fit in 107 bytes)
     ray_dir = Path(tempfile.mkdtemp(prefix="mlsb-", dir="/tmp"))
-    env = {**stack_env, "MLSTACK_RAY_TEMP_DIR": str(ray_dir), "MLSTACK_STATE_DIR": str(workdir / "state-browser")}
+    # its own registered model and experiment: other modules' versions must not move the chart
+    env = {**stack_env, "MLSTACK_RAY_TEMP_DIR": str(ray_dir), "MLSTACK_STATE_DIR": str(workdir / "state-browser"),
+           "MLSTACK_MODEL_NAME": "browser_iris", "MLSTACK_MLFLOW_EXPERIMENT": "browser-tests",
+           "MLSTACK_SERVE_PORT_RANGE": "[26000, 26999]"}
     proc = start(
         [str(BIN / "mlstack"), "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         workdir / "browser-api.log", ready=lambda: http_ok(f"{url}/readyz"), timeout=180, env=env,

@@ -41,7 +41,7 @@ def pkg_tmp(workdir) -> Path:
 def pkg_api(stack_env, workdir, pkg_tmp):
     port = free_port()
     env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": EXPERIMENT, "MLSTACK_MODEL_NAME": MODEL,
-           "MLSTACK_SERVE_PORT_RANGE": "[24000, 24999]", "MLSTACK_STATE_DIR": str(workdir / "packages-state"),
+           "MLSTACK_SERVE_PORT_RANGE": "[27000, 27999]", "MLSTACK_STATE_DIR": str(workdir / "packages-state"),
            "TMPDIR": str(pkg_tmp), **{f"MLSTACK_PACKAGE_{k}": str(v) for k, v in LIMITS.items()}}
     proc = start([PYTHON, "-m", "mlstack", "api", "--host", "127.0.0.1", "--port", str(port)],
                  workdir / "packages-api.log", ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from mlstack.api.deps import ServicesDep
 from mlstack.errors import InvalidInput
 from mlstack.training.data import MAX_CSV_BYTES, parse_csv
-from mlstack.training.schemas import Hyperparameters, TrainingJob, TrainingRequest
+from mlstack.training.schemas import NAME_PATTERN, Hyperparameters, TrainingJob, TrainingRequest
 
 router = APIRouter(tags=["training"])
 
@@ -29,6 +29,7 @@ async def train_upload(
     file: Annotated[UploadFile, File(description="CSV with a header row and a target column")],
     hyperparameters: Annotated[str, Form(description="JSON object of hyperparameters")] = "{}",
     target: Annotated[str | None, Form(max_length=200)] = None,
+    model_name: Annotated[str | None, Form(pattern=NAME_PATTERN)] = None,
 ) -> TrainingJob:
     s = svc.settings
     try:
@@ -41,7 +42,8 @@ async def train_upload(
     parse_csv(data, target or s.data_target, source=file.filename or "the upload")  # 422 before storing
     uri = f"{s.upload_prefix.rstrip('/')}/{uuid.uuid4().hex}.csv"
     await svc.training.store_upload(uri, data)
-    return await svc.training.submit(TrainingRequest(hyperparameters=hp, data_uri=uri, target=target))
+    return await svc.training.submit(TrainingRequest(hyperparameters=hp, data_uri=uri, target=target,
+                                                     model_name=model_name))
 
 
 @router.get("/training", response_model=list[TrainingJob], summary="Recent training jobs, newest first")
