@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Response
 
 from mlstack.api.deps import ServicesDep
 from mlstack.inference import InferenceRequest, InferenceResponse
@@ -12,5 +13,7 @@ router = APIRouter(tags=["inference"])
              responses={404: {"description": "unknown model or version"}, 422: {"description": "bad input"},
                         503: {"description": "model server unavailable after retries"}},
              summary="Predict with the champion (or a pinned version) through its model server")
-async def inference(req: InferenceRequest, svc: ServicesDep) -> InferenceResponse:
-    return await svc.inference.infer(req)
+async def inference(req: InferenceRequest, svc: ServicesDep) -> Response:
+    # the hot path: serialise once with orjson instead of FastAPI's re-validation + jsonable_encoder
+    result = await svc.inference.infer(req)
+    return Response(orjson.dumps(result.model_dump()), media_type="application/json")
