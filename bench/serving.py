@@ -85,29 +85,7 @@ def _post_ok(url: str, body: bytes, headers: dict[str, str]) -> bool:
 
 def _launch(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str], probe: Target) -> None:
     """Start ``cmd`` in its own process group, stop it when ``stack`` closes, wait until ``probe`` is 200."""
-    log = open(ctx.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed by the stack
-    stack.callback(log.close)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ctx.env},
-                            start_new_session=True)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-    stack.callback(stop)
-    deadline = time.monotonic() + ctx.start_timeout
-    while not _post_ok(probe.url, probe.body, probe.headers):
-        if proc.poll() is not None:
-            tail = (ctx.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} did not answer {probe.url} within {ctx.start_timeout}s")
-        time.sleep(0.2)
+    _launch_until(ctx, stack, name, cmd, lambda: _post_ok(probe.url, probe.body, probe.headers))
 
 
 def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
@@ -223,6 +201,7 @@ def _get_ok(url: str) -> bool:
 
 def _launch_until(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str],
                   ready: Callable[[], bool]) -> None:
+    """Start ``cmd`` in its own process group, stop it when ``stack`` closes, return once ``ready()``."""
     log = open(ctx.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed by the stack
     stack.callback(log.close)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ctx.env},
@@ -231,13 +210,20 @@ def _launch_until(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: lis
     def stop() -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
 
     stack.callback(stop)
     deadline = time.monotonic() + ctx.start_timeout
     while not ready():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start: {(ctx.workdir / f'{name}.log').read_text()[-2000:]}")
+        if proc.poll() is not None:
+            tail = (ctx.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} not ready within {ctx.start_timeout}s")
         time.sleep(0.2)
 
 
