@@ -8,8 +8,10 @@ import sys
 
 def _serve(args: argparse.Namespace) -> int:
     from mlstack.serving.server import run
+    from mlstack.settings import get_settings
 
-    return run(model_uri=args.model, host=args.host, port=args.port, name=args.name, max_batch=args.max_batch)
+    host = args.host or get_settings().serve_host
+    return run(model_uri=args.model, host=host, port=args.port, name=args.name, max_batch=args.max_batch)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -31,8 +33,11 @@ def _api(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from mlstack.dashboard import run
+    from mlstack.settings import get_settings
 
-    return run(host=args.host, port=args.port, api_url=args.api_url, dist_dir=args.dist)
+    s = get_settings()
+    return run(host=args.host or s.api_host, port=args.port,
+               api_url=args.api_url or f"http://{s.api_host}:{s.api_port}", dist_dir=args.dist)
 
 
 def _operator(argv: list[str]) -> int:
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve one model over Open Inference Protocol v2 and /predict")
     s.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., or a local dir")
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", default=None, help="default: MLSTACK_SERVE_HOST")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--name", default=None, help="model name in v2 URLs (default: the registered name)")
     s.add_argument("--max-batch", type=int, default=64, help="largest dynamic batch in rows")
@@ -60,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_api)
 
     d = sub.add_parser("dashboard", help="serve the built dashboard with /api/ proxied to the API (local mode)")
-    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--host", default=None, help="default: MLSTACK_API_HOST")
     d.add_argument("--port", type=int, default=5001)
-    d.add_argument("--api-url", default="http://127.0.0.1:8888")
+    d.add_argument("--api-url", default=None, help="default: http://MLSTACK_API_HOST:MLSTACK_API_PORT")
     d.add_argument("--dist", default=None, help="built dashboard directory (default: frontend/dist)")
     d.set_defaults(func=_dashboard)
 
