@@ -50,13 +50,12 @@ STREAM_ID_PATTERN = r"^\d{1,20}(-\d{1,20})?$"
 TOP_LEVEL = ("model", "version", "namespace", "deployment")
 
 
-class AlertEvent(BaseModel):
-    """One alert. ``id`` is the Redis Stream entry id (also the SSE ``id:``), set once stored."""
+class AlertFields(BaseModel):
+    """What a producer says about an alert (``AlertEvent`` adds the stream id, a required type and ts)."""
 
     model_config = ConfigDict(coerce_numbers_to_str=True, extra="forbid")
 
-    id: str | None = Field(None, description="Redis Stream id, e.g. 1718000000000-0; the SSE Last-Event-ID")
-    type: str = Field(..., pattern=TYPE_PATTERN, max_length=100, examples=["training.finished"])
+    type: str = Field(MANUAL, pattern=TYPE_PATTERN, max_length=100, examples=["training.finished"])
     severity: Severity = "info"
     title: str = Field(..., min_length=1, max_length=500)
     message: str = Field("", max_length=10_000)
@@ -65,6 +64,13 @@ class AlertEvent(BaseModel):
     namespace: str | None = Field(None, max_length=253)
     deployment: str | None = Field(None, max_length=253)
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertEvent(AlertFields):
+    """One alert. ``id`` is the Redis Stream entry id (also the SSE ``id:``), set once stored."""
+
+    id: str | None = Field(None, description="Redis Stream id, e.g. 1718000000000-0; the SSE Last-Event-ID")
+    type: str = Field(..., pattern=TYPE_PATTERN, max_length=100, examples=["training.finished"])
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC), description="ISO 8601, UTC")
 
     @field_serializer("ts")

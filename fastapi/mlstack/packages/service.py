@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,23 +98,26 @@ def upload_package(registry, experiment: str, name: str, zip_path: Path, work: P
     if option_problems:
         raise PackageInvalid(option_problems)
     model_dir = model_dir_for(prepared, work)
-    try:
+    with _mlflow_errors():
         mv = register_upload(registry.client, experiment, name, prepared, model_dir, opts)
-    except MlflowException as e:
-        raise _mlflow_error(e) from None
-    except OSError as e:
-        raise Unavailable(f"MLflow unreachable: {e}") from None
     registry.forget(name)
     return registry.version_dict(mv)
 
 
-def copy_as_new_version(registry, name: str, version: str, description: str | None,
-                        tags: dict[str, str] | None, aliases: list[str]) -> dict[str, Any]:
+@contextmanager
+def _mlflow_errors() -> Iterator[None]:
+    """MLflow's exceptions as the API's domain errors."""
     try:
-        mv = copy_version(registry.client, name, version, description, tags, aliases)
+        yield
     except MlflowException as e:
         raise _mlflow_error(e) from None
     except OSError as e:
         raise Unavailable(f"MLflow unreachable: {e}") from None
+
+
+def copy_as_new_version(registry, name: str, version: str, description: str | None,
+                        tags: dict[str, str] | None, aliases: list[str]) -> dict[str, Any]:
+    with _mlflow_errors():
+        mv = copy_version(registry.client, name, version, description, tags, aliases)
     registry.forget(name)
     return registry.version_dict(mv)

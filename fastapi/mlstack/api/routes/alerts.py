@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from mlstack.alerts.events import MANUAL, STREAM_ID_PATTERN, TYPE_PATTERN, AlertEvent, Severity
+from mlstack.alerts.events import STREAM_ID_PATTERN, AlertEvent, AlertFields
 from mlstack.alerts.hub import AlertHub
 from mlstack.alerts.settings import AlertSettings, get_alert_settings
 from mlstack.alerts.setup import HUB, SETTINGS
@@ -72,18 +72,8 @@ async def recent_alerts(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=1
     return await _hub(svc).recent(limit)
 
 
-class AlertIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
-
-    type: str = Field(MANUAL, pattern=TYPE_PATTERN, max_length=100)
-    severity: Severity = "info"
-    title: str = Field(..., min_length=1, max_length=500)
-    message: str = Field("", max_length=10_000)
-    model: str | None = Field(None, max_length=200)
-    version: str | None = Field(None, max_length=100)
-    namespace: str | None = Field(None, max_length=253)
-    deployment: str | None = Field(None, max_length=253)
-    data: dict[str, Any] = Field(default_factory=dict)
+class AlertIn(AlertFields):
+    """An alert to publish (``type`` defaults to ``alert.manual``)."""
 
 
 class AlertAccepted(BaseModel):
