@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ApiClient, ApiError, describeDetail, findUploadRoute } from "../src/lib/api";
+import { ApiClient, ApiError, describeDetail, findUploadRoute, flattenDeployment, type RawDeployment } from "../src/lib/api";
 
 function fakeFetch(status: number, body: string, calls: { url: string; init?: RequestInit }[] = []) {
   return async (url: string, init?: RequestInit) => {
@@ -101,5 +101,13 @@ describe("findUploadRoute", () => {
     };
     expect(findUploadRoute(doc)).toEqual({ path: "/models/upload", summary: "Upload a model package" });
     expect(findUploadRoute({ paths: { "/models": { get: {} } } })).toBeNull();
+  });
+});
+
+describe("flattenDeployment", () => {
+  it("reads name and namespace from Kubernetes metadata", () => {
+    const d = flattenDeployment({ metadata: { name: "iris", namespace: "models" }, spec: { model: { name: "m", alias: "champion" } } } as RawDeployment);
+    expect(d.name).toBe("iris");
+    expect(d.namespace).toBe("models");
   });
 });

@@ -171,6 +171,26 @@ def test_a_reconnect_replays_missed_alerts_without_duplicates(page, dashboard, a
     assert order == sorted(order, reverse=True)
 
 
+def test_deployment_created_from_the_form_becomes_ready_and_is_deleted(page, api_url, watch):
+    watch.phase = "deployments"
+    page.once("dialog", lambda d: d.accept())  # the delete confirmation
+    page.locator("#deployments-root details.create summary").click()
+    form = page.locator("#deploy-form")
+    form.get_by_label("Name", exact=True).fill("web-iris")
+    form.get_by_label("Model", exact=True).fill("browser_iris")
+    form.get_by_role("button", name="Create deployment").click()
+    row = page.locator('#deployments-root tr[data-deployment="web-iris"]')
+    expect(row).to_have_count(1, timeout=30_000)
+
+    # no reload: the deployment.phase alerts make the panel refresh itself (a model server starts first)
+    expect(row).to_have_attribute("data-phase", "Ready", timeout=180_000)
+    expect(row.locator("a")).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:\d+$"))
+
+    row.get_by_role("button", name="Delete deployment web-iris").click()
+    expect(row).to_have_count(0, timeout=30_000)
+    assert httpx.get(f"{api_url}/deployments/web-iris", timeout=10).status_code == 404
+
+
 def test_theme_toggle_and_screenshot(page, artifacts, watch):
     watch.phase = "final"
     html = page.locator("html")

@@ -147,11 +147,11 @@ export class ApiClient {
   }
 
   // deployments
-  deployments() {
-    return this.request<Deployment[]>("/deployments");
+  async deployments() {
+    return (await this.request<RawDeployment[]>("/deployments")).map(flattenDeployment);
   }
-  createDeployment(d: DeploymentCreate) {
-    return this.request<Deployment>("/deployments", { method: "POST", body: d });
+  async createDeployment(d: DeploymentCreate) {
+    return flattenDeployment(await this.request<RawDeployment>("/deployments", { method: "POST", body: d }));
   }
   deleteDeployment(name: string, namespace?: string) {
     const q = namespace ? `?namespace=${enc(namespace)}` : "";
@@ -184,3 +184,10 @@ function enc(s: string): string {
 }
 
 export const api = new ApiClient();
+
+/** The API answers ModelDeployments as Kubernetes objects (``metadata.name``); the views use ``name``. */
+export type RawDeployment = Omit<Deployment, "name"> & { name?: string; metadata?: { name: string; namespace?: string } };
+
+export function flattenDeployment(d: RawDeployment): Deployment {
+  return { ...d, name: d.metadata?.name ?? d.name ?? "", namespace: d.metadata?.namespace ?? d.namespace };
+}
