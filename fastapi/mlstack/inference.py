@@ -73,7 +73,7 @@ class InferenceClient:
         await self.http.close()
 
     async def resolve(self, name: str, version: str | None) -> str:
-        hit = self.registry.cached(name, f"v:{version}" if version else "@champion")
+        hit = self.registry.cached(name, version)
         return hit if hit is not None else await asyncio.to_thread(self.registry.resolve, name, version)
 
     async def infer(self, req: InferenceRequest) -> InferenceResponse:

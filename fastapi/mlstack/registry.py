@@ -25,6 +25,10 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None
 
 
+def _ref(version: str | None, alias: str) -> str:
+    return f"v:{version}" if version else f"@{alias}"
+
+
 def _not_found(e: MlflowException) -> bool:
     return e.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(e).lower()
 
@@ -45,16 +49,16 @@ class Registry:
         self.client.search_registered_models(max_results=1)
 
     # -- resolution --------------------------------------------------------------------------------
-    def cached(self, name: str, ref: str) -> str | None:
-        hit = self._cache.get((name, ref))
+    def cached(self, name: str, version: str | None = None, alias: str = CHAMPION) -> str | None:
+        """What ``resolve`` answered within the last ``cache_seconds``, without I/O (None: not cached)."""
+        hit = self._cache.get((name, _ref(version, alias)))
         if hit and hit[0] > time.monotonic():
             return hit[1]
         return None
 
     def resolve(self, name: str, version: str | None = None, alias: str = CHAMPION) -> str:
         """The version a request means: ``version`` if it exists, else the version ``alias`` points at."""
-        ref = f"v:{version}" if version else f"@{alias}"
-        if (hit := self.cached(name, ref)) is not None:
+        if (hit := self.cached(name, version, alias)) is not None:
             return hit
         try:
             if version:
@@ -70,7 +74,7 @@ class Registry:
             raise Unavailable(f"MLflow registry error: {e.message}") from None
         except OSError as e:
             raise Unavailable(f"MLflow registry unreachable: {e}") from None
-        self._cache[(name, ref)] = (time.monotonic() + self.cache_seconds, mv.version)
+        self._cache[(name, _ref(version, alias))] = (time.monotonic() + self.cache_seconds, mv.version)
         return mv.version
 
     def forget(self, name: str) -> None:

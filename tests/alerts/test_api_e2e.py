@@ -11,17 +11,13 @@ import httpx
 import pytest
 
 from tests.alerts.helpers import SSEClient, holds_for, until
-from tests.utils.procs import BIN, free_port, http_ok, start
+from tests.utils.procs import start_api
 
 pytestmark = pytest.mark.slow
 
 
 def run_api(env: dict, log, port: int | None = None):
-    port = port or free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start([str(BIN / "mlstack"), "api", "--host", "127.0.0.1", "--port", str(port)], log,
-                 ready=lambda: http_ok(f"{base}/healthz"), timeout=120, env=env, what="mlstack api")
-    return proc, base
+    return start_api(log, env, port)
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,16 @@ import signal
 import httpx
 import pytest
 
-from tests.conftest import PYTHON
-from tests.utils.procs import free_port, http_ok, start, wait_until
+from tests.utils.procs import start_api, wait_until
 
 TRAIN_TIMEOUT = 300
 
 
 @pytest.fixture(scope="session")
 def api_url(stack_env, workdir):
-    port = free_port()
     env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "api-tests", "MLSTACK_SERVE_PORT_RANGE": "[23000, 23999]"}
-    proc = start([PYTHON, "-m", "mlstack", "api", "--host", "127.0.0.1", "--port", str(port)],
-                 workdir / "api.log", ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=120,
-                 env=env, what="mlstack api")
-    yield f"http://127.0.0.1:{port}"
+    proc, url = start_api(workdir / "api.log", env)
+    yield url
     proc.stop(timeout=30)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils.procs import BIN, Proc, free_port, http_ok, start
+from tests.utils.procs import BIN, Proc, free_port, http_ok, start, start_api
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = ROOT / "frontend"
@@ -47,19 +47,14 @@ def dashboard_dist() -> Path:
 @pytest.fixture(scope="module")
 def api_url(stack_env, workdir):
     """The real API (``mlstack api``) on Redis, MLflow and moto S3, training on a local Ray of its own."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     # a Ray of its own, in a short path (Ray's unix sockets must fit in 107 bytes)
     ray_dir = Path(tempfile.mkdtemp(prefix="mlsb-", dir="/tmp"))
     # its own registered model and experiment: other modules' versions must not move the chart
     env = {**stack_env, "MLSTACK_RAY_TEMP_DIR": str(ray_dir), "MLSTACK_STATE_DIR": str(workdir / "state-browser"),
            "MLSTACK_MODEL_NAME": "browser_iris", "MLSTACK_MLFLOW_EXPERIMENT": "browser-tests",
            "MLSTACK_SERVE_PORT_RANGE": "[26000, 26999]"}
-    proc = start(
-        [str(BIN / "mlstack"), "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        workdir / "browser-api.log", ready=lambda: http_ok(f"{url}/readyz"), timeout=180, env=env,
-        what="mlstack api",
-    )
+    proc, url = start_api(workdir / "browser-api.log", env, ready_path="/readyz", timeout=180,
+                          args=("--log-level", "warning"))
     yield url
     proc.stop()
     shutil.rmtree(ray_dir, ignore_errors=True)

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import IRIS_CSV, PYTHON
-from tests.utils.procs import Proc, free_port, http_ok, start, wait_until
+from tests.conftest import IRIS_CSV
+from tests.utils.procs import Proc, free_port, start_api, wait_until
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -91,15 +91,12 @@ def api_factory(stack_env, workdir, model) -> Iterator[ApiFactory]:
     procs: list[Proc] = []
 
     def _start(name: str, extra: dict[str, str] | None = None) -> Api:
-        port = free_port()
         env = {**stack_env, "MLSTACK_MODEL_NAME": model.name, "MLSTACK_MLFLOW_EXPERIMENT": "deployments-tests",
                **(extra or {})}
-        proc = start([PYTHON, "-m", "mlstack", "api", "--host", "127.0.0.1", "--port", str(port)],
-                     workdir / "deployments" / f"{name}-{port}.log",
-                     ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=120, env=env,
-                     what=f"mlstack api ({name})")
+        port = free_port()
+        proc, url = start_api(workdir / "deployments" / f"{name}-{port}.log", env, port, what=f"mlstack api ({name})")
         procs.append(proc)
-        return Api(proc, f"http://127.0.0.1:{port}", env)
+        return Api(proc, url, env)
 
     yield _start
     for p in procs:

@@ -14,8 +14,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PYTHON
-from tests.utils.procs import free_port, http_ok, start
+from tests.utils.procs import start_api
 
 MODEL = "packages_model"
 EXPERIMENT = "packages-tests"
@@ -39,14 +38,11 @@ def pkg_tmp(workdir) -> Path:
 
 @pytest.fixture(scope="session")
 def pkg_api(stack_env, workdir, pkg_tmp):
-    port = free_port()
     env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": EXPERIMENT, "MLSTACK_MODEL_NAME": MODEL,
            "MLSTACK_SERVE_PORT_RANGE": "[27000, 27999]", "MLSTACK_STATE_DIR": str(workdir / "packages-state"),
            "TMPDIR": str(pkg_tmp), **{f"MLSTACK_PACKAGE_{k}": str(v) for k, v in LIMITS.items()}}
-    proc = start([PYTHON, "-m", "mlstack", "api", "--host", "127.0.0.1", "--port", str(port)],
-                 workdir / "packages-api.log", ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
-                 timeout=120, env=env, what="mlstack api (packages)")
-    yield f"http://127.0.0.1:{port}"
+    proc, url = start_api(workdir / "packages-api.log", env, what="mlstack api (packages)")
+    yield url
     proc.stop(timeout=30)
 
 

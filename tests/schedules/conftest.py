@@ -1,14 +1,5 @@
 from __future__ import annotations
 
-import pytest
-
-from tests.alerts.helpers import RedisServer
+from tests.alerts.conftest import own_redis  # noqa: F401 - the same function-scoped redis-server fixture
 
 MINIAPP = "tests.schedules.miniapp:create_app"
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()

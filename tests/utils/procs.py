@@ -122,3 +122,13 @@ def start(
     except BaseException:
         proc.stop()
         raise
+
+
+def start_api(log_path: Path, env: dict[str, str], port: int | None = None, ready_path: str = "/healthz",
+              timeout: float = 120, what: str = "mlstack api", args: tuple[str, ...] = ()) -> tuple[Proc, str]:
+    """A real ``mlstack api`` process on ``port`` (default: a free one); returns it and its base URL."""
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start([sys.executable, "-m", "mlstack", "api", "--host", "127.0.0.1", "--port", str(port), *args],
+                 log_path, ready=lambda: http_ok(f"{base}{ready_path}"), timeout=timeout, env=env, what=what)
+    return proc, base

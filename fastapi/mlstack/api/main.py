@@ -41,11 +41,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
     for name in ROUTERS:
-        try:
-            module = importlib.import_module(f"mlstack.api.routes.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"mlstack.api.routes.{name}":
-                raise
-            continue
-        app.include_router(module.router)
+        app.include_router(importlib.import_module(f"mlstack.api.routes.{name}").router)
     return app

@@ -32,9 +32,12 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     """Create every client; ``stack`` closes them in reverse order at shutdown."""
     import redis.asyncio as aioredis
 
+    from mlstack.alerts.setup import start as start_alerts
+    from mlstack.deployments.setup import start as start_deployments
     from mlstack.inference import InferenceClient
     from mlstack.local.servers import ServerPool
     from mlstack.registry import Registry
+    from mlstack.schedules.setup import start as start_schedules
     from mlstack.training.jobs import JobManager
 
     svc = Services(settings=settings)
@@ -44,7 +47,7 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
     stack.push_async_callback(svc.redis.aclose)
 
-    await _start_alerts(svc, stack)
+    await start_alerts(svc, stack)
 
     svc.registry = Registry.from_settings(settings)
     svc.training = JobManager(settings, svc.redis, svc.registry, svc.alerts)
@@ -53,37 +56,12 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
 
     svc.servers = ServerPool(settings)
     stack.push_async_callback(svc.servers.stop_all)
-    await _start_deployments(svc, stack)  # may swap svc.servers for the cluster's ModelDeployments
+    await start_deployments(svc, stack)  # may swap svc.servers for the cluster's ModelDeployments
     svc.inference = InferenceClient(settings, svc.registry, svc.servers)
     stack.push_async_callback(svc.inference.aclose)
 
-    await _start_schedules(svc, stack)
-    return svc
-
-
-async def _start_deployments(svc: Services, stack: AsyncExitStack) -> None:
-    try:
-        from mlstack.deployments.setup import start as start_deployments
-    except ImportError:
-        return
-    await start_deployments(svc, stack)
-
-
-async def _start_alerts(svc: Services, stack: AsyncExitStack) -> None:
-    """Wire the Redis Streams alert sink (alerts subsystem); a NullSink until it exists."""
-    try:
-        from mlstack.alerts.setup import start as start_alerts
-    except ImportError:
-        return
-    await start_alerts(svc, stack)
-
-
-async def _start_schedules(svc: Services, stack: AsyncExitStack) -> None:
-    try:
-        from mlstack.schedules.setup import start as start_schedules
-    except ImportError:
-        return
     await start_schedules(svc, stack)
+    return svc
 
 
 async def check_ready(svc: Services) -> dict[str, str]:
