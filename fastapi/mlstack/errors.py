@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MlstackError(Exception):
     status_code = 500
@@ -23,5 +25,35 @@ class InvalidInput(MlstackError):
     status_code = 422
 
 
+class Gone(MlstackError):
+    status_code = 410
+
+
 class Unavailable(MlstackError):
     status_code = 503
+
+
+class Unauthorized(MlstackError):
+    """No or an invalid bearer token (answered with ``WWW-Authenticate: Bearer``)."""
+
+    status_code = 401
+
+
+class Forbidden(MlstackError):
+    """A known caller whose role (local) or RBAC (cluster) does not allow the action."""
+
+    status_code = 403
+
+
+class NotSupported(MlstackError):
+    """The feature needs the other mode (e.g. organisations are Kubernetes namespaces: cluster mode)."""
+
+    status_code = 501
+
+
+def error_response(exc: MlstackError) -> Any:
+    """The HTTP answer of a domain error: ``{"detail": message}``; a 401 also says how to authenticate."""
+    from fastapi.responses import JSONResponse
+
+    headers = {"WWW-Authenticate": 'Bearer realm="mlstack"'} if exc.status_code == 401 else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)

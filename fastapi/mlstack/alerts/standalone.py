@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mlstack.api.services import Services
-from mlstack.errors import MlstackError
+from mlstack.errors import MlstackError, error_response
 from mlstack.settings import Settings, get_settings
 
 
@@ -23,12 +23,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from mlstack.alerts.setup import start
+        from mlstack.auth.setup import start as start_auth
 
         async with AsyncExitStack() as stack:
             svc = Services(settings=settings)
             svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
             stack.push_async_callback(svc.redis.aclose)
             await start(svc, stack)
+            await start_auth(svc, stack)
             app.state.services = svc
             yield
 
@@ -36,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(MlstackError)
     async def _domain_error(_: Request, exc: MlstackError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return error_response(exc)
 
     from mlstack.api.routes.alerts import router
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mlstack.api.services import Services
+from mlstack.auth import HOME, Caller
+from mlstack.errors import Unauthorized
 from mlstack.settings import Settings
 
 
@@ -21,3 +24,45 @@ async def _settings(svc: Annotated[Services, Depends(get_services)]) -> Settings
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+
+# auto_error=False: a missing token is the authority's call (auth off lets it through; else 401, not 403)
+_bearer = HTTPBearer(auto_error=False, description="local mode: a token from MLSTACK_AUTH_TOKENS (init.sh writes "
+                     "them to outputs/credentials.txt); cluster mode: a Kubernetes token (kubectl create token, "
+                     "or the token POST /orgs/join returns)")
+
+
+def _token(request: Request, creds: HTTPAuthorizationCredentials | None) -> str | None:
+    if creds is not None:
+        return creds.credentials
+    if request.headers.get("authorization"):
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return None
+
+
+async def get_caller(request: Request, svc: ServicesDep,
+                     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    return Caller(await svc.auth.authenticate(_token(request, creds)), svc.auth)
+
+
+async def get_stream_caller(
+    request: Request, svc: ServicesDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    access_token: Annotated[str | None, Query(max_length=4096, description=(
+        "the bearer token, for EventSource clients that cannot send headers (the header wins)"))] = None,
+) -> Caller:
+    """For server-sent-event routes: the token may come as ``?access_token=`` (browsers' EventSource)."""
+    return Caller(await svc.auth.authenticate(_token(request, creds) or access_token), svc.auth)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def allow(verb: str, resource: str, stream: bool = False) -> Any:
+    """A route dependency: the caller may ``verb`` ``resource`` in their home namespace (else 401/403)."""
+
+    get = get_stream_caller if stream else get_caller
+
+    async def check(caller: Caller = Depends(get)) -> Caller:
+        await caller.require(verb, resource, HOME)
+        return caller
+
+    return Depends(check)

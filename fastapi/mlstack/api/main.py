@@ -10,13 +10,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mlstack.api.services import start_services
-from mlstack.errors import MlstackError
+from mlstack.errors import MlstackError, error_response
 from mlstack.settings import Settings, get_settings
 
 log = logging.getLogger("mlstack.api")
 
 # one module per resource under mlstack.api.routes, each exporting ``router``
-ROUTERS = ["health", "training", "inference", "models", "packages", "metrics", "alerts", "schedules", "deployments"]
+ROUTERS = ["health", "training", "inference", "models", "packages", "metrics", "alerts", "schedules", "deployments",
+           "auth", "orgs"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(MlstackError)
     async def _domain_error(_: Request, exc: MlstackError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return error_response(exc)
 
     for name in ROUTERS:
         app.include_router(importlib.import_module(f"mlstack.api.routes.{name}").router)

@@ -25,6 +25,9 @@ class Services:
     servers: Any = None  # mlstack.local.servers.ServerPool (local mode)
     inference: Any = None  # mlstack.inference.InferenceClient
     deployments: Any = None  # mlstack.deployments backend (local processes or the Kubernetes API)
+    kube: Any = None  # kubernetes.client.ApiClient (cluster mode)
+    auth: Any = None  # mlstack.auth.Authority: who calls and what they may do
+    orgs: Any = None  # mlstack.orgs.KubeOrgs (cluster mode)
     extras: dict[str, Any] = field(default_factory=dict)  # room for later subsystems (schedules, k8s, ...)
 
 
@@ -33,9 +36,11 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     import redis.asyncio as aioredis
 
     from mlstack.alerts.setup import start as start_alerts
+    from mlstack.auth.setup import start as start_auth
     from mlstack.deployments.setup import start as start_deployments
     from mlstack.inference import InferenceClient
     from mlstack.local.servers import ServerPool
+    from mlstack.orgs.setup import start as start_orgs
     from mlstack.registry import Registry
     from mlstack.schedules.setup import start as start_schedules
     from mlstack.training.jobs import JobManager
@@ -57,6 +62,8 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     svc.servers = ServerPool(settings)
     stack.push_async_callback(svc.servers.stop_all)
     await start_deployments(svc, stack)  # may swap svc.servers for the cluster's ModelDeployments
+    await start_auth(svc, stack)  # cluster mode: shares svc.kube with the deployments
+    start_orgs(svc)
     svc.inference = InferenceClient(settings, svc.registry, svc.servers)
     stack.push_async_callback(svc.inference.aclose)
 

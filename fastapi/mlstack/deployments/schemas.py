@@ -33,7 +33,8 @@ class DeploymentCreate(BaseModel):
     name: str = Field(..., min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME_PATTERN,
                       description="a DNS-1123 label of at most 42 characters")
     namespace: str | None = Field(None, min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
-                                  description="default: the API's deployments namespace")
+                                  description="default: the caller's organisation, else the API's deployments "
+                                              "namespace")
     spec: ModelDeploymentSpec
 
 

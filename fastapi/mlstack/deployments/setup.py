@@ -20,8 +20,8 @@ async def start(svc: Any, stack: AsyncExitStack, ds: DeploymentSettings | None =
     if svc.settings.mode == "cluster":
         from mlstack.deployments.kube import KubeDeployments, KubeEndpoints, PhaseAlerts, connect
 
-        api_client = await asyncio.to_thread(connect, ds)
-        backend = KubeDeployments(api_client, ds)
+        svc.kube = await asyncio.to_thread(connect, ds)
+        backend = KubeDeployments(svc.kube, ds)
         stack.push_async_callback(backend.close)
         svc.deployments = backend
         endpoints = KubeEndpoints(backend, ds)

@@ -13,7 +13,7 @@ from mlstack.alerts.settings import AlertSettings, get_alert_settings
 from mlstack.alerts.setup import HUB, SETTINGS
 from mlstack.alerts.sink import RedisStreamSink
 from mlstack.alerts.sse import FanoutEventSourceResponse
-from mlstack.api.deps import ServicesDep
+from mlstack.api.deps import ServicesDep, allow
 from mlstack.api.services import Services
 from mlstack.errors import Unavailable
 
@@ -42,9 +42,11 @@ SSE_DOC = (
 )
 
 
-@router.get("/webhook", summary="Alert stream (SSE)", description=SSE_DOC,
+@router.get("/webhook", dependencies=[allow("get", "alerts", stream=True)],
+            summary="Alert stream (SSE)", description=SSE_DOC,
             responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"}})
-@router.get("/alerts/stream", summary="Alert stream (SSE), alias of /webhook", description=SSE_DOC,
+@router.get("/alerts/stream", dependencies=[allow("get", "alerts", stream=True)],
+            summary="Alert stream (SSE), alias of /webhook", description=SSE_DOC,
             responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"}})
 async def alert_stream(
     svc: ServicesDep,
@@ -67,7 +69,8 @@ async def alert_stream(
     return response
 
 
-@router.get("/alerts", response_model=list[AlertEvent], summary="Recent alerts, newest last")
+@router.get("/alerts", dependencies=[allow("list", "alerts")],
+            response_model=list[AlertEvent], summary="Recent alerts, newest last")
 async def recent_alerts(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     return await _hub(svc).recent(limit)
 
@@ -81,7 +84,8 @@ class AlertAccepted(BaseModel):
     buffered: bool
 
 
-@router.post("/alerts", status_code=201, response_model=AlertAccepted, summary="Publish an alert")
+@router.post("/alerts", dependencies=[allow("create", "alerts")],
+             status_code=201, response_model=AlertAccepted, summary="Publish an alert")
 async def publish_alert(body: AlertIn, svc: ServicesDep) -> AlertAccepted:
     if not isinstance(svc.alerts, RedisStreamSink):
         raise Unavailable("alerts are not running in this process")
@@ -89,7 +93,8 @@ async def publish_alert(body: AlertIn, svc: ServicesDep) -> AlertAccepted:
     return AlertAccepted(id=entry_id, buffered=entry_id is None)
 
 
-@router.get("/alerts/status", summary="Alert reader and buffer state of this process")
+@router.get("/alerts/status", dependencies=[allow("get", "alerts")],
+            summary="Alert reader and buffer state of this process")
 async def alerts_status(svc: ServicesDep) -> dict[str, Any]:
     hub = _hub(svc)
     sink = svc.alerts if isinstance(svc.alerts, RedisStreamSink) else None

@@ -10,14 +10,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from mlstack.api.deps import ServicesDep
+from mlstack.api.deps import CallerDep, ServicesDep
 from mlstack.deployments.schemas import NAMESPACE_PATTERN, DeploymentCreate, DeploymentView
 from mlstack.errors import Unavailable
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
 Namespace = Annotated[str | None, Query(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
-                                        description="default: the API's deployments namespace")]
+                                        description="default: the caller's organisation, else the API's "
+                                                    "deployments namespace")]
 Name = Annotated[str, Path(min_length=1, max_length=253)]
 
 
@@ -29,26 +30,35 @@ def _backend(svc):
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentView,
              summary="Create a ModelDeployment (local mode: served on this machine)")
-async def create_deployment(body: DeploymentCreate, svc: ServicesDep) -> DeploymentView:
+async def create_deployment(body: DeploymentCreate, svc: ServicesDep, caller: CallerDep) -> DeploymentView:
     backend = _backend(svc)
-    return await backend.create(body.namespace or backend.default_namespace, body.name, body.spec)
+    namespace = body.namespace or caller.principal.namespace
+    await caller.require("create", "modeldeployments", namespace, body.name)
+    return await backend.create(namespace, body.name, body.spec)
 
 
 @router.get("", response_model=list[DeploymentView], summary="ModelDeployments of a namespace, by name")
-async def list_deployments(svc: ServicesDep, namespace: Namespace = None) -> list[DeploymentView]:
+async def list_deployments(svc: ServicesDep, caller: CallerDep, namespace: Namespace = None) -> list[DeploymentView]:
     backend = _backend(svc)
-    return await backend.list(namespace or backend.default_namespace)
+    namespace = namespace or caller.principal.namespace
+    await caller.require("list", "modeldeployments", namespace)
+    return await backend.list(namespace)
 
 
 @router.get("/{name}", response_model=DeploymentView, summary="A ModelDeployment with its status")
-async def get_deployment(name: Name, svc: ServicesDep, namespace: Namespace = None) -> DeploymentView:
+async def get_deployment(name: Name, svc: ServicesDep, caller: CallerDep,
+                         namespace: Namespace = None) -> DeploymentView:
     backend = _backend(svc)
-    return await backend.get(namespace or backend.default_namespace, name)
+    namespace = namespace or caller.principal.namespace
+    await caller.require("get", "modeldeployments", namespace, name)
+    return await backend.get(namespace, name)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                summary="Delete a ModelDeployment (local mode: its server stops before this returns)")
-async def delete_deployment(name: Name, svc: ServicesDep, namespace: Namespace = None) -> Response:
+async def delete_deployment(name: Name, svc: ServicesDep, caller: CallerDep, namespace: Namespace = None) -> Response:
     backend = _backend(svc)
-    await backend.delete(namespace or backend.default_namespace, name)
+    namespace = namespace or caller.principal.namespace
+    await caller.require("delete", "modeldeployments", namespace, name)
+    await backend.delete(namespace, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

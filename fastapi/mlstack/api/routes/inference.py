@@ -3,13 +3,13 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Response
 
-from mlstack.api.deps import ServicesDep
+from mlstack.api.deps import ServicesDep, allow
 from mlstack.inference import InferenceRequest, InferenceResponse
 
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/inference", response_model=InferenceResponse,
+@router.post("/inference", dependencies=[allow("create", "inferences")], response_model=InferenceResponse,
              responses={404: {"description": "unknown model or version"}, 422: {"description": "bad input"},
                         503: {"description": "model server unavailable after retries"}},
              summary="Predict with the champion (or a pinned version) through its model server")

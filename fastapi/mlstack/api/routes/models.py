@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlstack.api.deps import ServicesDep
+from mlstack.api.deps import ServicesDep, allow
 from mlstack.training.schemas import NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -27,31 +27,34 @@ class EditBody(BaseModel):
                Annotated[str, Field(max_length=5000)]] | None = None
 
 
-@router.get("", summary="Registered models with versions, aliases and metrics")
+@router.get("", dependencies=[allow("list", "models")], summary="Registered models with versions, aliases and metrics")
 async def list_models(svc: ServicesDep) -> list[dict]:
     return await asyncio.to_thread(svc.registry.list_models)
 
 
-@router.get("/{name}", summary="One registered model")
+@router.get("/{name}", dependencies=[allow("get", "models")], summary="One registered model")
 async def get_model(name: ModelName, svc: ServicesDep) -> dict:
     return await asyncio.to_thread(svc.registry.get_model, name)
 
 
-@router.patch("/{name}", summary="Edit a model's description and tags")
+@router.patch("/{name}", dependencies=[allow("update", "models")], summary="Edit a model's description and tags")
 async def edit_model(name: ModelName, body: EditBody, svc: ServicesDep) -> dict:
     return await asyncio.to_thread(svc.registry.update_model, name, body.description, body.tags)
 
 
-@router.patch("/{name}/versions/{version}", summary="Edit a version's description and tags")
+@router.patch("/{name}/versions/{version}", dependencies=[allow("update", "models")],
+              summary="Edit a version's description and tags")
 async def edit_version(name: ModelName, version: Version, body: EditBody, svc: ServicesDep) -> dict:
     return await asyncio.to_thread(svc.registry.update_version, name, version, body.description, body.tags)
 
 
-@router.put("/{name}/aliases/{alias}", summary="Point an alias (e.g. champion) at a version")
+@router.put("/{name}/aliases/{alias}", dependencies=[allow("update", "models")],
+            summary="Point an alias (e.g. champion) at a version")
 async def set_alias(name: ModelName, alias: Alias, body: AliasBody, svc: ServicesDep) -> dict:
     return await asyncio.to_thread(svc.registry.set_alias, name, alias, body.version)
 
 
-@router.delete("/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an alias")
+@router.delete("/{name}/aliases/{alias}", dependencies=[allow("update", "models")],
+               status_code=status.HTTP_204_NO_CONTENT, summary="Delete an alias")
 async def delete_alias(name: ModelName, alias: Alias, svc: ServicesDep) -> None:
     await asyncio.to_thread(svc.registry.delete_alias, name, alias)

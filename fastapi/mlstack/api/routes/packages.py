@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from mlstack.api.deps import ServicesDep
+from mlstack.api.deps import ServicesDep, allow
 from mlstack.errors import InvalidInput
 from mlstack.packages import PackageInvalid, PackageLimits, PayloadTooLarge, limits_from
 from mlstack.packages.seed import CONTRACT as SEED_CONTRACT
@@ -119,7 +119,8 @@ def _capped_request(request: Request, limits: PackageLimits) -> Request:
 
 
 @router.post(
-    "/{name}/versions", status_code=201, openapi_extra=_UPLOAD_BODY, description=_UPLOAD_DOC,
+    "/{name}/versions", dependencies=[allow("create", "models")],
+    status_code=201, openapi_extra=_UPLOAD_BODY, description=_UPLOAD_DOC,
     summary="Upload a model package (zip) as a new version",
     responses={201: {"description": "the new version"}, 413: {"description": "upload too large"},
                422: {"description": "refused: `detail` and the list of `problems`"}},
@@ -151,7 +152,7 @@ async def upload_version(name: ModelName, request: Request, svc: ServicesDep) ->
 
 
 @router.post(
-    "/{name}/versions/{version}/copy", status_code=201,
+    "/{name}/versions/{version}/copy", dependencies=[allow("create", "models")], status_code=201,
     summary="Save a version as a new version (optionally with an edited description, tags, aliases)",
     description="Seed 000's \"save as new version\": registers the same model artifacts again as a new "
                 "version of the same model, with the source's description and tags unless edited, and "

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from mlstack.api.deps import ServicesDep
+from mlstack.api.deps import ServicesDep, allow
 from mlstack.api.services import Services
 from mlstack.errors import Unavailable
 from mlstack.schedules.schemas import Killed, ScheduleOut, ScheduleTrainingRequest, WatchModelRequest
@@ -23,13 +23,14 @@ def _service(svc: Services) -> ScheduleService:
     return service
 
 
-@router.post("/schedule_training", status_code=201, response_model=ScheduleOut,
+@router.post("/schedule_training", dependencies=[allow("create", "schedules")],
+             status_code=201, response_model=ScheduleOut,
              summary="Train every N minutes/seconds (persistent; runs once per interval across replicas)")
 async def schedule_training(body: ScheduleTrainingRequest, svc: ServicesDep) -> dict:
     return await _service(svc).add("training", body.training_params(), body.interval_seconds)
 
 
-@router.post("/watch_model", status_code=201, response_model=ScheduleOut,
+@router.post("/watch_model", dependencies=[allow("create", "schedules")], status_code=201, response_model=ScheduleOut,
              summary="Check every N minutes/seconds that the newest model version is fresh; alert model.stale")
 async def watch_model(body: WatchModelRequest, svc: ServicesDep) -> dict:
     service = _service(svc)
@@ -44,17 +45,19 @@ async def watch_model(body: WatchModelRequest, svc: ServicesDep) -> dict:
     return await service.add("watch_model", params, body.interval_seconds)
 
 
-@router.get("/schedules", response_model=list[ScheduleOut], summary="All schedules with their last firing")
+@router.get("/schedules", dependencies=[allow("list", "schedules")],
+            response_model=list[ScheduleOut], summary="All schedules with their last firing")
 async def list_schedules(svc: ServicesDep) -> list[dict]:
     return await _service(svc).list()
 
 
-@router.get("/schedules/{job_id}/runs", summary="Recent firings of one schedule, newest first")
+@router.get("/schedules/{job_id}/runs", dependencies=[allow("get", "schedules")],
+            summary="Recent firings of one schedule, newest first")
 async def schedule_runs(job_id: Annotated[str, Path(max_length=64)], svc: ServicesDep) -> list[dict]:
     return await _service(svc).history(job_id)
 
 
-@router.delete("/kill_scheduled_job/{job_id}", response_model=Killed,
+@router.delete("/kill_scheduled_job/{job_id}", dependencies=[allow("delete", "schedules")], response_model=Killed,
                summary="Remove a schedule for every replica (404 when unknown)")
 async def kill_scheduled_job(job_id: Annotated[str, Path(max_length=64)], svc: ServicesDep) -> Killed:
     await _service(svc).kill(job_id)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
-from mlstack.api.deps import ServicesDep
+from mlstack.api.deps import ServicesDep, allow
 from mlstack.errors import InvalidInput
 from mlstack.training.data import MAX_CSV_BYTES, parse_csv
 from mlstack.training.schemas import NAME_PATTERN, Hyperparameters, TrainingJob, TrainingRequest
@@ -16,13 +16,15 @@ from mlstack.training.schemas import NAME_PATTERN, Hyperparameters, TrainingJob,
 router = APIRouter(tags=["training"])
 
 
-@router.post("/trigger_training", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
+@router.post("/trigger_training", dependencies=[allow("create", "trainingjobs")],
+             status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
              summary="Train a RandomForest on Ray from a CSV URI; returns at once with a job id")
 async def trigger_training(req: TrainingRequest, svc: ServicesDep) -> TrainingJob:
     return await svc.training.submit(req)
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
+@router.post("/train", dependencies=[allow("create", "trainingjobs")],
+             status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
              summary="Train on an uploaded CSV (multipart)")
 async def train_upload(
     svc: ServicesDep,
@@ -46,16 +48,19 @@ async def train_upload(
                                                      model_name=model_name))
 
 
-@router.get("/training", response_model=list[TrainingJob], summary="Recent training jobs, newest first")
+@router.get("/training", dependencies=[allow("list", "trainingjobs")],
+            response_model=list[TrainingJob], summary="Recent training jobs, newest first")
 async def list_jobs(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[TrainingJob]:
     return await svc.training.list(limit)
 
 
-@router.get("/training/{job_id}", response_model=TrainingJob, summary="A training job's status, metrics, version")
+@router.get("/training/{job_id}", dependencies=[allow("get", "trainingjobs")],
+            response_model=TrainingJob, summary="A training job's status, metrics, version")
 async def get_job(job_id: str, svc: ServicesDep) -> TrainingJob:
     return await svc.training.get(job_id)
 
 
-@router.get("/training/{job_id}/logs", response_class=PlainTextResponse, summary="A finished job's training log")
+@router.get("/training/{job_id}/logs", dependencies=[allow("get", "trainingjobs")],
+            response_class=PlainTextResponse, summary="A finished job's training log")
 async def get_logs(job_id: str, svc: ServicesDep) -> str:
     return await svc.training.logs(job_id)

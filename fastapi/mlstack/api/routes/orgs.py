@@ -1,0 +1,98 @@
+"""``/orgs``: organisations (cluster mode). An organisation is a namespace labelled ``mlstack.io/org`` with
+a ResourceQuota (its budget) and RoleBindings of the mlstack roles; members join with a one-time code.
+
+Authorisation: creating and deleting organisations is cluster-wide (``mlstack-platform-admin``);
+everything else is checked in the organisation's namespace (its admins invite and change the budget).
+``POST /orgs/join`` needs no token: the code is the credential.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from mlstack.api.deps import CallerDep, ServicesDep
+from mlstack.auth import CLUSTER
+from mlstack.errors import Forbidden, NotSupported
+from mlstack.orgs.kube import KubeOrgs
+from mlstack.orgs.schemas import (
+    ORG_NAME,
+    BudgetUpdate,
+    InviteCreate,
+    InviteView,
+    JoinRequest,
+    JoinResult,
+    OrgCreate,
+    OrgView,
+)
+
+router = APIRouter(prefix="/orgs", tags=["organisations"])
+Org = Annotated[str, Path(min_length=1, max_length=40, pattern=ORG_NAME)]
+
+
+def _orgs(svc) -> KubeOrgs:
+    if svc.orgs is None:
+        raise NotSupported("organisations are Kubernetes namespaces: they need cluster mode (MLSTACK_MODE=cluster)")
+    return svc.orgs
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrgView,
+             summary="Create an organisation: namespace, budget (ResourceQuota), you as its admin")
+async def create_org(body: OrgCreate, svc: ServicesDep, caller: CallerDep) -> OrgView:
+    orgs = _orgs(svc)
+    await caller.require("create", "organizations", CLUSTER, body.name)
+    return await orgs.create(body.name, body.display_name, body.budget, caller.principal.name)
+
+
+@router.get("", response_model=list[OrgView],
+            summary="Organisations (all for a platform admin, else the caller's own)")
+async def list_orgs(svc: ServicesDep, caller: CallerDep) -> list[OrgView]:
+    orgs = _orgs(svc)
+    try:
+        await caller.require("list", "organizations", CLUSTER)
+    except Forbidden:
+        if caller.principal.org is None:
+            raise
+        await caller.require("get", "organizations", orgs.namespace_of(caller.principal.org))
+        return [await orgs.get(caller.principal.org)]
+    return await orgs.list()
+
+
+@router.get("/{org}", response_model=OrgView, summary="An organisation: budget, usage and members")
+async def get_org(org: Org, svc: ServicesDep, caller: CallerDep) -> OrgView:
+    orgs = _orgs(svc)
+    await caller.require("get", "organizations", orgs.namespace_of(org), org)
+    return await orgs.get(org)
+
+
+@router.patch("/{org}", response_model=OrgView, summary="Change an organisation's budget (its admins)")
+async def update_org(org: Org, body: BudgetUpdate, svc: ServicesDep, caller: CallerDep) -> OrgView:
+    orgs = _orgs(svc)
+    await caller.require("update", "organizations", orgs.namespace_of(org), org)
+    return await orgs.set_budget(org, body.budget)
+
+
+@router.delete("/{org}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               summary="Delete an organisation and everything in its namespace (platform admins)")
+async def delete_org(org: Org, svc: ServicesDep, caller: CallerDep) -> Response:
+    orgs = _orgs(svc)
+    await caller.require("delete", "organizations", CLUSTER, org)
+    await orgs.delete(org)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{org}/invites", status_code=status.HTTP_201_CREATED, response_model=InviteView,
+             summary="A one-time, expiring invite code for a role in the organisation (its admins)")
+async def create_invite(org: Org, body: InviteCreate, svc: ServicesDep, caller: CallerDep) -> InviteView:
+    orgs = _orgs(svc)
+    await caller.require("create", "invites", orgs.namespace_of(org))
+    return await orgs.invite(org, body.role, body.expires_in_seconds, caller.principal.name)
+
+
+@router.post("/join", status_code=status.HTTP_201_CREATED, response_model=JoinResult,
+             responses={404: {"description": "unknown code"}, 410: {"description": "code used or expired"},
+                        409: {"description": "the name is taken in the organisation"}},
+             summary="Redeem an invite code: a ServiceAccount with the invited role, and its token (no auth)")
+async def join_org(body: JoinRequest, svc: ServicesDep) -> JoinResult:
+    return await _orgs(svc).join(body.code, body.name)

@@ -1,0 +1,60 @@
+"""Pure builders: an organisation's Kubernetes objects (Namespace, ResourceQuota, RoleBindings, ServiceAccount)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlstack.auth.roles import cluster_role_name
+from mlstack.orgs.schemas import Budget
+
+ORG_LABEL = "mlstack.io/org"
+ROLE_LABEL = "mlstack.io/role"
+MANAGED = {"app.kubernetes.io/managed-by": "mlstack-api"}
+QUOTA_NAME = "mlstack-budget"
+SA_PREFIX = "system:serviceaccount:"
+
+
+def namespace(ns: str, org: str, display_name: str | None, created_by: str) -> dict[str, Any]:
+    annotations = {"mlstack.io/created-by": created_by}
+    if display_name:
+        annotations["mlstack.io/display-name"] = display_name
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {ORG_LABEL: org, **MANAGED}, "annotations": annotations}}
+
+
+def quota_hard(budget: Budget) -> dict[str, str]:
+    return {"requests.cpu": budget.cpu, "requests.memory": budget.memory,
+            "requests.nvidia.com/gpu": str(budget.gpu)}
+
+
+def quota(ns: str, org: str, budget: Budget) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": QUOTA_NAME, "namespace": ns, "labels": {ORG_LABEL: org, **MANAGED}},
+            "spec": {"hard": quota_hard(budget)}}
+
+
+def subject(username: str) -> dict[str, Any]:
+    """The RBAC subject of a TokenReview username (a ServiceAccount's is system:serviceaccount:NS:NAME)."""
+    if username.startswith(SA_PREFIX) and username.count(":") == 3:
+        _, _, ns, name = username.split(":")
+        return {"kind": "ServiceAccount", "name": name, "namespace": ns}
+    return {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": username}
+
+
+def role_binding(ns: str, org: str, name: str, role: str, subj: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": ns, "labels": {ORG_LABEL: org, ROLE_LABEL: role, **MANAGED}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": cluster_role_name(role)},
+            "subjects": [subj]}
+
+
+def service_account(ns: str, org: str, name: str, role: str, invited_by: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": ns, "labels": {ORG_LABEL: org, ROLE_LABEL: role, **MANAGED},
+                         "annotations": {"mlstack.io/invited-by": invited_by}}}
+
+
+def token_request(seconds: int) -> dict[str, Any]:
+    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds}}

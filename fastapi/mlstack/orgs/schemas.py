@@ -1,0 +1,85 @@
+"""Request and response bodies of ``/orgs``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlstack.auth.roles import RoleName
+from mlstack_operator.contract import CpuQuantity, MemoryQuantity
+
+ORG_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SA_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Budget(_Body):
+    """The organisation's ResourceQuota (seed 001's "clusters"): what its ModelDeployments may request in all."""
+
+    cpu: CpuQuantity = Field("4", description="requests.cpu")
+    memory: MemoryQuantity = Field("8Gi", description="requests.memory")
+    gpu: int = Field(0, ge=0, le=1024, description="requests.nvidia.com/gpu")
+
+
+class OrgCreate(_Body):
+    name: str = Field(..., min_length=1, max_length=40, pattern=ORG_NAME,
+                      description="a DNS label; the namespace is MLSTACK_ORG_NAMESPACE_PREFIX + name")
+    display_name: str | None = Field(None, alias="displayName", max_length=200)
+    budget: Budget = Field(default_factory=Budget)
+
+
+class BudgetUpdate(_Body):
+    budget: Budget
+
+
+class Member(BaseModel):
+    kind: str  # User, Group or ServiceAccount
+    name: str
+    role: str
+
+
+class OrgView(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    namespace: str
+    display_name: str | None = Field(None, alias="displayName")
+    created_by: str | None = Field(None, alias="createdBy")
+    created_at: str | None = Field(None, alias="createdAt")
+    budget: dict[str, str] = Field(default_factory=dict, description="the ResourceQuota's hard limits")
+    used: dict[str, str] = Field(default_factory=dict, description="what is in use (the quota's status)")
+    members: list[Member] = Field(default_factory=list)
+
+
+class InviteCreate(_Body):
+    role: RoleName = "viewer"
+    expires_in_seconds: int = Field(24 * 3600, alias="expiresInSeconds", ge=60,
+                                    description="at most MLSTACK_ORG_INVITE_MAX_SECONDS (7 days by default)")
+
+
+class InviteView(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    code: str = Field(description="shown once; redeem with POST /orgs/join")
+    org: str
+    role: str
+    expires_at: str = Field(alias="expiresAt")
+
+
+class JoinRequest(_Body):
+    code: str = Field(..., min_length=8, max_length=200)
+    name: str = Field(..., min_length=1, max_length=63, pattern=SA_NAME,
+                      description="your ServiceAccount's name in the organisation (a DNS label)")
+
+
+class JoinResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    org: str
+    namespace: str
+    service_account: str = Field(alias="serviceAccount")
+    role: str
+    token: str = Field(description="a bearer token for the API (and kubectl), shown once")
+    expires_at: str | None = Field(None, alias="expiresAt")
