@@ -2,6 +2,8 @@
 
 Operations that would start real work (training, schedules) get only schema-violating (negative)
 cases; streaming endpoints are left out (they never end). The rest get valid and invalid cases.
+This API runs in local mode with auth off, where ``/orgs`` answers 501 by design (organisations are
+Kubernetes namespaces: tests/auth/test_kube.py covers them); any other 5xx fails.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def test_no_server_errors(api_url, trained):
             def run(case):
                 resp = case.call(base_url=api_url, timeout=60)
                 calls.append(f"{case.method} {case.formatted_path}")
+                if resp.status_code == 501 and case.path.startswith("/orgs"):
+                    return
                 if resp.status_code >= 500:
                     failures.append(f"{case.method} {case.formatted_path} {case.body!r:.200} -> "
                                     f"{resp.status_code}: {resp.text[:300]}")

@@ -48,7 +48,8 @@ def kubeconfig(emulator, workdir) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster_api(api_factory, kubeconfig, workdir) -> Api:
-    return api_factory("cluster", {"MLSTACK_MODE": "cluster", "KUBECONFIG": str(kubeconfig),
+    # auth off: these tests are about the ModelDeployment mapping (tests/auth/test_kube.py covers cluster auth)
+    return api_factory("cluster", {"MLSTACK_MODE": "cluster", "KUBECONFIG": str(kubeconfig), "MLSTACK_AUTH_MODE": "off",
                                    "MLSTACK_STATE_DIR": str(workdir / "deploy-state-cluster"),
                                    "MLSTACK_DEPLOYMENTS_WATCH_SECONDS": "0.3"})
 

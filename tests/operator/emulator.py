@@ -20,10 +20,33 @@ every request on a declared resource itself. Its contract, exactly what the test
 * GET list (``labelSelector``: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``) and watch
   (``resourceVersion`` continuation from a bounded event log, 410 Gone when it is too old,
   ``timeoutSeconds``);
-* the request log (KMock's ``requests``) keeps the last ``max_requests`` requests.
+* the request log (KMock's ``requests``) keeps the last ``max_requests`` requests;
+* Namespaces are served at ``/api/v1/namespaces[/name[/status]]`` (KMock 0.8 cannot parse these
+  paths; the emulator does) with ``status.phase`` ``Active``;
+* DELETE of a Namespace deletes every namespaced object stored in it, at once (objects with
+  finalizers get ``deletionTimestamp``; the Namespace stays ``Terminating`` until they are gone,
+  and creating in a terminating namespace is 403). A namespace need not exist to create in it;
+* authentication: ``POST .../serviceaccounts/{name}/token`` (TokenRequest; 404 without the
+  ServiceAccount; ``expirationSeconds`` defaults to 3600 and below ``min_token_seconds``, 600 as
+  in Kubernetes, is 422) mints an opaque random token bound to the ServiceAccount's uid.
+  ``POST /apis/authentication.k8s.io/v1/tokenreviews`` authenticates it as
+  ``system:serviceaccount:<ns>:<name>`` (groups ``system:serviceaccounts``,
+  ``system:serviceaccounts:<ns>``, ``system:authenticated``) until it expires (by ``clock``) or
+  its ServiceAccount is deleted or re-created; and static users registered with ``add_user()``
+  (``--user``) with their groups plus ``system:authenticated``. Audiences as in Kubernetes: a
+  token is minted for ``spec.audiences`` (default ``api_audiences``) and reviews only for one of
+  them (default ``api_audiences``); static users are audience-agnostic;
+* authorization: ``POST /apis/authorization.k8s.io/v1/subjectaccessreviews`` evaluates RBAC from
+  the stored Roles, ClusterRoles, RoleBindings and ClusterRoleBindings (no aggregation): the group
+  ``system:masters`` may do anything, ClusterRoleBindings grant everywhere, RoleBindings only in
+  their namespace; subjects User, Group, ServiceAccount; apiGroups, resources (``*``,
+  ``res/sub``, ``*/sub``), verbs, resourceNames and nonResourceURLs (exact or ``prefix*``) as in
+  Kubernetes. ``status.reason`` names the allowing binding (RBAC never denies explicitly).
 
+The emulator itself authenticates and authorizes nobody: any caller may do anything.
 Unknown paths and undeclared resources fall through to KMock (404 in Kubernetes' format).
-Run standalone: ``python -m tests.operator.emulator --port N`` (prints ``READY <url>``).
+Run standalone: ``python -m tests.operator.emulator --port N [--user TOKEN=USER[:GROUP,...]]...
+[--min-token-seconds S]`` (prints ``READY <url>``).
 """
 
 from __future__ import annotations
@@ -34,11 +57,13 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import re
 import secrets
 import string
+import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -46,7 +71,7 @@ import aiohttp.web
 import attrs
 import jsonpatch
 import kmock
-from kmock._internal import enums, rendering
+from kmock._internal import enums, parsing, rendering
 
 ResKey = tuple[str, str, str]  # (group, version, plural)
 ObjKey = tuple[str | None, str]  # (namespace, name)
@@ -65,12 +90,35 @@ DEFAULT_RESOURCES: list[tuple[str, str, str, str, bool, tuple[str, ...]]] = [
     # kopf's backbone waits for these in discovery even when it neither lists nor watches them
     ("", "v1", "namespaces", "Namespace", False, ("status",)),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, ("status",)),
+    # authentication and authorization (the mlstack API's tenants)
+    ("", "v1", "serviceaccounts", "ServiceAccount", True, ("token",)),
+    ("rbac.authorization.k8s.io", "v1", "roles", "Role", True, ()),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, ()),
+    ("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, ()),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, ()),
 ]
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+NAMESPACES: ResKey = ("", "v1", "namespaces")
+SERVICEACCOUNTS: ResKey = ("", "v1", "serviceaccounts")
+ROLES: ResKey = ("rbac.authorization.k8s.io", "v1", "roles")
+ROLEBINDINGS: ResKey = ("rbac.authorization.k8s.io", "v1", "rolebindings")
+CLUSTERROLES: ResKey = ("rbac.authorization.k8s.io", "v1", "clusterroles")
+CLUSTERROLEBINDINGS: ResKey = ("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+TOKENREVIEWS: ResKey = ("authentication.k8s.io", "v1", "tokenreviews")
+SUBJECTACCESSREVIEWS: ResKey = ("authorization.k8s.io", "v1", "subjectaccessreviews")
+REVIEWS = {TOKENREVIEWS: "TokenReview", SUBJECTACCESSREVIEWS: "SubjectAccessReview"}
+# The namespaces resource's own paths, which KMock 0.8 cannot parse (``/api/v1/namespaces`` fails,
+# ``/api/v1/namespaces/x`` reads as "namespace x, no resource").
+NAMESPACES_PATH = re.compile(r"/api/v1/namespaces(?:/([^/]+)(?:/(status))?)?/?")
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _timestamp(seconds: float) -> str:
+    """Seconds since the epoch -> RFC 3339 (``2024-01-02T03:04:05Z``)."""
+    return dt.datetime.fromtimestamp(int(seconds), dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
@@ -122,10 +170,76 @@ def selector_matches(reqs: list[tuple[str, str, str | None]], labels: Mapping[st
     return True
 
 
+def parse_user(spec: str) -> tuple[str, str, tuple[str, ...]]:
+    """``TOKEN=USERNAME[:GROUP1,GROUP2]`` -> (token, username, groups). The username cannot contain ``:``
+    (the first ``:`` starts the groups, which may: ``t=admin:system:masters``); use ``add_user()`` for that."""
+    token, sep, rest = spec.partition("=")
+    username, _, groups = rest.partition(":")
+    if not sep or not token or not username:
+        raise ValueError(f"expected TOKEN=USERNAME[:GROUP1,GROUP2], got {spec!r}")
+    return token, username, tuple(g.strip() for g in groups.split(",") if g.strip())
+
+
+def _rule_allows(rule: Mapping[str, Any], attrs_: Mapping[str, Any], resource_request: bool) -> bool:
+    """Kubernetes' ``RuleAllows`` (plugin/pkg/auth/authorizer/rbac) for one PolicyRule."""
+    verbs = rule.get("verbs") or []
+    if "*" not in verbs and attrs_.get("verb", "") not in verbs:
+        return False
+    if not resource_request:
+        path = attrs_.get("path", "")
+        return any(url == "*" or url == path or (url.endswith("*") and path.startswith(url.rstrip("*")))
+                   for url in rule.get("nonResourceURLs") or [])
+    groups = rule.get("apiGroups") or []
+    if "*" not in groups and attrs_.get("group", "") not in groups:
+        return False
+    sub = attrs_.get("subresource") or ""
+    wanted = f"{attrs_.get('resource', '')}/{sub}" if sub else attrs_.get("resource", "")
+    if not any(r in ("*", wanted) or (sub and r == f"*/{sub}") for r in rule.get("resources") or []):
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or attrs_.get("name", "") in names
+
+
+def _subject_matches(subject: Mapping[str, Any], user: str, groups: Iterable[str], namespace: str) -> bool:
+    """Kubernetes' ``appliesToUser``: a ServiceAccount subject's namespace defaults to the binding's."""
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "User":
+        return name == user
+    if kind == "Group":
+        return name in groups
+    if kind == "ServiceAccount":
+        sa_namespace = subject.get("namespace") or namespace
+        return bool(sa_namespace) and user == f"system:serviceaccount:{sa_namespace}:{name}"
+    return False
+
+
+def _describe_subject(subject: Mapping[str, Any], namespace: str) -> str:
+    if subject.get("kind") == "ServiceAccount":
+        return f'ServiceAccount "{subject.get("name")}/{subject.get("namespace") or namespace}"'
+    return f'{subject.get("kind")} "{subject.get("name")}"'
+
+
+@attrs.define(frozen=True)
+class SaToken:
+    """What a TokenRequest minted: the token is valid while its ServiceAccount (same uid) exists and until expiry."""
+
+    namespace: str
+    name: str
+    uid: str
+    expiry: float  # seconds since the epoch, on the emulator's ``clock``
+    audiences: tuple[str, ...]
+
+
 @attrs.define(kw_only=True)
 class ApiServerEmulator(kmock.KubernetesEmulator):
     max_requests: int = 500
     max_events: int = 20000
+    # TokenRequest: shorter ``expirationSeconds`` is 422 (Kubernetes: 10 minutes); lower it to test expiry.
+    min_token_seconds: int = 600
+    # The API server's own audiences: TokenRequests and TokenReviews without ``spec.audiences`` use these.
+    api_audiences: tuple[str, ...] = ("https://kubernetes.default.svc.cluster.local",)
+    # Seconds since the epoch, for token expiry; replace it to move time forward in tests.
+    clock: Callable[[], float] = time.time
 
     store: dict[ResKey, dict[ObjKey, dict[str, Any]]] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=1, init=False)
@@ -134,11 +248,16 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _events: dict[ResKey, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
     write_count: int = attrs.field(default=0, init=False)
+    _users: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)  # token -> TokenReview user
+    _sa_tokens: dict[str, SaToken] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         for group, version, plural, kind, namespaced, subresources in DEFAULT_RESOURCES:
             self.declare(group, version, plural, kind, namespaced=namespaced, subresources=subresources)
+        for (group, version, plural), kind in REVIEWS.items():  # discovery only: created, never stored
+            self.resources[f"{group}/{version}/{plural}"] = kmock.ResourceInfo(kind=kind, namespaced=False,
+                                                                               verbs={"create"})
 
     # --- declaration and direct access (for tests) -----------------------------------------------
 
@@ -167,12 +286,128 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return [copy.deepcopy(o) for (ns, _), o in self.store.get(self.res(resource), {}).items()
                 if namespace is None or ns == namespace]
 
+    # --- authentication and authorization --------------------------------------------------------
+
+    def add_user(self, token: str, username: str, groups: Iterable[str] = (), *, uid: str | None = None) -> None:
+        """A static bearer token (like the API server's ``--token-auth-file``) that TokenReviews authenticate
+        as ``username`` with ``groups`` plus ``system:authenticated``."""
+        if not token or not username:
+            raise ValueError("a static user needs a token and a username")
+        group_list = [*groups]
+        user: dict[str, Any] = {"username": username, "groups": group_list + [
+            g for g in ["system:authenticated"] if g not in group_list]}
+        if uid:
+            user["uid"] = uid
+        self._users[token] = user
+
+    def authenticate(self, token: str, audiences: Iterable[str] = ()) -> dict[str, Any]:
+        """The ``status`` of a TokenReview of ``token`` for ``audiences`` (default: ``api_audiences``)."""
+        wanted = [*audiences] or [*self.api_audiences]
+        if token in self._users:
+            return {"authenticated": True, "user": copy.deepcopy(self._users[token]), "audiences": wanted}
+        minted = self._sa_tokens.get(token)
+        if minted is None:
+            return {"authenticated": False, "user": {}, "error": "invalid bearer token"}
+        sa = self.store[SERVICEACCOUNTS].get((minted.namespace, minted.name))
+        matched = [a for a in wanted if a in minted.audiences]
+        error = None
+        if sa is None:
+            error = f'invalid bearer token, serviceaccounts "{minted.name}" not found'
+        elif sa["metadata"]["uid"] != minted.uid:
+            error = (f"invalid bearer token, service account UID ({sa['metadata']['uid']}) does not match "
+                     f"claim ({minted.uid})")
+        elif self.clock() >= minted.expiry:
+            error = "invalid bearer token, token is expired"
+        elif not matched:
+            error = (f"invalid bearer token, token audiences {list(minted.audiences)} is invalid for the target "
+                     f"audiences {wanted}")
+        if error is not None:
+            return {"authenticated": False, "user": {}, "error": error}
+        ns = minted.namespace
+        user = {"username": f"system:serviceaccount:{ns}:{minted.name}", "uid": minted.uid,
+                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"]}
+        return {"authenticated": True, "user": user, "audiences": matched}
+
+    def authorize(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``status`` of a SubjectAccessReview with this ``spec``, by RBAC over the stored objects."""
+        user, groups = spec.get("user") or "", [*(spec.get("groups") or [])]
+        resource_attrs = spec.get("resourceAttributes")
+        attrs_ = resource_attrs or spec.get("nonResourceAttributes") or {}
+        if "system:masters" in groups:
+            return {"allowed": True, "reason": 'allowed: the group "system:masters" may do anything'}
+        namespace = (resource_attrs or {}).get("namespace") or ""
+        bindings = [("ClusterRoleBinding", b, "") for b in self.store[CLUSTERROLEBINDINGS].values()]
+        if namespace:  # RoleBindings grant only in their namespace, so never cluster-wide or non-resource access
+            bindings += [("RoleBinding", b, namespace) for (ns, _), b in self.store[ROLEBINDINGS].items()
+                         if ns == namespace]
+        for kind, binding, binding_ns in bindings:
+            ref = binding.get("roleRef") or {}
+            if ref.get("kind") == "ClusterRole":
+                role = self.store[CLUSTERROLES].get((None, ref.get("name", "")))
+            elif ref.get("kind") == "Role" and binding_ns:
+                role = self.store[ROLES].get((binding_ns, ref.get("name", "")))
+            else:
+                continue
+            if role is None:
+                continue
+            subject = next((s for s in binding.get("subjects") or []
+                            if _subject_matches(s, user, groups, binding_ns)), None)
+            if subject is None:
+                continue
+            if any(_rule_allows(rule, attrs_, resource_attrs is not None) for rule in role.get("rules") or []):
+                name = binding["metadata"]["name"] + (f"/{binding_ns}" if binding_ns else "")
+                return {"allowed": True, "reason": f'RBAC: allowed by {kind} "{name}" of {ref["kind"]} '
+                                                   f'"{ref.get("name")}" to {_describe_subject(subject, binding_ns)}'}
+        if resource_attrs is not None:
+            what = attrs_.get("resource", "") + (f".{attrs_['group']}" if attrs_.get("group") else "")
+            what += f"/{attrs_['subresource']}" if attrs_.get("subresource") else ""
+            what += f' "{attrs_["name"]}"' if attrs_.get("name") else ""
+            where = f' in the namespace "{namespace}"' if namespace else " cluster-wide"
+        else:
+            what, where = f'the path "{attrs_.get("path", "")}"', ""
+        return {"allowed": False, "reason": f'RBAC: no rule allows User "{user}" (groups: {", ".join(groups)}) '
+                                            f'to {attrs_.get("verb", "")} {what}{where}'}
+
     # --- request routing -------------------------------------------------------------------------
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """KMock's entry point, except that the namespaces resource's own paths are parsed here."""
+        match = NAMESPACES_PATH.fullmatch(raw_request.path)
+        if match is None:
+            return await super().__call__(raw_request)
+        try:
+            request = await self._parse_namespaces_request(raw_request, match[1], match[2])
+            self._requests.append(request)
+            return await self._handle(request)
+        except Exception as e:  # as KMock does: report to the client, and re-raise when the emulator exits
+            if not self._errors:
+                raise
+            self._errors[-1].append(e)
+            return await self._render_error(e)
+
+    async def _parse_namespaces_request(self, raw: aiohttp.web.BaseRequest, name: str | None,
+                                        subresource: str | None) -> rendering.Request:
+        body = await raw.read()
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        path = parsing.ParsedPath("", "v1", "namespaces", None, name, subresource)
+        method = enums.method(raw.method)
+        return rendering.Request(
+            id=len(self._requests), raw_request=raw, url=raw.url, method=raw.method, params=dict(raw.query),
+            headers=dict(raw.headers), cookies=dict(raw.cookies), data=data, body=body,
+            text=body.decode(errors="replace"), action=parsing.guess_k8s(path, method, dict(raw.query)),
+            resource=kmock.resource("", "v1", "namespaces"), name=name, subresource=subresource)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._trim_log()
         r = request.resource
         res = (r.group, r.version, r.plural) if r is not None else None
+        if res in REVIEWS:
+            return self._review(res, request)
+        if res == SERVICEACCOUNTS and request.name and request.subresource == "token":
+            return self._token_request(request)
         if res is None or res not in self._info or request.action is None:
             return await super()._handle(request)
         if self._changed is None:
@@ -196,6 +431,74 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if action == enums.action.DELETE:
             return await self._delete(res, request)
         return _status(405, "MethodNotAllowed", f"{request.method} is not emulated")
+
+    def _token_request(self, request: rendering.Request) -> aiohttp.web.Response:
+        if request.method != enums.method.POST:
+            return _status(405, "MethodNotAllowed", f"{request.method} is not allowed on serviceaccounts/token")
+        name, namespace = request.name or "", request.namespace
+        sa = self.store[SERVICEACCOUNTS].get((namespace, name))
+        if sa is None:
+            return _status(404, "NotFound", f'serviceaccounts "{name}" not found')
+        body = request.data
+        if not isinstance(body, dict) or body.get("kind", "TokenRequest") != "TokenRequest":
+            return _status(400, "BadRequest", "the body must be a TokenRequest")
+        spec = dict(body.get("spec") or {})
+        seconds = spec.get("expirationSeconds", 3600)
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            return _status(400, "BadRequest", "spec.expirationSeconds must be an integer")
+        problem = None
+        if seconds < self.min_token_seconds:
+            shortest = self.min_token_seconds
+            shortest_text = f"{shortest // 60} minutes" if shortest % 60 == 0 else f"{shortest} seconds"
+            problem = f"may not specify a duration less than {shortest_text}"
+        elif seconds > 1 << 32:
+            problem = "may not specify a duration larger than 2^32 seconds"
+        if problem:
+            return _status(422, "Invalid", f'TokenRequest.authentication.k8s.io "{name}" is invalid: '
+                                           f"spec.expirationSeconds: Invalid value: {seconds}: {problem}")
+        audiences = [*(spec.get("audiences") or self.api_audiences)]
+        now = self.clock()
+        token = secrets.token_urlsafe(32)
+        self._sa_tokens[token] = SaToken(namespace=namespace or "", name=name, uid=sa["metadata"]["uid"],
+                                         expiry=now + seconds, audiences=tuple(audiences))
+        out = copy.deepcopy(body)
+        out.update(apiVersion="authentication.k8s.io/v1", kind="TokenRequest")
+        out["metadata"] = {**(out.get("metadata") or {}), "name": name, "namespace": namespace,
+                           "creationTimestamp": _timestamp(now)}
+        out["spec"] = {**spec, "audiences": audiences, "expirationSeconds": seconds,
+                       "boundObjectRef": spec.get("boundObjectRef")}
+        out["status"] = {"token": token, "expirationTimestamp": _timestamp(now + seconds)}
+        return aiohttp.web.json_response(out, status=201)
+
+    def _review(self, res: ResKey, request: rendering.Request) -> aiohttp.web.Response:
+        kind = REVIEWS[res]
+        if request.namespace is not None or request.name is not None:
+            return _status(404, "NotFound", f"the server could not find the requested resource ({res[2]} is "
+                                            "cluster-scoped and has no named objects)")
+        if request.method != enums.method.POST:
+            return _status(405, "MethodNotAllowed", f"{request.method} is not allowed on {res[2]}: create only")
+        body = request.data
+        if not isinstance(body, dict) or body.get("kind", kind) != kind:
+            return _status(400, "BadRequest", f"the body must be a {kind}")
+        spec = body.get("spec") or {}
+        if res == TOKENREVIEWS:
+            if not spec.get("token"):
+                return _status(400, "BadRequest", "token is required for TokenReview in authentication")
+            status = self.authenticate(spec["token"], spec.get("audiences") or ())
+        else:
+            problems: list[str] = []
+            if (spec.get("resourceAttributes") is None) == (spec.get("nonResourceAttributes") is None):
+                problems.append("spec.resourceAttributes: exactly one of nonResourceAttributes or "
+                                "resourceAttributes must be specified")
+            if not spec.get("user") and not spec.get("groups"):
+                problems.append('spec.user: Invalid value: "": at least one of user or group must be specified')
+            if problems:
+                return _status(422, "Invalid", f'{kind}.{res[0]} "" is invalid: [{", ".join(problems)}]')
+            status = self.authorize(spec)
+        out = {"apiVersion": f"{res[0]}/{res[1]}", "kind": kind,
+               "metadata": {**(body.get("metadata") or {}), "creationTimestamp": None},
+               "spec": copy.deepcopy(spec), "status": status}
+        return aiohttp.web.json_response(out, status=201)
 
     def _trim_log(self) -> None:
         """Bound KMock's request log (it is scanned on every request) and the reactions' logs."""
@@ -240,6 +543,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         key = (namespace, name)
         if key in self.store[res]:
             return _status(409, "AlreadyExists", f'{res[2]} "{name}" already exists')
+        home = self.store[NAMESPACES].get((None, namespace)) if namespace is not None else None
+        if home is not None and home["metadata"].get("deletionTimestamp"):
+            return _status(403, "Forbidden", f'{res[2]} "{name}" is forbidden: unable to create new content in '
+                                             f"namespace {namespace} because it is being terminated")
         if namespace is not None:
             meta["namespace"] = namespace
         meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1,
@@ -248,6 +555,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         obj.setdefault("kind", kind)
         if "status" in subresources:
             obj.pop("status", None)
+        if res == NAMESPACES:
+            obj["status"] = {"phase": "Active"}
         self.store[res][key] = obj
         await self._emit(res, "ADDED", obj)
         return aiohttp.web.json_response(obj, status=201)
@@ -294,9 +603,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
         new["metadata"]["resourceVersion"] = self._next_rv()
         meta = new["metadata"]
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not (
+                res == NAMESPACES and self._has_contents(key[1])):
             del self.store[res][key]
             await self._emit(res, "DELETED", new)
+            if key[0] is not None:
+                await self._settle_namespace(key[0])
         else:
             self.store[res][key] = new
             await self._emit(res, "MODIFIED", new)
@@ -308,6 +620,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         obj = self.store[res].get(key)
         if obj is None:
             return _status(404, "NotFound", f'{res[2]} "{request.name}" not found')
+        if res == NAMESPACES:
+            return await self._delete_namespace(key[1])
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
                 obj = copy.deepcopy(obj)
@@ -321,6 +635,53 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         gone["metadata"]["resourceVersion"] = self._next_rv()
         await self._emit(res, "DELETED", gone)
         return aiohttp.web.json_response(gone)
+
+    # --- namespace deletion ----------------------------------------------------------------------
+
+    def _has_contents(self, namespace: str) -> bool:
+        return any(ns == namespace for objs in self.store.values() for ns, _ in objs)
+
+    async def _delete_namespace(self, namespace: str) -> aiohttp.web.Response:
+        """What the namespace controller does, at once: delete the contents (finalizers are honoured), then the
+        namespace when it is empty and has no finalizers of its own; until then it is ``Terminating``."""
+        for res, objs in self.store.items():
+            for key in [k for k in objs if k[0] == namespace]:
+                obj = objs[key]
+                if not obj["metadata"].get("finalizers"):
+                    del objs[key]
+                    gone = copy.deepcopy(obj)
+                    gone["metadata"]["resourceVersion"] = self._next_rv()
+                    await self._emit(res, "DELETED", gone)
+                elif not obj["metadata"].get("deletionTimestamp"):
+                    obj = copy.deepcopy(obj)
+                    obj["metadata"].update(deletionTimestamp=_now(), resourceVersion=self._next_rv())
+                    objs[key] = obj
+                    await self._emit(res, "MODIFIED", obj)
+        ns_obj = self.store[NAMESPACES][(None, namespace)]
+        if not ns_obj["metadata"].get("finalizers") and not self._has_contents(namespace):
+            del self.store[NAMESPACES][(None, namespace)]
+            gone = copy.deepcopy(ns_obj)
+            gone["metadata"]["resourceVersion"] = self._next_rv()
+            await self._emit(NAMESPACES, "DELETED", gone)
+            return aiohttp.web.json_response(gone)
+        if not ns_obj["metadata"].get("deletionTimestamp"):
+            ns_obj = copy.deepcopy(ns_obj)
+            ns_obj["metadata"].update(deletionTimestamp=_now(), resourceVersion=self._next_rv())
+            ns_obj["status"] = {**(ns_obj.get("status") or {}), "phase": "Terminating"}
+            self.store[NAMESPACES][(None, namespace)] = ns_obj
+            await self._emit(NAMESPACES, "MODIFIED", ns_obj)
+        return aiohttp.web.json_response(ns_obj, status=202)
+
+    async def _settle_namespace(self, namespace: str) -> None:
+        """Remove a terminating namespace once it is empty and has no finalizers."""
+        obj = self.store[NAMESPACES].get((None, namespace))
+        if obj is None or not obj["metadata"].get("deletionTimestamp") or obj["metadata"].get("finalizers"):
+            return
+        if not self._has_contents(namespace):
+            del self.store[NAMESPACES][(None, namespace)]
+            gone = copy.deepcopy(obj)
+            gone["metadata"]["resourceVersion"] = self._next_rv()
+            await self._emit(NAMESPACES, "DELETED", gone)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -403,10 +764,14 @@ def fake_mlflow(emulator: ApiServerEmulator) -> None:
     emulator["/api/2.0/mlflow/registered-models/alias"] << version
 
 
-async def serve(port: int, host: str = "127.0.0.1", with_fake_mlflow: bool = False) -> None:
-    async with ApiServerEmulator() as emulator, kmock.Server(emulator, host=host, port=port) as server:
+async def serve(port: int, host: str = "127.0.0.1", with_fake_mlflow: bool = False,
+                users: Iterable[tuple[str, str, tuple[str, ...]]] = (), min_token_seconds: int = 600) -> None:
+    async with (ApiServerEmulator(min_token_seconds=min_token_seconds) as emulator,
+                kmock.Server(emulator, host=host, port=port) as server):
         if with_fake_mlflow:
             fake_mlflow(emulator)
+        for token, username, groups in users:
+            emulator.add_user(token, username, groups)
         print(f"READY {server.url}", flush=True)
         await asyncio.Event().wait()
 
@@ -416,9 +781,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--fake-mlflow", action="store_true", help="also answer MLflow registry lookups")
+    p.add_argument("--user", action="append", default=[], type=_user_arg, metavar="TOKEN=USERNAME[:GROUP,...]",
+                   help="a static user that TokenReviews authenticate (repeatable)")
+    p.add_argument("--min-token-seconds", type=int, default=600,
+                   help="the shortest TokenRequest expirationSeconds accepted (Kubernetes: 600)")
     args = p.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port, args.host, args.fake_mlflow))
+        asyncio.run(serve(args.port, args.host, args.fake_mlflow, args.user, args.min_token_seconds))
+
+
+def _user_arg(spec: str) -> tuple[str, str, tuple[str, ...]]:
+    try:
+        return parse_user(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 if __name__ == "__main__":

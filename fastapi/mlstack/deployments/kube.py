@@ -107,6 +107,16 @@ class KubeDeployments:
                                namespace, PLURAL)
         return sorted(out.get("items") or [], key=lambda o: o["metadata"]["name"])
 
+    async def list_scope(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """ModelDeployments of ``namespaces``; empty: of every namespace (organisations come and go)."""
+        if not namespaces:
+            out = await self._call("list ModelDeployments in all namespaces", "list_cluster_custom_object", PLURAL)
+            return sorted(out.get("items") or [], key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+        items: list[dict[str, Any]] = []
+        for ns in namespaces:
+            items += await self.list_raw(ns)
+        return items
+
     async def get(self, namespace: str, name: str) -> DeploymentView:
         try:
             obj = await self._call(f"ModelDeployment {namespace}/{name}", "get_namespaced_custom_object",
@@ -134,7 +144,7 @@ class KubeEndpoints:
 
     def __init__(self, deployments: KubeDeployments, ds: DeploymentSettings):
         self.deployments = deployments
-        self.namespaces = ds.endpoint_namespaces or [ds.deployments_namespace]
+        self.namespaces = ds.endpoint_namespaces  # empty: every namespace
         self.ttl = ds.endpoint_cache_seconds
         self._items: list[dict[str, Any]] = []
         self._at = float("-inf")
@@ -144,10 +154,7 @@ class KubeEndpoints:
         async with self._lock:
             if time.monotonic() - self._at < min_age:
                 return
-            items: list[dict[str, Any]] = []
-            for ns in self.namespaces:
-                items += await self.deployments.list_raw(ns)
-            self._items, self._at = items, time.monotonic()
+            self._items, self._at = await self.deployments.list_scope(self.namespaces), time.monotonic()
 
     def _match(self, name: str, version: str) -> str | None:
         best: tuple[int, str] | None = None
@@ -169,8 +176,8 @@ class KubeEndpoints:
             await self._refresh(self.MIN_REFRESH)
             url = self._match(name, version)
         if url is None:
-            where = ", ".join(self.namespaces)
-            raise Unavailable(f"no Ready ModelDeployment serves {name} v{version} (namespace {where}); "
+            where = f"namespaces {', '.join(self.namespaces)}" if self.namespaces else "any namespace"
+            raise Unavailable(f"no Ready ModelDeployment serves {name} v{version} ({where}); "
                               f"create one with POST /deployments")
         return url.rstrip("/")
 
@@ -222,15 +229,14 @@ class PhaseAlerts:
 
     async def poll(self, alert: bool = True) -> None:
         seen: dict[str, str] = {}
-        for ns in self.namespaces:
-            for obj in await self.deployments.list_raw(ns):
-                meta, st = obj["metadata"], obj.get("status") or {}
-                uid, phase = meta.get("uid") or f"{ns}/{meta['name']}", st.get("phase")
-                if not phase:
-                    continue
-                seen[uid] = phase
-                if alert and self._seen.get(uid) != phase:
-                    await self._emit(obj, self._seen.get(uid), phase)
+        for obj in await self.deployments.list_scope(self.namespaces):
+            meta, st = obj["metadata"], obj.get("status") or {}
+            uid, phase = meta.get("uid") or f"{meta['namespace']}/{meta['name']}", st.get("phase")
+            if not phase:
+                continue
+            seen[uid] = phase
+            if alert and self._seen.get(uid) != phase:
+                await self._emit(obj, self._seen.get(uid), phase)
         self._seen = seen
 
     async def _emit(self, obj: dict[str, Any], previous: str | None, phase: str) -> None:

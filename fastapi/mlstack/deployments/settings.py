@@ -41,7 +41,8 @@ class DeploymentSettings(BaseSettings):
     deployments_watch_seconds: float = Field(
         5.0, gt=0, description="cluster mode: how often phase changes are checked for alerts")
     endpoint_namespaces: list[str] = Field(
-        default_factory=list, description="cluster mode: namespaces /inference looks in (empty: the default one)")
+        default_factory=list,
+        description="cluster mode: namespaces /inference and phase alerts look in (empty: all; organisations need it)")
 
 
 @lru_cache
