@@ -76,7 +76,8 @@ class InferenceClient:
         hit = self.registry.cached(name, version)
         return hit if hit is not None else await asyncio.to_thread(self.registry.resolve, name, version)
 
-    async def infer(self, req: InferenceRequest) -> InferenceResponse:
+    async def infer(self, req: InferenceRequest, namespace: str | None = None) -> InferenceResponse:
+        """``namespace``: the caller's home; in cluster mode its ModelDeployments serve it first."""
         t0 = time.perf_counter()
         deadline = t0 + req.sla_seconds
         name = self.settings.model_name
@@ -87,7 +88,7 @@ class InferenceClient:
             attempts += 1
             remaining = deadline - time.perf_counter()
             try:
-                url = await self.servers.endpoint(name, version, timeout=remaining)
+                url = await self.servers.endpoint(name, version, timeout=remaining, namespace=namespace)
                 per_try = max(remaining / (req.retries - attempts + 2), min(remaining, 1.0))
                 async with self.http.post(f"{url}/predict", data=body,
                                           timeout=aiohttp.ClientTimeout(total=per_try)) as resp:

@@ -29,7 +29,7 @@ class FakeApi:
         return {"items": self.items}
 
     create_namespaced_custom_object = get_namespaced_custom_object = _answer
-    list_namespaced_custom_object = delete_namespaced_custom_object = _answer
+    list_namespaced_custom_object = delete_namespaced_custom_object = list_cluster_custom_object = _answer
 
 
 def backend(api: FakeApi) -> KubeDeployments:
@@ -59,8 +59,8 @@ async def test_get_and_delete_unknown_are_404():
         await b.delete("models", "x")
 
 
-def md(name: str, model: str, phase: str, version: str, url: str | None, ready: int = 1) -> dict:
-    return {"metadata": {"name": name, "namespace": "models"}, "spec": {"model": {"name": model, "alias": "c"}},
+def md(name: str, model: str, phase: str, version: str, url: str | None, ready: int = 1, ns: str = "models") -> dict:
+    return {"metadata": {"name": name, "namespace": ns}, "spec": {"model": {"name": model, "alias": "c"}},
             "status": {"phase": phase, "resolvedVersion": version, "url": url, "readyReplicas": ready}}
 
 
@@ -73,3 +73,16 @@ async def test_endpoint_picks_a_ready_deployment_of_that_version():
     assert await ep.endpoint("iris", "2") == "http://b"
     with pytest.raises(Unavailable, match=r"no Ready ModelDeployment serves iris v4.*POST /deployments"):
         await ep.endpoint("iris", "4")
+
+
+async def test_endpoint_prefers_the_callers_namespace_then_the_shared_one_never_another_orgs():
+    items = [md("shared", "iris", "Ready", "3", "http://shared", 5),
+             md("mine", "iris", "Ready", "3", "http://mine", 1, ns="org-a"),
+             md("theirs", "iris", "Ready", "3", "http://theirs", 9, ns="org-b"),
+             md("only-b", "iris", "Ready", "7", "http://only-b", 1, ns="org-b")]
+    ep = KubeEndpoints(backend(FakeApi(items=items)), DeploymentSettings())
+    assert await ep.endpoint("iris", "3", namespace="org-a") == "http://mine"
+    assert await ep.endpoint("iris", "3", namespace="org-c") == "http://shared"
+    assert await ep.endpoint("iris", "3") == "http://theirs"  # no caller (internal): any namespace, most replicas
+    with pytest.raises(Unavailable, match="namespaces org-a, models"):
+        await ep.endpoint("iris", "7", namespace="org-a")

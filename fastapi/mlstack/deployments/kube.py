@@ -137,7 +137,9 @@ class KubeEndpoints:
     """``svc.servers`` in cluster mode: ``/inference`` goes to the ``status.url`` of a Ready ModelDeployment.
 
     The list of ModelDeployments is reused for ``endpoint_cache_seconds``; a miss re-reads it at once
-    (at most every 0.25 s), so a deployment that just became Ready is found on the next retry.
+    (at most every 0.25 s), so a deployment that just became Ready is found on the next retry. A caller
+    is served by its own namespace's deployments first, then the shared deployments namespace; never by
+    another organisation's (whose budget pays for them).
     """
 
     MIN_REFRESH = 0.25
@@ -145,6 +147,7 @@ class KubeEndpoints:
     def __init__(self, deployments: KubeDeployments, ds: DeploymentSettings):
         self.deployments = deployments
         self.namespaces = ds.endpoint_namespaces  # empty: every namespace
+        self.default_namespace = ds.deployments_namespace
         self.ttl = ds.endpoint_cache_seconds
         self._items: list[dict[str, Any]] = []
         self._at = float("-inf")
@@ -156,27 +159,36 @@ class KubeEndpoints:
                 return
             self._items, self._at = await self.deployments.list_scope(self.namespaces), time.monotonic()
 
-    def _match(self, name: str, version: str) -> str | None:
-        best: tuple[int, str] | None = None
+    def _match(self, name: str, version: str, namespaces: tuple[str, ...] | None) -> str | None:
+        """The Ready deployment with most ready replicas, in the first of ``namespaces`` that has one (None: any)."""
+        best: tuple[int, int, str] | None = None
         for obj in self._items:
             st = obj.get("status") or {}
             if ((obj.get("spec") or {}).get("model") or {}).get("name") != name:
                 continue
             if st.get("phase") != Phase.Ready or str(st.get("resolvedVersion")) != version or not st.get("url"):
                 continue
-            cand = (int(st.get("readyReplicas") or 0), st["url"])
-            if best is None or cand[0] > best[0]:
+            ns = obj["metadata"].get("namespace", "")
+            if namespaces is not None and ns not in namespaces:
+                continue
+            rank = namespaces.index(ns) if namespaces is not None else 0
+            cand = (-rank, int(st.get("readyReplicas") or 0), st["url"])
+            if best is None or cand[:2] > best[:2]:
                 best = cand
-        return best[1] if best else None
+        return best[2] if best else None
 
-    async def endpoint(self, name: str, version: str, timeout: float | None = None) -> str:
+    async def endpoint(self, name: str, version: str, timeout: float | None = None,
+                       namespace: str | None = None) -> str:
+        """A caller's own namespace first, then the shared deployments namespace; other organisations' never."""
+        scope = None if namespace is None else tuple(dict.fromkeys((namespace, self.default_namespace)))
         await self._refresh(self.ttl)
-        url = self._match(name, version)
+        url = self._match(name, version, scope)
         if url is None:
             await self._refresh(self.MIN_REFRESH)
-            url = self._match(name, version)
+            url = self._match(name, version, scope)
         if url is None:
-            where = f"namespaces {', '.join(self.namespaces)}" if self.namespaces else "any namespace"
+            where = f"namespaces {', '.join(scope)}" if scope else (
+                f"namespaces {', '.join(self.namespaces)}" if self.namespaces else "any namespace")
             raise Unavailable(f"no Ready ModelDeployment serves {name} v{version} ({where}); "
                               f"create one with POST /deployments")
         return url.rstrip("/")

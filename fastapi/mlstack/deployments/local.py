@@ -460,7 +460,9 @@ class LocalRouter:
         self.deployments = deployments
         self.pool = pool
 
-    async def endpoint(self, name: str, version: str, timeout: float | None = None) -> str:
+    async def endpoint(self, name: str, version: str, timeout: float | None = None,
+                       namespace: str | None = None) -> str:
+        """Local mode is one tenant: any Ready local deployment of the version, else a pool server."""
         return self.deployments.ready_url(name, version) or await self.pool.endpoint(name, version, timeout=timeout)
 
     async def stop_all(self) -> None:

@@ -79,7 +79,8 @@ class ServerPool:
         srv = self._servers.get((name, version))
         return srv if srv is not None and srv.alive() else None
 
-    async def endpoint(self, name: str, version: str, timeout: float | None = None) -> str:
+    async def endpoint(self, name: str, version: str, timeout: float | None = None,
+                       namespace: str | None = None) -> str:
         """Base URL of a ready server for ``name``/``version``, starting one if needed."""
         if (srv := self.get(name, version)) is not None:
             return srv.url
