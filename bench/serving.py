@@ -4,7 +4,8 @@ Targets (same model; each started, measured with ``wrk`` and stopped in turn):
   (a)  ``mlstack serve``, ``POST /predict``            (a-v2: the same server, v2 JSON infer)
   (b)  ``mlflow models serve --env-manager local``, ``POST /invocations``
   (c)  a bare uvicorn raw-ASGI app answering a constant: the floor
-  (d)  ``POST /inference`` through the API (which forwards to its local ``mlstack serve``)
+  (d)  ``POST /inference`` through the API (which forwards to its local ``mlstack serve``), auth off
+  (e)  the same with auth on (a local bearer token checked on every request)
 
 With (d) the model is registered in a real ``mlflow server`` (started here, with a Redis for the
 API) and every target serves that same registered version.
@@ -142,19 +143,32 @@ def target_floor(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
     return [t]
 
 
-def target_api(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+def _api(ctx: Context, stack: contextlib.ExitStack, label: str, name: str, ports: str,
+         auth: dict[str, str]) -> Target:
     port = _free_port()
-    t = Target("(d) API /inference", f"http://127.0.0.1:{port}/inference",
-               json.dumps({"input_data": ROW}).encode())
-    env = {"MLSTACK_MODEL_NAME": ctx.model_name, "MLSTACK_STATE_DIR": str(ctx.workdir / "api-state"),
-           "MLSTACK_SERVE_PORT_RANGE": "[25000, 25999]"}
+    token = auth.get("token")
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    t = Target(label, f"http://127.0.0.1:{port}/inference", json.dumps({"input_data": ROW}).encode(), headers)
+    env = {"MLSTACK_MODEL_NAME": ctx.model_name, "MLSTACK_STATE_DIR": str(ctx.workdir / f"{name}-state"),
+           "MLSTACK_SERVE_PORT_RANGE": ports, "MLSTACK_AUTH_MODE": "tokens" if token else "off",
+           "MLSTACK_AUTH_TOKENS": json.dumps([auth] if token else [])}
     cmd = [str(BIN / "mlstack"), "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    ctx.env.update(env)
-    _launch(ctx, stack, "api", cmd, t)  # the first call starts the API's model server
-    return [t]
+    own = Context(ctx.model_uri, ctx.model_name, ctx.workdir, {**ctx.env, **env}, ctx.start_timeout)
+    _launch(own, stack, name, cmd, t)  # the first call starts the API's model server
+    return t
 
 
-TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "b": target_mlflow, "c": target_floor, "d": target_api}
+def target_api(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    return [_api(ctx, stack, "(d) API /inference", "api", "[25000, 25499]", {})]
+
+
+def target_api_auth(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    auth = {"name": "bench", "role": "viewer", "token": "bench-" + os.urandom(16).hex()}
+    return [_api(ctx, stack, "(e) API /inference, auth on", "api-auth", "[25500, 25999]", auth)]
+
+
+TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "b": target_mlflow, "c": target_floor, "d": target_api,
+                                 "e": target_api_auth}
 
 
 def start_registry(workdir: Path, stack: contextlib.ExitStack, model_dir: Path, name: str) -> dict[str, str]:
@@ -327,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = [k.strip() for k in args.only.split(",")]
     outer = contextlib.ExitStack()
     model_uri = args.model or str(build_model(workdir / "model", args.n_estimators))
-    if "d" in keys and not args.model:  # one registered version for every target
+    if ("d" in keys or "e" in keys) and not args.model:  # one registered version for every target
         reg = start_registry(workdir, outer, Path(model_uri), args.name)
         model_uri = reg.pop("model_uri")
         env.update(reg)
@@ -370,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     if seq_a is not None and seq_d is not None:
         added = seq_d - seq_a
         print(f"goal (d) adds <= 1 ms p50 over (a): +{added:.3f} ms {'OK' if added <= 1 else 'MISSED'}")
+    seq_e = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(e)")), None)
+    if seq_d is not None and seq_e is not None:
+        by_e, by_d = by.get("(e)"), by.get("(d)")
+        print(f"auth on (e) vs off (d): p50 {seq_e - seq_d:+.3f} ms, throughput {_fmt_ratio(by_e, by_d)}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

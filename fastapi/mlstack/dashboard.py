@@ -52,6 +52,9 @@ def _request_headers(request: Request) -> list[tuple[str, str]]:
 
 
 def create_app(api_url: str, dist_dir: Path) -> Starlette:
+    from mlstack.auth.redact import redact_access_logs
+
+    redact_access_logs()  # the proxied alert stream's URL carries ?access_token=
     dist = dist_dir.resolve()
     index = dist / "index.html"
     upstream = api_url.rstrip("/")

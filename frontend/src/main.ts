@@ -1,5 +1,9 @@
 import "./style.css";
+import { api } from "./lib/api";
+import { Session } from "./lib/auth";
+import { tokens } from "./lib/token";
 import { mountAlerts } from "./views/alerts";
+import { mountAuth } from "./views/auth";
 import { mountDeployments } from "./views/deployments";
 import { mountMetrics } from "./views/metrics";
 import { mountModels } from "./views/models";
@@ -8,6 +12,8 @@ import { mountPredict } from "./views/predict";
 import { mountTheme } from "./views/theme";
 import { mountTrain } from "./views/train";
 
+const session = new Session(api, tokens);
+mountAuth(session);
 const metrics = mountMetrics();
 const models = mountModels();
 const deployments = mountDeployments();
@@ -21,19 +27,34 @@ const refreshSoon = debounce(() => {
 }, 300);
 const refreshDeploymentsSoon = debounce(() => void deployments.refresh(), 300);
 
-mountAlerts((a) => {
+const alerts = mountAlerts((a) => {
   if (a.type.startsWith("training.") || a.type.startsWith("model.")) refreshSoon();
   if (a.type.startsWith("deployment.")) refreshDeploymentsSoon();
 });
 mountTrain(() => refreshSoon());
 mountPredict();
 
-void metrics.refresh();
-void models.refresh();
-void deployments.refresh();
+const refreshPanels = () => {
+  void metrics.refresh();
+  void models.refresh();
+  void deployments.refresh();
+};
+// Nothing loads until the page knows who it is. A sign-in (or a different user) reloads every panel and
+// reconnects the alert stream with the new token; a sign-out empties them (the API then answers 401).
+session.subscribe((state) => {
+  if (state.kind === "signed-in" || state.kind === "unknown") {
+    void alerts.reload();
+    refreshPanels();
+  } else if (state.kind === "signed-out") {
+    alerts.signedOut();
+    refreshPanels();
+  }
+});
+void session.check();
+
 // deployments change phase on their own; metrics' 7-day window moves: refresh both now and then
-setInterval(() => void deployments.refresh(), 15_000);
-setInterval(() => void metrics.refresh(), 60_000);
+setInterval(() => session.open && void deployments.refresh(), 15_000);
+setInterval(() => session.open && void metrics.refresh(), 60_000);
 
 function debounce(fn: () => void, ms: number): () => void {
   let t: ReturnType<typeof setTimeout> | undefined;

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mlstack.api.services import start_services
+from mlstack.auth.redact import redact_access_logs
 from mlstack.errors import MlstackError, error_response
 from mlstack.settings import Settings, get_settings
 
@@ -22,6 +23,7 @@ ROUTERS = ["health", "training", "inference", "models", "packages", "metrics", "
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    redact_access_logs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

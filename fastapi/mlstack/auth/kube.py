@@ -9,7 +9,6 @@ home is the deployments namespace. An unreachable API server is a 503, never a 4
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from typing import Any
@@ -18,7 +17,8 @@ from mlstack.auth.base import Principal, TTLCache
 from mlstack.auth.local import MISSING
 from mlstack.auth.roles import GROUP
 from mlstack.auth.settings import AuthSettings
-from mlstack.errors import Unauthorized, Unavailable
+from mlstack.errors import MlstackError, NotFound, Unauthorized, Unavailable
+from mlstack.kubeapi import call
 
 log = logging.getLogger(__name__)
 ORG_LABEL = "mlstack.io/org"
@@ -41,14 +41,10 @@ class KubeAuthority:
         self._who, self._decisions, self._orgs = TTLCache(ttl, size), TTLCache(ttl, size), TTLCache(ttl, size)
 
     async def _call(self, what: str, fn: Any, *args: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            return await asyncio.to_thread(fn, *args, _request_timeout=self.timeout)
-        except ApiException as e:
-            raise Unavailable(f"{what}: Kubernetes API answered {e.status} {e.reason}") from None
-        except Exception as e:  # connection refused, timeouts, TLS
-            raise Unavailable(f"{what}: Kubernetes API unreachable: {type(e).__name__}: {e}") from None
+            return await call(what, fn, *args, timeout=self.timeout)
+        except MlstackError as e:  # the API server failing a review is never the caller's 4xx
+            raise Unavailable(e.message) from None
 
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -76,17 +72,11 @@ class KubeAuthority:
         ns = username[len(SA_PREFIX):].split(":", 1)[0]
         hit = self._orgs.get(ns)
         if hit is None:
-            from kubernetes.client.exceptions import ApiException
-
             try:
-                obj = await asyncio.to_thread(self.core.read_namespace, ns, _request_timeout=self.timeout)
-                hit = ((obj.metadata.labels or {}).get(ORG_LABEL) or "",)
-            except ApiException as e:
-                if e.status not in (403, 404):
-                    raise Unavailable(f"namespace {ns}: Kubernetes API answered {e.status} {e.reason}") from None
+                obj = await call(f"namespace {ns}", self.core.read_namespace, ns, timeout=self.timeout, raw=True)
+                hit = ((obj.get("metadata", {}).get("labels") or {}).get(ORG_LABEL) or "",)
+            except NotFound:
                 hit = ("",)
-            except Exception as e:
-                raise Unavailable(f"namespace {ns}: Kubernetes API unreachable: {type(e).__name__}: {e}") from None
             self._orgs.put(ns, hit)
         return (ns, hit[0]) if hit[0] else (self.default_namespace, None)
 

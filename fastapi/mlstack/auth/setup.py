@@ -37,7 +37,7 @@ async def start(svc: Any, stack: AsyncExitStack, settings: AuthSettings | None =
         from mlstack.auth.kube import KubeAuthority
 
         if svc.kube is None:
-            from mlstack.deployments.kube import connect
+            from mlstack.kubeapi import connect
 
             svc.kube = await asyncio.to_thread(connect, ds)
             stack.push_async_callback(asyncio.to_thread, svc.kube.close)

@@ -1,54 +1,23 @@
 """Cluster mode: ModelDeployment custom resources through the Kubernetes API; the operator serves them.
 
-The ``kubernetes`` client is sync: every call runs in a thread with a timeout. Connection: the
-``MLSTACK_KUBE_SERVER`` override (emulators), else the in-cluster service account, else kubeconfig.
-The API server's answers map to domain errors: 404 -> NotFound, 409 -> Conflict, 422 (the CRD's
-schema or CEL rules) -> InvalidInput with its message, anything else -> Unavailable.
+Calls and their error mapping: ``mlstack.kubeapi`` (a 422 from the CRD's schema or CEL rules is a 422
+here too, with the API server's message).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 
 from mlstack.deployments.schemas import DeploymentView, new_object, view, views
 from mlstack.deployments.settings import DeploymentSettings
-from mlstack.errors import Conflict, InvalidInput, MlstackError, NotFound, Unavailable
+from mlstack.errors import Conflict, MlstackError, NotFound, Unavailable
+from mlstack.kubeapi import call
 from mlstack_operator.contract import GROUP, PLURAL, VERSION, ModelDeploymentSpec, Phase
 
 log = logging.getLogger(__name__)
-
-
-def connect(ds: DeploymentSettings) -> Any:
-    """A ``kubernetes.client.ApiClient`` (blocking: call it in a thread)."""
-    from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
-
-    cfg = k8s.Configuration()
-    if ds.kube_server:
-        cfg.host = ds.kube_server
-        cfg.verify_ssl = not ds.kube_insecure
-    else:
-        try:
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        except k8s_config.ConfigException:
-            try:
-                k8s_config.load_kube_config(config_file=str(ds.kubeconfig) if ds.kubeconfig else None,
-                                            context=ds.kube_context, client_configuration=cfg)
-            except (k8s_config.ConfigException, OSError) as e:
-                raise Unavailable(f"no Kubernetes configuration (not in a cluster, kubeconfig: {e})") from None
-    return k8s.ApiClient(cfg)
-
-
-def _message(exc: Any) -> str:
-    try:
-        body = json.loads(exc.body)
-        return str(body.get("message") or body)
-    except (TypeError, ValueError, AttributeError):
-        return str(getattr(exc, "reason", "") or exc)
 
 
 class KubeDeployments:
@@ -67,28 +36,13 @@ class KubeDeployments:
         await asyncio.to_thread(self.api_client.close)
 
     async def _call(self, what: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-
-        fn = getattr(self.api, fn_name)
         try:
-            return await asyncio.to_thread(fn, GROUP, VERSION, *args, _request_timeout=self.ds.kube_timeout, **kwargs)
-        except ApiException as e:
-            msg = _message(e)
-            if e.status == 404:
-                if "could not find the requested resource" in msg:
-                    msg += " (is the ModelDeployment CRD from manifests/crds/ installed?)"
-                raise NotFound(f"{what}: {msg}") from None
-            if e.status == 409:
-                raise Conflict(f"{what}: {msg}") from None
-            if e.status in (400, 422):
-                raise InvalidInput(f"{what}: {msg}") from None
-            if e.status in (401, 403):
-                raise Unavailable(f"{what}: the API may not do this in the cluster ({e.status}): {msg}") from None
-            raise Unavailable(f"{what}: Kubernetes API answered {e.status}: {msg}") from None
-        except MlstackError:
+            return await call(what, getattr(self.api, fn_name), GROUP, VERSION, *args, timeout=self.ds.kube_timeout,
+                              **kwargs)
+        except NotFound as e:
+            if "could not find the requested resource" in e.message:
+                raise NotFound(f"{e.message} (is the ModelDeployment CRD from manifests/crds/ installed?)") from None
             raise
-        except Exception as e:  # connection refused, timeouts, TLS
-            raise Unavailable(f"{what}: Kubernetes API unreachable: {type(e).__name__}: {e}") from None
 
     async def create(self, namespace: str, name: str, spec: ModelDeploymentSpec) -> DeploymentView:
         body = new_object(namespace, name, spec, local=False)

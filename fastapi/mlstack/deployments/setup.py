@@ -18,7 +18,8 @@ from mlstack.deployments.settings import DeploymentSettings
 async def start(svc: Any, stack: AsyncExitStack, ds: DeploymentSettings | None = None) -> None:
     ds = ds or DeploymentSettings()
     if svc.settings.mode == "cluster":
-        from mlstack.deployments.kube import KubeDeployments, KubeEndpoints, PhaseAlerts, connect
+        from mlstack.deployments.kube import KubeDeployments, KubeEndpoints, PhaseAlerts
+        from mlstack.kubeapi import connect
 
         svc.kube = await asyncio.to_thread(connect, ds)
         backend = KubeDeployments(svc.kube, ds)

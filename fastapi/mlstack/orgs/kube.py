@@ -9,7 +9,6 @@ and the code is put back. Creating an organisation is undone the same way (the N
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -20,6 +19,7 @@ from typing import Any
 
 from mlstack.auth.settings import AuthSettings
 from mlstack.errors import Conflict, Gone, InvalidInput, MlstackError, NotFound, Unavailable
+from mlstack.kubeapi import call
 from mlstack.orgs import builders as b
 from mlstack.orgs.schemas import Budget, InviteView, JoinResult, Member, OrgView
 
@@ -29,13 +29,6 @@ USED = "used"
 
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _message(exc: Any) -> str:
-    try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
-    except (TypeError, ValueError, AttributeError):
-        return str(getattr(exc, "reason", "") or exc)
 
 
 class KubeOrgs:
@@ -52,25 +45,8 @@ class KubeOrgs:
         return f"{self.s.org_namespace_prefix}{org}"
 
     async def _k(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """One Kubernetes call in a thread; the JSON answer as a dict; errors as domain errors."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            resp = await asyncio.to_thread(fn, *args, _preload_content=False, _request_timeout=self.timeout,
-                                           **kwargs)
-            data = resp.data
-            return json.loads(data) if data else {}
-        except ApiException as e:
-            msg = f"{what}: {_message(e)}"
-            if e.status == 404:
-                raise NotFound(msg) from None
-            if e.status == 409:
-                raise Conflict(msg) from None
-            if e.status in (400, 422):
-                raise InvalidInput(msg) from None
-            raise Unavailable(f"{what}: Kubernetes API answered {e.status}: {_message(e)}") from None
-        except Exception as e:
-            raise Unavailable(f"{what}: Kubernetes API unreachable: {type(e).__name__}: {e}") from None
+        """One Kubernetes call; the JSON answer as a dict; errors as domain errors (``mlstack.kubeapi``)."""
+        return await call(what, fn, *args, timeout=self.timeout, raw=True, **kwargs)
 
     async def _undo(self, what: str, fn: Any, *args: Any) -> None:
         try:

@@ -5,6 +5,9 @@
 // reconnect (network error, server restart, or the server's `event: reconnect`) reopens with the
 // newest id seen, so the server replays exactly what this page missed; the store drops anything it
 // already has, so an overlapping replay shows no duplicates.
+//
+// EventSource cannot send headers, so a signed-in page passes its token as `access_token=` (read anew on
+// every connect, so a sign-in or sign-out takes effect on the next connection).
 import type { AlertEvent, Severity } from "./types";
 
 export const SEVERITIES: Severity[] = ["info", "warning", "error", "critical"];
@@ -142,6 +145,8 @@ export interface AlertStreamOptions {
   onAlert?: (alert: AlertEvent) => void;
   onState?: (state: ConnectionState, retryInMs?: number) => void;
   createEventSource?: (url: string) => EventSourceLike;
+  /** The API token to pass as `access_token=` (null: none). */
+  token?: () => string | null;
   initialBackoffMs?: number;
   maxBackoffMs?: number;
   setTimer?: (fn: () => void, ms: number) => unknown;
@@ -153,8 +158,8 @@ export class AlertStream {
   private timer: unknown = null;
   private backoff: number;
   private stateValue: ConnectionState = "stopped";
-  private readonly o: Required<Omit<AlertStreamOptions, "onAlert" | "onState">> &
-    Pick<AlertStreamOptions, "onAlert" | "onState">;
+  private readonly o: Required<Omit<AlertStreamOptions, "onAlert" | "onState" | "token">> &
+    Pick<AlertStreamOptions, "onAlert" | "onState" | "token">;
 
   constructor(opts: AlertStreamOptions) {
     this.o = {
@@ -172,12 +177,16 @@ export class AlertStream {
     return this.stateValue;
   }
 
-  /** The URL the next connection uses: resumes after the newest stream id seen. */
+  /** The URL the next connection uses: resumes after the newest stream id seen, with the token if any. */
   connectUrl(): string {
+    const params: string[] = [];
     const last = this.o.store.lastStreamId;
-    if (!last) return this.o.url;
+    if (last) params.push(`last_event_id=${encodeURIComponent(last)}`);
+    const token = this.o.token?.();
+    if (token) params.push(`access_token=${encodeURIComponent(token)}`);
+    if (!params.length) return this.o.url;
     const sep = this.o.url.includes("?") ? "&" : "?";
-    return `${this.o.url}${sep}last_event_id=${encodeURIComponent(last)}`;
+    return `${this.o.url}${sep}${params.join("&")}`;
   }
 
   start(): void {
@@ -189,6 +198,14 @@ export class AlertStream {
     this.cancelTimer();
     this.closeSource();
     this.setState("stopped");
+  }
+
+  /** Start afresh whatever the state (e.g. after a sign-in: the next URL carries the new token). */
+  restart(): void {
+    this.cancelTimer();
+    this.closeSource();
+    this.backoff = this.o.initialBackoffMs;
+    this.connect("connecting");
   }
 
   /** Drop the connection and open a new one at once (replaying what was missed). */

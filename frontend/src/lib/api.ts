@@ -10,7 +10,9 @@ import type {
   RegisteredModel,
   TrainingJob,
   TrainingRequest,
+  WhoAmI,
 } from "./types";
+import { tokens } from "./token";
 
 export const API_BASE = "/api";
 
@@ -28,6 +30,16 @@ export class ApiError extends Error {
     this.name = "ApiError";
     this.status = status;
     this.detail = detail;
+  }
+
+  /** No or a refused token (401): the user has to sign in. */
+  get unauthorized(): boolean {
+    return this.status === 401;
+  }
+
+  /** A valid token without the permission (403); the message says who may not do what. */
+  get forbidden(): boolean {
+    return this.status === 403;
   }
 
   /** The endpoint does not exist (yet) on this API: 404 on a collection route, 405, 501. */
@@ -59,23 +71,56 @@ export function describeDetail(detail: unknown): string {
   return JSON.stringify(detail);
 }
 
+/** Why a panel shows nothing: "Sign in to see <what>." after a 401, else "Could not load <what>: <why>". */
+export function loadFailure(what: string, e: unknown): string {
+  if (e instanceof ApiError && e.unauthorized) return `Sign in to see ${what}.`;
+  return `Could not load ${what}: ${e instanceof Error ? e.message : String(e)}`;
+}
+
 export interface RequestOptions {
   method?: string;
   body?: unknown;
   signal?: AbortSignal;
+  /** The token for this call instead of the stored one (`null`: none), e.g. to try a token before storing it. */
+  token?: string | null;
 }
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
+/** Told of every 401, with the token that call carried (null: none). */
+export type UnauthorizedListener = (error: ApiError, tokenUsed: string | null) => void;
+
+export interface ApiClientOptions {
+  /** The token to send as `Authorization: Bearer …` (read on every call); none when it returns null. */
+  token?: () => string | null;
+}
+
 export class ApiClient {
   private readonly fetchImpl: FetchLike;
+  private readonly token: () => string | null;
+  private readonly unauthorizedListeners = new Set<UnauthorizedListener>();
 
-  constructor(fetchImpl?: FetchLike) {
+  constructor(fetchImpl?: FetchLike, options: ApiClientOptions = {}) {
     this.fetchImpl = fetchImpl ?? ((input, init) => fetch(input, init));
+    this.token = options.token ?? (() => null);
+  }
+
+  /** The token calls carry now (null: none). */
+  currentToken(): string | null {
+    return this.token();
+  }
+
+  /** Listen for 401 answers (the page then asks for a token); returns the unsubscribe. */
+  onUnauthorized(fn: UnauthorizedListener): () => void {
+    this.unauthorizedListeners.add(fn);
+    return () => this.unauthorizedListeners.delete(fn);
   }
 
   async request<T>(path: string, opts: RequestOptions = {}): Promise<T> {
-    const init: RequestInit = { method: opts.method ?? "GET", signal: opts.signal, headers: { Accept: "application/json" } };
+    const headers: Record<string, string> = { Accept: "application/json" };
+    const token = opts.token !== undefined ? opts.token : this.token();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const init: RequestInit = { method: opts.method ?? "GET", signal: opts.signal, headers };
     if (opts.body instanceof FormData) {
       init.body = opts.body;
     } else if (opts.body !== undefined) {
@@ -101,10 +146,17 @@ export class ApiClient {
     if (!res.ok) {
       const detail = data && typeof data === "object" && "detail" in data ? (data as { detail: unknown }).detail : undefined;
       const msg = describeDetail(detail) || `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
-      throw new ApiError(res.status, msg, detail);
+      const err = new ApiError(res.status, msg, detail);
+      if (err.unauthorized) for (const fn of this.unauthorizedListeners) fn(err, token ?? null);
+      throw err;
     }
     if (text && data === undefined) throw new ApiError(res.status, "The API answered with something that is not JSON.");
     return data as T;
+  }
+
+  // who the API takes this page for (with `token`: who that token is, without storing it)
+  me(token?: string | null) {
+    return this.request<WhoAmI>("/auth/me", token === undefined ? {} : { token });
   }
 
   // alerts
@@ -183,7 +235,8 @@ function enc(s: string): string {
   return encodeURIComponent(s);
 }
 
-export const api = new ApiClient();
+/** The page's client: sends the stored token (see ./token). */
+export const api = new ApiClient(undefined, { token: () => tokens.get() });
 
 /** The API answers ModelDeployments as Kubernetes objects (``metadata.name``); the views use ``name``. */
 export type RawDeployment = Omit<Deployment, "name"> & { name?: string; metadata?: { name: string; namespace?: string } };

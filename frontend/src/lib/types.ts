@@ -128,3 +128,16 @@ export interface DeploymentCreate {
   namespace?: string;
   spec: DeploymentSpec;
 }
+
+export type AuthMode = "off" | "tokens" | "kubernetes";
+
+/** GET /auth/me: who the API takes the caller for. */
+export interface WhoAmI {
+  name: string;
+  kind: "anonymous" | "token" | "kubernetes";
+  role: string | null;
+  groups: string[];
+  namespace: string;
+  org: string | null;
+  authMode: AuthMode;
+}

@@ -1,6 +1,7 @@
 import { AlertStore, AlertStream, severityRank, type ConnectionState } from "../lib/alerts";
-import { api, apiUrl, ApiError } from "../lib/api";
+import { api, apiUrl, loadFailure } from "../lib/api";
 import { $, h, localTime, render, timeAgo } from "../lib/dom";
+import { tokens } from "../lib/token";
 import type { AlertEvent } from "../lib/types";
 import { notifyAlert } from "./notify";
 
@@ -39,9 +40,13 @@ function alertItem(a: AlertEvent): HTMLLIElement {
 export interface AlertsView {
   store: AlertStore;
   stream: AlertStream;
+  /** Load the recent alerts, then (re)open the stream with the current token. */
+  reload: () => Promise<void>;
+  /** Signed out: close the stream and forget what was shown. */
+  signedOut: () => void;
 }
 
-/** Mount the alert list and the connection indicator; `onAlert` sees each new live alert. */
+/** Mount the alert list and the connection indicator (idle until `reload()`); `onAlert` sees each new live alert. */
 export function mountAlerts(onAlert: (a: AlertEvent) => void): AlertsView {
   const list = $("#alert-list");
   const count = $("#alert-count");
@@ -68,6 +73,7 @@ export function mountAlerts(onAlert: (a: AlertEvent) => void): AlertsView {
   const stream = new AlertStream({
     url: apiUrl("/webhook"),
     store,
+    token: () => tokens.get(),
     onState: (state, retryInMs) => {
       conn.dataset.state = state;
       const text =
@@ -82,17 +88,29 @@ export function mountAlerts(onAlert: (a: AlertEvent) => void): AlertsView {
     },
   });
 
-  msg.textContent = "Loading alerts…";
-  api
-    .alerts(100)
-    .then((alerts) => {
-      store.add(...alerts);
+  // a reload overtaken by a newer one (or by a sign-out) must not start the stream
+  let generation = 0;
+  const reload = async () => {
+    const run = ++generation;
+    stream.stop();
+    msg.textContent = "Loading alerts…";
+    try {
+      const recent = await api.alerts(100);
+      if (run !== generation) return;
+      store.add(...recent);
       if (!store.size) msg.textContent = "No alerts yet. They appear here as they happen.";
-    })
-    .catch((e: unknown) => {
-      msg.textContent = `Could not load recent alerts: ${e instanceof ApiError ? e.message : String(e)}`;
-    })
-    .finally(() => stream.start());
+    } catch (e) {
+      if (run !== generation) return;
+      msg.textContent = loadFailure("recent alerts", e);
+    }
+    stream.restart();
+  };
+  const signedOut = () => {
+    generation++;
+    stream.stop();
+    store.clear();
+    msg.textContent = "Sign in to see alerts.";
+  };
 
-  return { store, stream };
+  return { store, stream, reload, signedOut };
 }

@@ -1,4 +1,4 @@
-import { api, ApiError } from "../lib/api";
+import { api, ApiError, loadFailure } from "../lib/api";
 import { $, formValues, h, render, showFieldErrors } from "../lib/dom";
 import { parseDeployment } from "../lib/forms";
 import type { Deployment } from "../lib/types";
@@ -106,7 +106,7 @@ export function mountDeployments(): { refresh: () => Promise<void> } {
         note.textContent = `Deployments are not available on this API yet (HTTP ${e.status}).`;
         create.hidden = true;
       } else {
-        note.textContent = `Could not load deployments: ${e instanceof Error ? e.message : String(e)}`;
+        note.textContent = loadFailure("deployments", e);
       }
     }
   };

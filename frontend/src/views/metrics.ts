@@ -1,6 +1,6 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { api, ApiError } from "../lib/api";
+import { api, ApiError, loadFailure } from "../lib/api";
 import { $, h, localTime, render } from "../lib/dom";
 import { chartPoints, formatMetric, metricEntries, primaryMetric, toUplotData, xRange, yRange, type ChartPoint } from "../lib/metrics";
 import type { Metrics } from "../lib/types";
@@ -91,7 +91,7 @@ export function mountMetrics(): { refresh: () => Promise<void>; redraw: () => vo
         kv($("#avg-metrics"), null, metric);
         draw();
       } else {
-        msg.textContent = `Could not load metrics: ${e instanceof Error ? e.message : String(e)}`;
+        msg.textContent = loadFailure("metrics", e);
       }
     }
   };

@@ -1,4 +1,4 @@
-import { api, findUploadRoute } from "../lib/api";
+import { api, findUploadRoute, loadFailure } from "../lib/api";
 import { $, formValues, h, localTime, render } from "../lib/dom";
 import { ALIAS_PATTERN, formatTags, parseTags } from "../lib/forms";
 import { formatMetric, metricEntries } from "../lib/metrics";
@@ -84,6 +84,7 @@ function versionRow(m: RegisteredModel, v: ModelVersion, refresh: Refresh) {
 function modelCard(m: RegisteredModel, refresh: Refresh): HTMLElement {
   const versions = [...(m.versions ?? [])].sort((a, b) => Number(b.version) - Number(a.version));
   const aliases = Object.entries(m.aliases ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  const aliasNote = h("p", { class: "form-note error", role: "status" });
   const aliasInput = h("input", { name: "alias", type: "text", required: true, placeholder: "e.g. champion", list: "alias-suggestions" });
   return h(
     "article",
@@ -112,12 +113,18 @@ function modelCard(m: RegisteredModel, refresh: Refresh): HTMLElement {
                     class: "chip-x",
                     "aria-label": `Remove alias ${alias}`,
                     onclick: async (ev: Event) => {
-                      (ev.currentTarget as HTMLButtonElement).disabled = true;
+                      const btn = ev.currentTarget as HTMLButtonElement;
+                      btn.disabled = true;
+                      aliasNote.textContent = "";
                       try {
                         await api.deleteAlias(m.name, alias);
-                      } finally {
-                        await refresh();
+                      } catch (e) {
+                        // e.g. a 403: say so here (a refresh would redraw the card and lose it)
+                        aliasNote.textContent = `@${alias} not removed: ${errText(e)}`;
+                        btn.disabled = false;
+                        return;
                       }
+                      await refresh();
                     },
                   },
                   "×",
@@ -126,6 +133,7 @@ function modelCard(m: RegisteredModel, refresh: Refresh): HTMLElement {
             ),
           )
         : h("p", { class: "muted" }, "None."),
+      aliasNote,
       actionForm(
         `alias-${m.name}`,
         "form inline-form",
@@ -214,7 +222,7 @@ export function mountModels(): { refresh: Refresh } {
       }
       render(list, models.length ? models.map((m) => modelCard(m, refresh)) : h("p", { class: "muted" }, "No registered models yet."));
     } catch (e) {
-      render(list, h("p", { class: "error" }, `Could not load models: ${errText(e)}`));
+      render(list, h("p", { class: "error" }, loadFailure("models", e)));
     }
   };
   void uploadSection(refresh).then((el) => render(upload, el));
