@@ -71,7 +71,14 @@ lstep() {
   log "[$LOCAL_STEP/8] $*…"
 }
 
-pid_alive() { [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# pid_alive NAME: the process of NAME.pid runs (a zombie, exited but not yet reaped by its new parent, does not)
+pid_alive() {
+  local pid
+  [[ -f "$STATE/$1.pid" ]] || return 1
+  pid=$(cat "$STATE/$1.pid")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]
+}
 
 port_busy() { (exec 3<>"/dev/tcp/$LOCAL_HOST/$1") 2>/dev/null; }
 
@@ -120,6 +127,42 @@ local_secret() {
   cat "$file"
 }
 
+# local_tokens PYTHON: the API's bearer tokens, one per role (admin, deployer, viewer), as the JSON file the
+# API reads (MLSTACK_AUTH_TOKENS_FILE, mode 600): made on the first run, reused after (a token you add to the
+# file is kept). Sets TOKENS[name]=token.
+declare -A TOKENS=()
+local_tokens() {
+  local file="$STATE/auth-tokens.json" out name token
+  if ((DRY_RUN)); then
+    printf '+ write %s (random admin, deployer, viewer tokens; mode 600) unless present\n' "$file"
+    TOKENS=([admin]="<generated>" [deployer]="<generated>" [viewer]="<generated>")
+    return 0
+  fi
+  out=$("$1" - "$file" <<'PY'
+import json, os, secrets, sys
+path = sys.argv[1]
+try:
+    with open(path) as f:
+        tokens = json.load(f)
+except FileNotFoundError:
+    tokens = []
+names = {t["name"] for t in tokens}
+new = [{"name": role, "role": role, "token": secrets.token_urlsafe(32)}
+       for role in ("admin", "deployer", "viewer") if role not in names]
+if new:
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(tokens + new, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+os.chmod(path, 0o600)
+for t in tokens + new:
+    print(t["name"], t["token"])
+PY
+  ) || die "could not read or write the API tokens in $file (fix or delete it)"
+  while read -r name token; do TOKENS[$name]=$token; done <<<"$out"
+}
+
 local_env() {
   local redis_password=$1
   cat <<ENV
@@ -134,7 +177,10 @@ MLSTACK_RAY_TEMP_DIR=$RAY_TMP
 MLSTACK_API_HOST=$LOCAL_HOST
 MLSTACK_API_PORT=$API_PORT
 MLSTACK_RAYSERVE_PORT=$RAYSERVE_PORT
+MLSTACK_AUTH_TOKENS_FILE=$STATE/auth-tokens.json
 RAY_AUTH_MODE=disabled
+# the admin token, for clients: curl -H "Authorization: Bearer \$MLSTACK_TOKEN" (not passed to the API)
+MLSTACK_TOKEN=${TOKENS[admin]}
 ENV
 }
 
@@ -192,13 +238,19 @@ local_up() {
   wait_for mlflow 180 curl -sf "http://$LOCAL_HOST:$MLFLOW_PORT/health"
   wait_for ray 120 port_busy "$RAY_PORT"
 
-  lstep "API on :$API_PORT"
-  ((DRY_RUN)) || (umask 077 && local_env "$redis_password" >"$STATE/env")
+  lstep "API on :$API_PORT (bearer tokens in $STATE/auth-tokens.json)"
+  local_tokens "$bin/python"
+  if ((DRY_RUN)); then
+    printf '+ write %s (mode 600: the API settings incl. MLSTACK_AUTH_TOKENS_FILE, and MLSTACK_TOKEN)\n' "$STATE/env"
+  else
+    (umask 077 && local_env "$redis_password" >"$STATE/env")
+  fi
   (
     set -a
     # shellcheck disable=SC1091
     ((DRY_RUN)) || source "$STATE/env"
     set +a
+    unset MLSTACK_TOKEN
     spawn api "$API_PORT" "$bin/mlstack" api --host "$LOCAL_HOST" --port "$API_PORT"
   )
   wait_for api 120 curl -sf "http://$LOCAL_HOST:$API_PORT/readyz"
@@ -230,12 +282,19 @@ redis      redis://$LOCAL_HOST:$REDIS_PORT/0
 ray        $LOCAL_HOST:$RAY_PORT
 rayserve   http://$LOCAL_HOST:$RAYSERVE_PORT (rayserve ModelDeployments, once one exists)
 URLS
-    (umask 077 && printf 'redis password  %s\nenvironment     %s\n' "$redis_password" "$STATE/env" \
-      >"$OUT/credentials.txt")
+    (umask 077 && {
+      printf 'redis password  %s\nenvironment     %s\n' "$redis_password" "$STATE/env"
+      printf '# API and dashboard tokens (%s): send "Authorization: Bearer <token>";\n' "$STATE/auth-tokens.json"
+      printf '# the admin token is also MLSTACK_TOKEN in the environment file\n'
+      printf 'admin token     %s\ndeployer token  %s\nviewer token    %s\n' \
+        "${TOKENS[admin]}" "${TOKENS[deployer]}" "${TOKENS[viewer]}"
+    } >"$OUT/credentials.txt")
   fi
   log ""
   log "mlstack is running locally:"
   ((DRY_RUN)) || sed 's/^/  /' "$OUT/urls.txt"
+  log "API tokens (admin, deployer, viewer) in $OUT/credentials.txt; source $STATE/env, then"
+  log "  curl -H \"Authorization: Bearer \$MLSTACK_TOKEN\" http://$LOCAL_HOST:$API_PORT/deployments"
   log "Environment for the CLI and tests: source $STATE/env. Stop everything: ./init.sh --down"
 }
 
@@ -580,9 +639,22 @@ cluster_kubevirt() {
   or_explain kubevirt k -n kubevirt wait kubevirt/kubevirt --for=condition=Available --timeout="$MLSTACK_WAIT_TIMEOUT"
 }
 
+# admin_token: a token of ServiceAccount mlstack/mlstack-admin (ClusterRole mlstack-platform-admin, both in
+# manifests/auth), valid for MLSTACK_ADMIN_TOKEN_DURATION; each run mints a new one (the old ones stay valid
+# until they expire). Dry run: prints the command.
+admin_token() {
+  if ((DRY_RUN)); then
+    k -n mlstack create token mlstack-admin --duration="$MLSTACK_ADMIN_TOKEN_DURATION"
+    return 0
+  fi
+  kubectl --context "$KCTX" -n mlstack create token mlstack-admin --duration="$MLSTACK_ADMIN_TOKEN_DURATION" ||
+    die "could not create a token for ServiceAccount mlstack/mlstack-admin (is Argo CD application mlstack-auth synced?)"
+}
+
 cluster_outputs() {
-  local argocd_password="" urls credentials
+  local argocd_password="" api_token="" urls credentials
   ((DRY_RUN)) || argocd_password=$(secret_value argocd argocd-initial-admin-secret password)
+  if ((DRY_RUN)); then admin_token; else api_token=$(admin_token); fi
   urls="# mlstack cluster mode (kind cluster $CLUSTER_NAME, images $IMAGE_TAG)
 api=http://localhost:$MLSTACK_PORT_API
 api_docs=http://localhost:$MLSTACK_PORT_API/docs
@@ -597,7 +669,11 @@ MINIO_ROOT_USER=$MINIO_USER
 MINIO_ROOT_PASSWORD=$MINIO_PASSWORD
 ARGOCD_ADMIN_USER=admin
 ARGOCD_ADMIN_PASSWORD=$argocd_password
-REDIS_PASSWORD=$REDIS_PASSWORD"
+REDIS_PASSWORD=$REDIS_PASSWORD
+# The dashboard's and the API's admin token (platform admin: creates organisations, may do anything in
+# mlstack.io): paste it into the dashboard's login, or curl -H \"Authorization: Bearer \$MLSTACK_TOKEN\".
+# ServiceAccount mlstack/mlstack-admin; expires after $MLSTACK_ADMIN_TOKEN_DURATION, ./init.sh again mints a new one.
+MLSTACK_TOKEN=$api_token"
   if ((DRY_RUN)); then
     printf '+ write %s/urls.txt and %s/credentials.txt (mode 600)\n' "$OUT" "$OUT"
     return 0
@@ -668,12 +744,13 @@ cluster_up() {
   k apply --server-side --force-conflicts -k manifests/crds
   k wait --for=condition=Established crd/modeldeployments.mlstack.io --timeout=120s
 
-  step "Creating the Argo CD app-of-apps (CRD, operator, API, dashboard)"
+  step "Creating the Argo CD app-of-apps (CRD, roles, operator, API, dashboard)"
   kapply_generated sed -e "s|__REPO_URL__|$repo|g" -e "s|__REVISION__|$revision|g" \
     -e "s|__IMAGE_TAG__|$IMAGE_TAG|g" manifests/argocd/root.yaml
 
-  step "Waiting for the operator, the API and the dashboard (synced by Argo CD)"
+  step "Waiting for the roles, the operator, the API and the dashboard (synced by Argo CD)"
   wait_app mlstack-crds
+  wait_app mlstack-auth
   wait_app mlstack-operator
   wait_app mlstack-api
   wait_app mlstack-dashboard
@@ -683,7 +760,7 @@ cluster_up() {
     cluster_kubevirt
   fi
 
-  step "Writing outputs/urls.txt and outputs/credentials.txt"
+  step "Writing outputs/urls.txt and outputs/credentials.txt (with an admin token for the API and dashboard)"
   cluster_outputs
 
   log ""
@@ -694,6 +771,7 @@ cluster_up() {
   log "  Argo CD        http://localhost:$MLSTACK_PORT_ARGOCD  (admin; password in $OUT/credentials.txt)"
   log "  Ray dashboard  http://localhost:$MLSTACK_PORT_RAY_DASHBOARD"
   log "  MinIO console  http://localhost:$MLSTACK_PORT_MINIO_CONSOLE"
+  log "API and dashboard admin token: MLSTACK_TOKEN in $OUT/credentials.txt (send Authorization: Bearer <token>)"
   log "Deploy a model: kubectl --context $KCTX apply -f manifests/examples/   |   tear down: ./init.sh --down"
 }
 

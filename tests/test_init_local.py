@@ -1,14 +1,18 @@
-"""``./init.sh --local`` brings up the real local stack; a second run is a no-op; ``--down`` frees everything."""
+"""``./init.sh --local`` brings up the real local stack with bearer tokens (admin, deployer, viewer); a second run
+is a no-op; a restart of the API reuses the same tokens; ``--down`` frees everything."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import stat
 import subprocess
 from pathlib import Path
 
 import httpx
 
-from tests.utils.procs import BIN, free_port, port_open
+from tests.utils.procs import BIN, free_port, port_open, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,25 +22,63 @@ def _run(args, env, timeout=600):
                           timeout=timeout)
 
 
+def _credentials(out: Path) -> dict[str, str]:
+    """outputs/credentials.txt of local mode: ``<what> <value>`` lines (``#`` lines are notes)."""
+    creds = {}
+    for line in (out / "credentials.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            creds[key.strip()] = value
+    return creds
+
+
+def _env_file(state: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (state / "env").read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
 def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
     ports = {name: free_port() for name in ("API", "DASHBOARD", "MLFLOW", "REDIS", "RAY")}
-    env = {**os.environ, "MLSTACK_OUTPUTS": str(tmp_path / "out"), "MLSTACK_VENV": str(BIN.parent),
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLSTACK_AUTH")},
+           "MLSTACK_OUTPUTS": str(tmp_path / "out"), "MLSTACK_VENV": str(BIN.parent),
            "MLSTACK_RAY_MIN_WORKER_PORT": "28000", "MLSTACK_RAY_MAX_WORKER_PORT": "28999",
            **{f"MLSTACK_{k}_PORT": str(v) for k, v in ports.items()}}
-    state = tmp_path / "out" / "local"
+    out, state = tmp_path / "out", tmp_path / "out" / "local"
+    api = f"http://127.0.0.1:{ports['API']}"
+    pids: dict[str, int] = {}
     try:
         up = _run(["--local"], env)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "[8/8]" in up.stdout
-        urls = (tmp_path / "out" / "urls.txt").read_text()
-        assert f"http://127.0.0.1:{ports['API']}" in urls
-        creds = (tmp_path / "out" / "credentials.txt").read_text()
-        password = creds.split()[2]
+        urls = (out / "urls.txt").read_text()
+        assert api in urls
+        creds = _credentials(out)
+        password = creds["redis password"]
         assert len(password) >= 32 and password in (state / "env").read_text()
-        ready = httpx.get(f"http://127.0.0.1:{ports['API']}/readyz", timeout=10).json()
+        assert _mode(out / "credentials.txt") == 0o600
+
+        # the tokens: one per role in the file the API reads (mode 600), the same in credentials.txt, the
+        # admin's as MLSTACK_TOKEN in the environment file
+        tokens_file = state / "auth-tokens.json"
+        assert _mode(tokens_file) == 0o600 and _mode(state / "env") == 0o600
+        tokens = {t["name"]: t for t in json.loads(tokens_file.read_text())}
+        assert {n: t["role"] for n, t in tokens.items()} == {"admin": "admin", "deployer": "deployer",
+                                                               "viewer": "viewer"}
+        assert len({t["token"] for t in tokens.values()}) == 3
+        for name, t in tokens.items():
+            assert len(t["token"]) >= 32 and creds[f"{name} token"] == t["token"]
+        env_file = _env_file(state)
+        assert env_file["MLSTACK_TOKEN"] == tokens["admin"]["token"]
+        assert env_file["MLSTACK_AUTH_TOKENS_FILE"] == str(tokens_file)
+
+        ready = httpx.get(f"{api}/readyz", timeout=10).json()
         assert {"redis", "mlflow", "ray"} <= set(ready["checks"])
         assert all(v == "ok" for v in ready["checks"].values()), ready
-        assert httpx.get(f"http://127.0.0.1:{ports['API']}/docs", timeout=10).status_code == 200
+        assert httpx.get(f"{api}/docs", timeout=10).status_code == 200
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
         assert {"redis", "mlflow", "ray", "api"} <= set(pids)
 
@@ -44,14 +86,42 @@ def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
         assert again.returncode == 0, again.stderr
         assert "already running" in again.stdout
         assert {p.stem: int(p.read_text()) for p in state.glob("*.pid")} == pids
+
+        # a restarted API: ./init.sh starts it again with the same tokens (the file is reused, not remade)
+        os.killpg(pids["api"], signal.SIGTERM)
+        wait_until(lambda: _gone(pids["api"]), 60, interval=0.2, what="the API process exited")
+        restart = _run(["--local"], env, timeout=300)
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        assert {t["name"]: t for t in json.loads(tokens_file.read_text())} == tokens
+        assert _credentials(out) == creds and _env_file(state)["MLSTACK_TOKEN"] == tokens["admin"]["token"]
+        pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+
+        # the API enforces them: no token or a wrong one is a 401; the open routes stay open
+        for path in ("/auth/me", "/deployments"):
+            assert httpx.get(f"{api}{path}", timeout=10).status_code == 401, path
+        wrong = {"Authorization": "Bearer " + "x" * 43}
+        assert httpx.get(f"{api}/auth/me", headers=wrong, timeout=10).status_code == 401
+        for path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
+            assert httpx.get(f"{api}{path}", timeout=10).status_code == 200, path
+        admin = {"Authorization": f"Bearer {env_file['MLSTACK_TOKEN']}"}
+        me = httpx.get(f"{api}/auth/me", headers=admin, timeout=10)
+        assert me.status_code == 200, me.text
+        assert me.json()["name"] == "admin" and me.json()["role"] == "admin" and me.json()["authMode"] == "tokens"
+        assert httpx.get(f"{api}/deployments", headers=admin, timeout=10).status_code == 200
+        viewer = {"Authorization": f"Bearer {creds['viewer token']}"}
+        assert httpx.get(f"{api}/auth/me", headers=viewer, timeout=10).json()["role"] == "viewer"
     finally:
         down = _run(["--local", "--down"], env, timeout=180)
     assert down.returncode == 0, down.stderr
     assert not list(state.glob("*.pid"))
     for pid in pids.values():
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"pid {pid} still running"
+        assert _gone(pid), f"pid {pid} still running"
     for name, port in ports.items():
         assert not port_open(port), f"{name} port {port} still open"
+
+
+def _gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}") or _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:
@@ -66,4 +136,5 @@ def test_dry_run_local_touches_nothing(tmp_path):
     r = _run(["--local", "--dry-run"], env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "mlflow server" in r.stdout and "ray start --head" in r.stdout and "mlstack api" in r.stdout
+    assert "auth-tokens.json" in r.stdout and "MLSTACK_TOKEN" in r.stdout
     assert not (tmp_path / "out").exists()

@@ -92,3 +92,10 @@ def test_org_builders():
     assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                              "name": "mlstack-deployer"}
     assert rb["metadata"]["labels"][builders.ORG_LABEL] == "a"
+
+
+def test_org_namespace_is_labelled_like_the_shared_models_namespace():
+    ns = builders.namespace("org-a", "a", None, "pat")
+    assert ns["metadata"]["labels"][builders.ORG_LABEL] == "a"
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/warn"] == "restricted"
+    assert "mlstack.io/display-name" not in ns["metadata"]["annotations"]

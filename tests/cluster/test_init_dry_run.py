@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.cluster.conftest import chart_rows, defaults_env, run_init
+from tests.cluster.conftest import MANIFESTS, chart_rows, defaults_env, kustomize, run_init
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,8 @@ def test_order(commands):
     assert at(r"Healthy application/mlstack-crds") < at(r"Healthy application/mlstack-operator")
     assert at(r"Healthy application/mlstack-operator") < at(r"Healthy application/mlstack-api")
     assert at(r"Healthy application/mlstack-api") < at(r"Healthy application/mlstack-dashboard")
+    # the platform admin's ServiceAccount is synced by mlstack-auth before its token is minted
+    assert at(r"Healthy application/mlstack-auth") < at(r"create token mlstack-admin")
     for image in defaults_env()["MLSTACK_IMAGES"].split():
         assert at(rf"docker build .* -t {image}:") < at(rf"kind load docker-image {image}:")
         assert at(rf"kind load docker-image {image}:") < at(r"manifests/argocd/root.yaml")
@@ -111,6 +113,22 @@ def test_images_tagged_by_commit_and_loaded(commands):
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty-[0-9a-f]{8})?|0\.0\.0-nogit", tag), tag
     root = commands[index(commands, r"manifests/argocd/root.yaml")]
     assert f"__IMAGE_TAG__|{tag}|" in root and "__REPO_URL__|https://github.com/acme/mlstack.git|" in root
+
+
+def test_admin_token_minted_for_the_platform_admin(commands):
+    """The token in outputs/credentials.txt belongs to the ServiceAccount that manifests/auth binds to
+    mlstack-platform-admin, and expires after MLSTACK_ADMIN_TOKEN_DURATION."""
+    (sa,) = [o for o in kustomize(MANIFESTS / "auth") if o["kind"] == "ServiceAccount"]
+    binding = next(o for o in kustomize(MANIFESTS / "auth") if o["kind"] == "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "mlstack-platform-admin"
+    assert {"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+            "namespace": sa["metadata"]["namespace"]} in binding["subjects"]
+    duration = defaults_env()["MLSTACK_ADMIN_TOKEN_DURATION"]
+    want = f"-n {sa['metadata']['namespace']} create token {sa['metadata']['name']} --duration={duration}"
+    tokens = [c for c in commands if " create token " in c]
+    assert len(tokens) == 1 and want in tokens[0], tokens
+    assert tokens[0].startswith("kubectl --context kind-mlstack ")
+    assert index(commands, r"create token ") < index(commands, r"^write .*credentials\.txt")
 
 
 def test_secrets_never_printed(commands):

@@ -25,7 +25,7 @@ from tests.cluster.conftest import (
 
 UPSTREAM_GROUPS = {"argoproj.io", "ray.io", "kubevirt.io"}
 NOT_OBJECTS = {"Kustomization", "Component"}  # kustomize's own files
-OWN_DIRS = ("namespaces", "redis", "platform", "fastapi", "frontend", "overlays", "argocd")
+OWN_DIRS = ("namespaces", "redis", "platform", "auth", "fastapi", "frontend", "overlays", "argocd")
 VERSIONS = sorted({KIND_NODE_K8S, kubernetes_validate.latest_version()})
 
 
@@ -34,7 +34,8 @@ def group_of(obj: dict) -> str:
 
 
 CORE_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io",
-               "apiextensions.k8s.io", "coordination.k8s.io", "scheduling.k8s.io", "storage.k8s.io"}
+               "apiextensions.k8s.io", "coordination.k8s.io", "scheduling.k8s.io", "storage.k8s.io",
+               "admissionregistration.k8s.io"}
 
 
 def validate_core(obj: dict) -> None:
@@ -136,9 +137,10 @@ def test_kind_overlays_carry_only_differences():
 def test_argocd_app_of_apps():
     apps = [o for o in kustomize(MANIFESTS / "argocd" / "apps") if o["kind"] == "Application"]
     by_name = {a["metadata"]["name"]: a for a in apps}
-    assert set(by_name) == {"mlstack-crds", "mlstack-operator", "mlstack-api", "mlstack-dashboard"}
+    assert set(by_name) == {"mlstack-crds", "mlstack-auth", "mlstack-operator", "mlstack-api", "mlstack-dashboard"}
     wave = {n: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, a in by_name.items()}
     assert wave["mlstack-crds"] < wave["mlstack-operator"] < wave["mlstack-api"] <= wave["mlstack-dashboard"]
+    assert wave["mlstack-auth"] < wave["mlstack-api"], "the roles the API binds exist before it"
     for app in [*apps, yaml.safe_load((MANIFESTS / "argocd" / "root.yaml").read_text())]:
         auto = app["spec"]["syncPolicy"]["automated"]
         assert auto["prune"] is True and auto["selfHeal"] is True, app["metadata"]["name"]
@@ -157,7 +159,7 @@ def test_root_patches_apply_to_every_child(tmp_path):
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(k))
     objs = kustomize(tmp_path)
     apps = [o for o in objs if o["kind"] == "Application"]
-    assert len(apps) == 4
+    assert len(apps) == 5
     for app in apps:
         src = app["spec"]["source"]
         assert src["repoURL"] == "__REPO_URL__" and src["targetRevision"] == "__REVISION__"

@@ -83,3 +83,17 @@ def cluster_roles() -> list[dict[str, Any]]:
             "rules": [rule.k8s() for rule in rules],
         })
     return out
+
+
+def render_cluster_roles() -> str:
+    """The text of ``manifests/auth/clusterroles.yaml`` (printed by ``python -m mlstack.auth.roles``)."""
+    import yaml
+
+    header = ("# GENERATED from fastapi/mlstack/auth/roles.py (cluster_roles()): edit the role table there, not this "
+              "file.\n# tests/cluster/test_auth.py keeps the two equal; regenerate with\n"
+              "#   .venv/bin/python -m mlstack.auth.roles > manifests/auth/clusterroles.yaml\n")
+    return header + yaml.safe_dump_all(cluster_roles(), sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(render_cluster_roles(), end="")

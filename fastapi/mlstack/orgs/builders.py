@@ -9,7 +9,10 @@ from mlstack.orgs.schemas import Budget
 
 ORG_LABEL = "mlstack.io/org"
 ROLE_LABEL = "mlstack.io/role"
-MANAGED = {"app.kubernetes.io/managed-by": "mlstack-api"}
+MANAGED = {"app.kubernetes.io/managed-by": "mlstack-api", "app.kubernetes.io/part-of": "mlstack"}
+# like the shared `models` namespace (manifests/namespaces/): warn, not enforce, `restricted`, because
+# KubeVirt's virt-launcher pods (runtime: vm) do not meet it
+POD_SECURITY = {"pod-security.kubernetes.io/warn": "restricted"}
 QUOTA_NAME = "mlstack-budget"
 SA_PREFIX = "system:serviceaccount:"
 
@@ -19,7 +22,8 @@ def namespace(ns: str, org: str, display_name: str | None, created_by: str) -> d
     if display_name:
         annotations["mlstack.io/display-name"] = display_name
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns, "labels": {ORG_LABEL: org, **MANAGED}, "annotations": annotations}}
+            "metadata": {"name": ns, "labels": {ORG_LABEL: org, **MANAGED, **POD_SECURITY},
+                         "annotations": annotations}}
 
 
 def quota_hard(budget: Budget) -> dict[str, str]:
