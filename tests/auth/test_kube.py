@@ -171,6 +171,12 @@ def test_invite_join_and_roles_in_the_org(api, kube):
     assert vic.delete("/deployments/d1").status_code == 403
     assert dana.delete("/deployments/d1").status_code == 204
 
+    assert dana.delete("/orgs/beta/members/vic").status_code == 403  # the org's admins remove members
+    assert pat.delete("/orgs/beta/members/vic").status_code == 204
+    assert vic.get("/deployments").status_code == 401  # the ServiceAccount is gone, so are its tokens
+    assert pat.delete("/orgs/beta/members/vic").status_code == 404
+    assert pat.delete("/orgs/beta/members/default").status_code == 404  # not a member who joined
+
     r = pat.patch("/orgs/beta", json={"budget": {"cpu": "3", "memory": "6Gi", "gpu": 1}})
     assert r.status_code == 200 and r.json()["budget"]["requests.nvidia.com/gpu"] == "1"
     assert "beta" in [o["name"] for o in pat.get("/orgs").json()]
@@ -206,6 +212,32 @@ def test_expired_and_overlong_invites(api, redis_url):
     r.set(key, json.dumps({**record, "expires": record["expires"] - 120}), keepttl=True)
     resp = httpx.post(api + "/orgs/join", json={"code": code, "name": "late"})
     assert resp.status_code == 410 and "expired" in resp.json()["detail"]
+
+
+def test_members_see_only_their_organisations_deployment_alerts(api):
+    new_org(api, "eps")
+    pat = As(api, USERS["pat"])
+    mark = secrets.token_hex(4)
+    for ns in ("org-eps", "org-other", None):
+        r = pat.post("/alerts", json={"title": f"{mark} {ns}", "namespace": ns})
+        assert r.status_code == 201, r.text
+    erin = As(api, join(api, "eps", "viewer", "erin"))
+
+    def titles(client: As) -> list[str]:
+        return [a["title"] for a in client.get("/alerts", params={"limit": 50}).json() if mark in a["title"]]
+
+    assert titles(pat) == [f"{mark} org-eps", f"{mark} org-other", f"{mark} None"]  # platform admin: all
+    assert titles(erin) == [f"{mark} org-eps", f"{mark} None"]
+    # the stream's replay too (from the start of the stream: Last-Event-ID 0)
+    seen: list[str] = []
+    with erin.stream("GET", "/alerts/stream", params={"last_event_id": "0"}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data:") and mark in line:
+                seen.append(json.loads(line[5:])["title"])
+            if f"{mark} None" in seen:
+                break
+    assert seen == [f"{mark} org-eps", f"{mark} None"]
 
 
 def test_delete_org_revokes_its_members(api, kube):

@@ -55,6 +55,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from mlstack.alerts.setup import start as start_alerts
+        from mlstack.auth.setup import start as start_auth
         from mlstack.schedules.setup import start as start_schedules
 
         async with AsyncExitStack() as stack:
@@ -62,6 +63,7 @@ def create_app() -> FastAPI:
             svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True)
             stack.push_async_callback(svc.redis.aclose)
             await start_alerts(svc, stack)
+            await start_auth(svc, stack)  # the routes check the caller (auth off here: no tokens configured)
             svc.registry = RedisRegistry(settings.redis_url)
             svc.training = RecordingTraining(svc.redis)
             await start_schedules(svc, stack)

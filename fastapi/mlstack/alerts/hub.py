@@ -38,6 +38,11 @@ class Item:
     id: str
     json: str  # AlertEvent JSON including id
     frame: bytes  # the SSE frame
+    namespace: str | None = None  # of a deployment alert: who may see it (organisations)
+
+    def visible(self, scope: frozenset[str] | None) -> bool:
+        """``scope``: the namespaces a caller may see alerts of (None: all); alerts without one are for all."""
+        return scope is None or self.namespace is None or self.namespace in scope
 
 
 def make_item(entry_id: str, fields: dict[str, str]) -> Item:
@@ -48,7 +53,11 @@ def make_item(entry_id: str, fields: dict[str, str]) -> Item:
                            "data": {"raw": raw[:1000]}})
     payload = '{"id":"' + entry_id + '"' + ("," + body[1:] if body != "{}" else "}")
     frame = f"id: {entry_id}{SEP}event: alert{SEP}data: {payload}{SEP}{SEP}".encode()
-    return Item(parse_id(entry_id), entry_id, payload, frame)
+    try:  # once per alert, not per client
+        namespace = json.loads(body).get("namespace")
+    except (ValueError, AttributeError):
+        namespace = None
+    return Item(parse_id(entry_id), entry_id, payload, frame, namespace if isinstance(namespace, str) else None)
 
 
 def control_frame(event: str, data: dict[str, Any], retry_ms: int | None = None) -> bytes:
@@ -106,6 +115,8 @@ class Subscriber:
 
 
 class AlertHub:
+    SCOPED_SCAN = 10
+
     def __init__(self, redis_url: str, settings: AlertSettings, query_redis: Any):
         """``query_redis``: the shared client used for replay (XRANGE) and ``GET /alerts``."""
         self._url = redis_url
@@ -222,24 +233,28 @@ class AlertHub:
         )
         return [make_item(i, f) for i, f in entries]
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """Newest ``limit`` alerts, oldest first (Redis; the in-memory ring while Redis is down)."""
+    async def recent(self, limit: int, scope: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """Newest ``limit`` alerts ``scope`` may see, oldest first (Redis; the in-memory ring while Redis is down).
+
+        A scoped reader's alerts are found among the newest ``SCOPED_SCAN`` x ``limit`` entries."""
+        count = limit if scope is None else limit * self.SCOPED_SCAN
         try:
             entries = await asyncio.wait_for(
-                self._query.xrevrange(self._s.alerts_stream, "+", "-", count=limit),
+                self._query.xrevrange(self._s.alerts_stream, "+", "-", count=count),
                 timeout=self._s.alerts_redis_timeout,
             )
             items = [make_item(i, f) for i, f in reversed(entries)]
         except REDIS_ERRORS:
-            items = list(self._ring)[-limit:]
-        return [json.loads(i.json) for i in items]
+            items = list(self._ring)[-count:]
+        return [json.loads(i.json) for i in items if i.visible(scope)][-limit:]
 
-    async def events(self, last_event_id: str | None,
-                     on_overflow: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    async def events(self, last_event_id: str | None, on_overflow: Callable[[], None] | None = None,
+                     scope: frozenset[str] | None = None) -> AsyncIterator[bytes]:
         """SSE byte frames for one client: the replay after ``last_event_id``, then live alerts.
 
         Frames already queued are sent together (one write) when the client fell behind a little.
-        ``on_overflow`` is called when the hub drops this client for being too slow.
+        ``on_overflow`` is called when the hub drops this client for being too slow. ``scope``: only
+        alerts of these namespaces (and those of none), for a member of an organisation.
         """
         sub = Subscriber(self._s.alerts_client_queue, on_overflow)
         self._subs.add(sub)
@@ -260,7 +275,8 @@ class AlertHub:
                                             retry_ms=max(self._s.alerts_retry_ms, 1000))
                         return
                 for item in replay:
-                    yield item.frame
+                    if item.visible(scope):
+                        yield item.frame
                     last = item.key
             items = sub.items
             while True:
@@ -280,7 +296,8 @@ class AlertHub:
                         return
                     if last is None or item.key > last:  # else: already sent by the replay
                         last = item.key
-                        batch.append(item.frame)
+                        if item.visible(scope):
+                            batch.append(item.frame)
                     if not items or len(batch) >= 64:
                         break
                     item = items.popleft()

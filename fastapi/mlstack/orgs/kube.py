@@ -130,6 +130,20 @@ class KubeOrgs:
         await self._k(f"delete namespace {self.namespace_of(org)}", self.core.delete_namespace,
                       self.namespace_of(org))
 
+    async def remove_member(self, org: str, name: str) -> None:
+        """Delete a joined member: its RoleBinding and ServiceAccount (its tokens stop working)."""
+        await self._org_namespace(org)
+        ns = self.namespace_of(org)
+        try:
+            sa = await self._k(f"ServiceAccount {ns}/{name}", self.core.read_namespaced_service_account, name, ns)
+        except NotFound:
+            raise NotFound(f"organisation {org} has no member {name}") from None
+        if b.ROLE_LABEL not in (sa.get("metadata", {}).get("labels") or {}):
+            raise NotFound(f"organisation {org} has no member {name} (that ServiceAccount did not join)")
+        await self._undo(f"delete RoleBinding {ns}/mlstack-member-{name}", self.rbac.delete_namespaced_role_binding,
+                         f"mlstack-member-{name}", ns)
+        await self._k(f"delete ServiceAccount {ns}/{name}", self.core.delete_namespaced_service_account, name, ns)
+
     # --- invites ---------------------------------------------------------------------------------
 
     def _invite_key(self, code: str) -> str:

@@ -15,7 +15,8 @@ from mlstack.alerts.sink import RedisStreamSink
 from mlstack.alerts.sse import FanoutEventSourceResponse
 from mlstack.api.deps import ServicesDep, allow
 from mlstack.api.services import Services
-from mlstack.errors import Unavailable
+from mlstack.auth import CLUSTER, Caller
+from mlstack.errors import Forbidden, Unavailable
 
 router = APIRouter(tags=["alerts"])
 
@@ -42,14 +43,23 @@ SSE_DOC = (
 )
 
 
-@router.get("/webhook", dependencies=[allow("get", "alerts", stream=True)],
-            summary="Alert stream (SSE)", description=SSE_DOC,
+async def _scope(caller: Caller) -> frozenset[str] | None:
+    """Who may read every namespace's deployment alerts (a platform role, any local token) reads all; a member
+    of an organisation reads those of their own namespace (plus the alerts that concern no namespace)."""
+    try:
+        await caller.require("list", "alerts", CLUSTER)
+        return None
+    except Forbidden:
+        return frozenset({caller.principal.namespace})
+
+
+@router.get("/webhook", summary="Alert stream (SSE)", description=SSE_DOC,
             responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"}})
-@router.get("/alerts/stream", dependencies=[allow("get", "alerts", stream=True)],
-            summary="Alert stream (SSE), alias of /webhook", description=SSE_DOC,
+@router.get("/alerts/stream", summary="Alert stream (SSE), alias of /webhook", description=SSE_DOC,
             responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"}})
 async def alert_stream(
     svc: ServicesDep,
+    caller: Annotated[Caller, allow("get", "alerts", stream=True)],
     last_event_id: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN, description=_ID_DOC)] = None,
     last_event_id_header: Annotated[
         str | None, Header(alias="Last-Event-ID", pattern=STREAM_ID_PATTERN, description=_ID_DOC)
@@ -64,15 +74,17 @@ async def alert_stream(
         if response is not None:
             response.expire()
 
-    response = FanoutEventSourceResponse(hub.events(since, on_overflow=expire), ping=s.alerts_heartbeat_seconds,
+    scope = await _scope(caller)
+    response = FanoutEventSourceResponse(hub.events(since, on_overflow=expire, scope=scope),
+                                         ping=s.alerts_heartbeat_seconds,
                                          send_timeout=s.alerts_send_timeout)
     return response
 
 
-@router.get("/alerts", dependencies=[allow("list", "alerts")],
-            response_model=list[AlertEvent], summary="Recent alerts, newest last")
-async def recent_alerts(svc: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    return await _hub(svc).recent(limit)
+@router.get("/alerts", response_model=list[AlertEvent], summary="Recent alerts, newest last")
+async def recent_alerts(svc: ServicesDep, caller: Annotated[Caller, allow("list", "alerts")],
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    return await _hub(svc).recent(limit, await _scope(caller))
 
 
 class AlertIn(AlertFields):

@@ -18,6 +18,7 @@ from mlstack.errors import Forbidden, NotSupported
 from mlstack.orgs.kube import KubeOrgs
 from mlstack.orgs.schemas import (
     ORG_NAME,
+    SA_NAME,
     BudgetUpdate,
     InviteCreate,
     InviteView,
@@ -79,6 +80,16 @@ async def delete_org(org: Org, svc: ServicesDep, caller: CallerDep) -> Response:
     orgs = _orgs(svc)
     await caller.require("delete", "organizations", CLUSTER, org)
     await orgs.delete(org)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/{org}/members/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               summary="Remove a member who joined: their ServiceAccount and RoleBinding (the org's admins)")
+async def remove_member(org: Org, name: Annotated[str, Path(min_length=1, max_length=63, pattern=SA_NAME)],
+                        svc: ServicesDep, caller: CallerDep) -> Response:
+    orgs = _orgs(svc)
+    await caller.require("update", "organizations", orgs.namespace_of(org), org)
+    await orgs.remove_member(org, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
