@@ -99,7 +99,7 @@ describe("findUploadRoute", () => {
         "/models/upload": { post: { summary: "Upload a model package", requestBody: { content: { "multipart/form-data": {} } } } },
       },
     };
-    expect(findUploadRoute(doc)).toEqual({ path: "/models/upload", summary: "Upload a model package" });
+    expect(findUploadRoute(doc)).toEqual({ path: "/models/upload", summary: "Upload a model package", maxBytes: null });
     expect(findUploadRoute({ paths: { "/models": { get: {} } } })).toBeNull();
   });
 });

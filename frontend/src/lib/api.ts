@@ -7,6 +7,7 @@ import type {
   InferenceRequest,
   InferenceResponse,
   MetricsResponse,
+  ModelVersion,
   RegisteredModel,
   TrainingJob,
   TrainingRequest,
@@ -24,12 +25,21 @@ export function apiUrl(path: string): string {
 export class ApiError extends Error {
   readonly status: number;
   readonly detail: unknown;
+  /** The whole JSON answer (e.g. a refused package's `{detail, problems}`), when it was JSON. */
+  readonly body: unknown;
 
-  constructor(status: number, message: string, detail?: unknown) {
+  constructor(status: number, message: string, detail?: unknown, body?: unknown) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.detail = detail;
+    this.body = body;
+  }
+
+  /** A refused request's `problems`: every reason, one string each (empty when the API gave none). */
+  get problems(): string[] {
+    const p = this.body && typeof this.body === "object" ? (this.body as { problems?: unknown }).problems : undefined;
+    return Array.isArray(p) ? p.map((x) => (typeof x === "string" ? x : JSON.stringify(x))) : [];
   }
 
   /** No or a refused token (401): the user has to sign in. */
@@ -146,7 +156,7 @@ export class ApiClient {
     if (!res.ok) {
       const detail = data && typeof data === "object" && "detail" in data ? (data as { detail: unknown }).detail : undefined;
       const msg = describeDetail(detail) || `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
-      const err = new ApiError(res.status, msg, detail);
+      const err = new ApiError(res.status, msg, detail, data);
       if (err.unauthorized) for (const fn of this.unauthorizedListeners) fn(err, token ?? null);
       throw err;
     }
@@ -183,6 +193,14 @@ export class ApiClient {
   patchVersion(model: string, version: string, patch: { description?: string; tags?: Record<string, string> }) {
     return this.request<unknown>(`/models/${enc(model)}/versions/${enc(version)}`, { method: "PATCH", body: patch });
   }
+  /** "Save as new version": the same artifacts registered again as a new version of `model`. */
+  copyVersion(model: string, version: string, body: { description?: string; tags?: Record<string, string>; aliases?: string[] } = {}) {
+    return this.request<ModelVersion>(`/models/${enc(model)}/versions/${enc(version)}/copy`, { method: "POST", body });
+  }
+  /** A model package (multipart, field `file`) to `path` (the upload route with the model filled in). */
+  uploadPackage(path: string, form: FormData, signal?: AbortSignal) {
+    return this.request<ModelVersion>(path, { method: "POST", body: form, signal });
+  }
 
   // training and inference
   trigger(req: TrainingRequest) {
@@ -216,16 +234,34 @@ export class ApiClient {
   }
 }
 
+export interface OpenApiSchema {
+  type?: string;
+  format?: string;
+  maxLength?: number;
+  description?: string;
+  properties?: Record<string, OpenApiSchema>;
+  [key: string]: unknown;
+}
+
 export interface OpenApiDoc {
-  paths?: Record<string, Record<string, { summary?: string; requestBody?: { content?: Record<string, unknown> } }>>;
+  paths?: Record<string, Record<string, { summary?: string; requestBody?: { content?: Record<string, { schema?: OpenApiSchema } | undefined> } }>>;
+}
+
+export interface UploadRoute {
+  path: string;
+  summary: string;
+  /** The largest file the API says it takes (`maxLength` of the `file` field), else null: not stated. */
+  maxBytes: number | null;
 }
 
 /** The first POST route under /models that takes a multipart body (a model package upload), if any. */
-export function findUploadRoute(doc: OpenApiDoc): { path: string; summary: string } | null {
+export function findUploadRoute(doc: OpenApiDoc): UploadRoute | null {
   for (const [path, ops] of Object.entries(doc.paths ?? {})) {
     const post = ops.post;
-    if (path.startsWith("/models") && post?.requestBody?.content?.["multipart/form-data"]) {
-      return { path, summary: post.summary ?? "" };
+    const multipart = post?.requestBody?.content?.["multipart/form-data"];
+    if (path.startsWith("/models") && multipart) {
+      const max = multipart.schema?.properties?.file?.maxLength;
+      return { path, summary: post.summary ?? "", maxBytes: typeof max === "number" && max > 0 ? max : null };
     }
   }
   return null;

@@ -3,8 +3,12 @@ import { $, formValues, h, localTime, render } from "../lib/dom";
 import { ALIAS_PATTERN, formatTags, parseTags } from "../lib/forms";
 import { formatMetric, metricEntries } from "../lib/metrics";
 import type { ModelVersion, RegisteredModel } from "../lib/types";
+import { uploadPath } from "../lib/upload";
+import { copyForm, uploadForm } from "./packages";
 
 type Refresh = () => Promise<void>;
+/** Say something in the panel's own status line (it outlives a redraw of the list). */
+type Notify = (text: string) => void;
 
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -58,7 +62,7 @@ function versionAliases(m: RegisteredModel, v: ModelVersion): string[] {
     .sort();
 }
 
-function versionRow(m: RegisteredModel, v: ModelVersion, refresh: Refresh) {
+function versionRow(m: RegisteredModel, v: ModelVersion, refresh: Refresh, notify: Notify) {
   const primary = "accuracy" in (v.metrics ?? {}) ? "accuracy" : "r2";
   const [metricName, metricValue] = metricEntries(v.metrics, primary)[0] ?? ["", undefined];
   return h(
@@ -77,11 +81,20 @@ function versionRow(m: RegisteredModel, v: ModelVersion, refresh: Refresh) {
         ? h("details", null, h("summary", null, "System tags"), h("p", { class: "muted small" }, formatTags(v.tags, true)))
         : null,
       editForm(`edit-${m.name}-v${v.version}`, v.description, v.tags, (d, t) => api.patchVersion(m.name, v.version, { description: d, tags: t }), refresh),
+      copyForm({
+        client: api,
+        model: m.name,
+        version: v,
+        onCopied: async (copy) => {
+          notify(`Saved ${m.name} v${v.version} as v${copy.version}.`);
+          await refresh();
+        },
+      }),
     ),
   );
 }
 
-function modelCard(m: RegisteredModel, refresh: Refresh): HTMLElement {
+function modelCard(m: RegisteredModel, refresh: Refresh, notify: Notify): HTMLElement {
   const versions = [...(m.versions ?? [])].sort((a, b) => Number(b.version) - Number(a.version));
   const aliases = Object.entries(m.aliases ?? {}).sort(([a], [b]) => a.localeCompare(b));
   const aliasNote = h("p", { class: "form-note error", role: "status" });
@@ -163,13 +176,13 @@ function modelCard(m: RegisteredModel, refresh: Refresh): HTMLElement {
         { class: "table" },
         h("caption", null, `Versions of ${m.name}`),
         h("thead", null, h("tr", null, ["Version", "Aliases", "Metric", "Registered", "Notes"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", null, versions.map((v) => versionRow(m, v, refresh))),
+        h("tbody", null, versions.map((v) => versionRow(m, v, refresh, notify))),
       ),
     ),
   );
 }
 
-async function uploadSection(refresh: Refresh): Promise<HTMLElement> {
+async function uploadSection(onUploaded: () => Promise<void>): Promise<HTMLElement> {
   let route: ReturnType<typeof findUploadRoute> = null;
   try {
     route = findUploadRoute(await api.openapi());
@@ -179,29 +192,10 @@ async function uploadSection(refresh: Refresh): Promise<HTMLElement> {
   if (!route) {
     return h("p", { class: "muted", id: "upload-unsupported" }, "Uploading a model package is not supported by this API version.");
   }
-  if (route.path.includes("{")) {
+  if (uploadPath(route.path, "x") === null) {
     return h("p", { class: "muted" }, `This API takes model packages at ${route.path}; see the API docs (/api/docs).`);
   }
-  return h(
-    "details",
-    null,
-    h("summary", null, "Upload a model package"),
-    actionForm(
-      "upload-form",
-      "form stack",
-      [h("label", { class: "field" }, h("span", null, route.summary || "Package file"), h("input", { name: "file", type: "file", required: true }))],
-      "Upload",
-      async () => {
-        const input = document.querySelector<HTMLInputElement>("#upload-form input[type=file]");
-        const file = input?.files?.[0];
-        if (!file) throw new Error("Choose a file.");
-        const fd = new FormData();
-        fd.append("file", file);
-        return api.request(route.path, { method: "POST", body: fd });
-      },
-      refresh,
-    ),
-  );
+  return uploadForm({ client: api, route, onUploaded });
 }
 
 export function mountModels(): { refresh: Refresh } {
@@ -210,22 +204,24 @@ export function mountModels(): { refresh: Refresh } {
   const upload = h("div", { class: "upload" });
   const aliasHints = h("datalist", { id: "alias-suggestions" }, ["champion", "candidate", "staging", "production"].map((a) => h("option", { value: a })));
   const modelNames = h("datalist", { id: "model-names" });
-  render(root, list, upload, aliasHints, modelNames);
+  const notice = h("p", { id: "models-msg", class: "form-note ok", role: "status" });
+  const notify: Notify = (text) => (notice.textContent = text);
+  render(root, upload, notice, list, aliasHints, modelNames);
 
   const refresh: Refresh = async () => {
     try {
       const models = await api.models();
       render(modelNames, models.map((m) => h("option", { value: m.name })));
       // forms elsewhere that name a model start with the first registered one
-      for (const input of document.querySelectorAll<HTMLInputElement>("input[list=model-names]")) {
+      for (const input of document.querySelectorAll<HTMLInputElement>("input[list=model-names]:not([data-no-prefill])")) {
         if (!input.value && models[0]) input.value = models[0].name;
       }
-      render(list, models.length ? models.map((m) => modelCard(m, refresh)) : h("p", { class: "muted" }, "No registered models yet."));
+      render(list, models.length ? models.map((m) => modelCard(m, refresh, notify)) : h("p", { class: "muted" }, "No registered models yet."));
     } catch (e) {
       render(list, h("p", { class: "error" }, loadFailure("models", e)));
     }
   };
-  void uploadSection(refresh).then((el) => render(upload, el));
+  void uploadSection(() => refresh()).then((el) => render(upload, el));
   $("#models-refresh").addEventListener("click", () => void refresh());
   return { refresh };
 }
