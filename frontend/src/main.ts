@@ -7,6 +7,7 @@ import { mountAuth } from "./views/auth";
 import { mountDeployments } from "./views/deployments";
 import { mountMetrics } from "./views/metrics";
 import { mountModels } from "./views/models";
+import { mountOrgs } from "./views/orgs";
 import { mountNotifyToggle } from "./views/notify";
 import { mountPredict } from "./views/predict";
 import { mountTheme } from "./views/theme";
@@ -14,6 +15,8 @@ import { mountTrain } from "./views/train";
 
 const session = new Session(api, tokens);
 mountAuth(session);
+// organisations (cluster mode): probes /orgs once the page knows who it is, hidden on a 501 (local mode)
+mountOrgs({ client: api, session });
 const metrics = mountMetrics();
 const models = mountModels();
 const deployments = mountDeployments();

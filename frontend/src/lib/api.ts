@@ -8,6 +8,13 @@ import type {
   InferenceResponse,
   MetricsResponse,
   ModelVersion,
+  OrgBudget,
+  OrgCreate,
+  OrgInvite,
+  OrgInviteCreate,
+  OrgJoin,
+  OrgJoined,
+  OrgView,
   RegisteredModel,
   TrainingJob,
   TrainingRequest,
@@ -226,6 +233,30 @@ export class ApiClient {
   deleteDeployment(name: string, namespace?: string) {
     const q = namespace ? `?namespace=${enc(namespace)}` : "";
     return this.request<unknown>(`/deployments/${enc(name)}${q}`, { method: "DELETE" });
+  }
+
+  // organisations (cluster mode; local mode answers 501)
+  orgs() {
+    return this.request<OrgView[]>("/orgs");
+  }
+  org(name: string) {
+    return this.request<OrgView>(`/orgs/${enc(name)}`);
+  }
+  createOrg(body: OrgCreate) {
+    return this.request<OrgView>("/orgs", { method: "POST", body });
+  }
+  setOrgBudget(name: string, budget: OrgBudget) {
+    return this.request<OrgView>(`/orgs/${enc(name)}`, { method: "PATCH", body: { budget } });
+  }
+  createInvite(org: string, body: OrgInviteCreate) {
+    return this.request<OrgInvite>(`/orgs/${enc(org)}/invites`, { method: "POST", body });
+  }
+  removeMember(org: string, name: string) {
+    return this.request<unknown>(`/orgs/${enc(org)}/members/${enc(name)}`, { method: "DELETE" });
+  }
+  /** Redeem an invite code: the code is the credential, so no token is sent (nor a stale one refused). */
+  joinOrg(body: OrgJoin) {
+    return this.request<OrgJoined>("/orgs/join", { method: "POST", body, token: null });
   }
 
   // what the API offers (for optional features such as model package upload)

@@ -141,3 +141,61 @@ export interface WhoAmI {
   org: string | null;
   authMode: AuthMode;
 }
+
+// organisations (cluster mode)
+export interface OrgBudget {
+  cpu: string;
+  memory: string;
+  gpu: number;
+}
+
+export interface OrgMember {
+  kind: string; // User, Group or ServiceAccount
+  name: string;
+  role: string;
+}
+
+export interface OrgView {
+  name: string;
+  namespace: string;
+  displayName?: string | null;
+  createdBy?: string | null;
+  createdAt?: string | null;
+  /** The ResourceQuota's hard limits: requests.cpu, requests.memory, requests.nvidia.com/gpu. */
+  budget: Record<string, string>;
+  /** What is in use, same keys. */
+  used: Record<string, string>;
+  members: OrgMember[];
+}
+
+export interface OrgCreate {
+  name: string;
+  displayName?: string;
+  budget: OrgBudget;
+}
+
+export interface OrgInviteCreate {
+  role: "viewer" | "deployer" | "admin";
+  expiresInSeconds: number;
+}
+
+export interface OrgInvite {
+  code: string;
+  org: string;
+  role: string;
+  expiresAt: string;
+}
+
+export interface OrgJoin {
+  code: string;
+  name: string;
+}
+
+export interface OrgJoined {
+  org: string;
+  namespace: string;
+  serviceAccount: string;
+  role: string;
+  token: string;
+  expiresAt?: string | null;
+}
