@@ -88,3 +88,56 @@ export function localTime(iso: string | null | undefined): string {
   const t = iso ? Date.parse(iso) : NaN;
   return Number.isNaN(t) ? "" : new Date(t).toLocaleString();
 }
+
+export type OutcomeKind = "ok" | "error" | "busy";
+
+/** The status line under a form, and a list for every problem of a refusal (shown only when there are some). */
+export function outcome(id: string) {
+  const note = h("p", { id: `${id}-msg`, class: "form-note", role: "status" });
+  const list = h("ul", { id: `${id}-problems`, class: "problems error", hidden: true });
+  const show = (text: string, kind: OutcomeKind = "busy", problems: string[] = []) => {
+    note.textContent = text;
+    note.classList.toggle("error", kind === "error");
+    note.classList.toggle("ok", kind === "ok");
+    render(list, problems.map((p) => h("li", null, p)));
+    list.hidden = problems.length === 0;
+  };
+  return { note, list, show };
+}
+
+export interface SubmitFlow<T> {
+  form: HTMLFormElement;
+  submit: HTMLButtonElement;
+  /** The form's values -> the request, or the per-field errors to show. */
+  parse: (values: Record<string, string>) => { ok: true; value: T } | { ok: false; errors: Record<string, string> };
+  show: (text: string, kind?: OutcomeKind) => void;
+  /** The status line while ``run`` is under way. */
+  busy: string;
+  run: (value: T) => Promise<void>;
+  /** Say why ``run`` failed. */
+  fail: (e: unknown) => void;
+}
+
+/** A form's submit: validate (field errors, nothing sent), then run once at a time (the button is disabled). */
+export function onValidSubmit<T>({ form, submit, parse, show, busy, run, fail }: SubmitFlow<T>): void {
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (submit.disabled) return;
+    const parsed = parse(formValues(form));
+    if (!parsed.ok) {
+      showFieldErrors(form, parsed.errors);
+      show("");
+      return;
+    }
+    showFieldErrors(form, {});
+    submit.disabled = true;
+    show(busy);
+    try {
+      await run(parsed.value);
+    } catch (e) {
+      fail(e);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}

@@ -3,7 +3,7 @@
 // no organisations (/orgs answers 501): the panel then stays hidden. The form builders take the client, so
 // tests can drive them without the page.
 import { API_BASE, ApiError, type ApiClient } from "../lib/api";
-import { $, formValues, h, localTime, render, showFieldErrors } from "../lib/dom";
+import { $, h, localTime, onValidSubmit, outcome, render } from "../lib/dom";
 import {
   budgetFields,
   budgetUsage,
@@ -18,19 +18,6 @@ import {
 } from "../lib/orgs";
 import type { AuthState } from "../lib/auth";
 import type { OrgInvite, OrgJoined, OrgMember, OrgView } from "../lib/types";
-
-type Kind = "ok" | "error" | "busy";
-
-/** The status line under a form. */
-function outcome(id: string) {
-  const note = h("p", { id: `${id}-msg`, class: "form-note", role: "status" });
-  const show = (text: string, kind: Kind = "busy") => {
-    note.textContent = text;
-    note.classList.toggle("error", kind === "error");
-    note.classList.toggle("ok", kind === "ok");
-  };
-  return { note, show };
-}
 
 function field(label: string, input: HTMLElement): HTMLElement {
   return h("label", { class: "field" }, h("span", null, label), input);
@@ -90,28 +77,16 @@ export function createOrgForm({ client, onCreated }: CreateOrgFormOptions): HTML
     h("div", { class: "actions" }, submit),
   );
   const { note, show } = outcome("org-create");
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const parsed = parseOrgCreate(formValues(form));
-    if (!parsed.ok) {
-      showFieldErrors(form, parsed.errors);
-      show("");
-      return;
-    }
-    showFieldErrors(form, {});
-    submit.disabled = true;
-    show("Creating…");
-    try {
-      const org = await client.createOrg(parsed.value);
+  onValidSubmit({
+    form, submit, show, parse: parseOrgCreate, busy: "Creating…",
+    run: async (value) => {
+      const org = await client.createOrg(value);
       show(`Created ${org.name} (namespace ${org.namespace}).`, "ok");
       // the budget fields keep their values for the next one
       for (const n of ["name", "displayName"]) (form.elements.namedItem(n) as HTMLInputElement).value = "";
       await onCreated?.(org);
-    } catch (e) {
-      show(`Not created: ${orgFailure(e)}`, "error");
-    } finally {
-      submit.disabled = false;
-    }
+    },
+    fail: (e) => show(`Not created: ${orgFailure(e)}`, "error"),
   });
   return h("div", { class: "org-create" }, form, note);
 }
@@ -132,26 +107,14 @@ export function budgetForm({ client, org, onSaved }: BudgetFormOptions): HTMLEle
     h("div", { class: "actions" }, submit),
   );
   const { note, show } = outcome(`org-budget-${org.name}`);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const parsed = parseBudget(formValues(form));
-    if (!parsed.ok) {
-      showFieldErrors(form, parsed.errors);
-      show("");
-      return;
-    }
-    showFieldErrors(form, {});
-    submit.disabled = true;
-    show("Saving…");
-    try {
-      const saved = await client.setOrgBudget(org.name, parsed.value.budget);
+  onValidSubmit({
+    form, submit, show, parse: parseBudget, busy: "Saving…",
+    run: async (value) => {
+      const saved = await client.setOrgBudget(org.name, value.budget);
       show("Budget saved.", "ok");
       await onSaved?.(saved);
-    } catch (e) {
-      show(`Not saved: ${orgFailure(e)}`, "error");
-    } finally {
-      submit.disabled = false;
-    }
+    },
+    fail: (e) => show(`Not saved: ${orgFailure(e)}`, "error"),
   });
   return h("div", { class: "org-budget" }, form, note);
 }
@@ -180,21 +143,12 @@ export function inviteForm({ client, org, apiBase }: InviteFormOptions): HTMLEle
   );
   const { note, show } = outcome(`org-invite-${org}`);
   const result = h("div", { class: "invite-result", hidden: true });
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const parsed = parseInvite(formValues(form));
-    if (!parsed.ok) {
-      showFieldErrors(form, parsed.errors);
-      show("");
-      return;
-    }
-    showFieldErrors(form, {});
-    submit.disabled = true;
-    show("Creating…");
-    render(result);
-    result.hidden = true;
-    try {
-      const inv: OrgInvite = await client.createInvite(org, parsed.value);
+  onValidSubmit({
+    form, submit, show, parse: parseInvite, busy: "Creating…",
+    run: async (value) => {
+      render(result);
+      result.hidden = true;
+      const inv: OrgInvite = await client.createInvite(org, value);
       show(`Invite for a ${inv.role} in ${inv.org}, valid until ${localTime(inv.expiresAt) || inv.expiresAt}. The code is shown only now: send it to the new member.`, "ok");
       render(
         result,
@@ -203,11 +157,8 @@ export function inviteForm({ client, org, apiBase }: InviteFormOptions): HTMLEle
         secret("invite-command", joinCommand(base, inv.code), "the join command"),
       );
       result.hidden = false;
-    } catch (e) {
-      show(`No invite: ${orgFailure(e)}`, "error");
-    } finally {
-      submit.disabled = false;
-    }
+    },
+    fail: (e) => show(`No invite: ${orgFailure(e)}`, "error"),
   });
   return h("div", { class: "org-invite" }, form, note, result);
 }
@@ -235,21 +186,12 @@ export function joinForm({ client, signIn, onJoined }: JoinFormOptions): HTMLEle
   );
   const { note, show } = outcome("org-join");
   const result = h("div", { class: "join-result", hidden: true });
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const parsed = parseJoin(formValues(form));
-    if (!parsed.ok) {
-      showFieldErrors(form, parsed.errors);
-      show("");
-      return;
-    }
-    showFieldErrors(form, {});
-    submit.disabled = true;
-    show("Joining…");
-    render(result);
-    result.hidden = true;
-    try {
-      const j = await client.joinOrg(parsed.value);
+  onValidSubmit({
+    form, submit, show, parse: parseJoin, busy: "Joining…",
+    run: async (value) => {
+      render(result);
+      result.hidden = true;
+      const j = await client.joinOrg(value);
       const who = `system:serviceaccount:${j.namespace}:${j.serviceAccount}`;
       const refused = await signIn(j.token);
       show(
@@ -266,11 +208,8 @@ export function joinForm({ client, signIn, onJoined }: JoinFormOptions): HTMLEle
       result.hidden = false;
       form.reset();
       await onJoined?.(j);
-    } catch (e) {
-      show(`Not joined: ${orgFailure(e)}`, "error");
-    } finally {
-      submit.disabled = false;
-    }
+    },
+    fail: (e) => show(`Not joined: ${orgFailure(e)}`, "error"),
   });
   return h("div", { class: "org-join" }, form, note, result);
 }

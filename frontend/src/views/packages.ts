@@ -1,27 +1,13 @@
 // Model packages in the models panel: "Upload a model package" (a .zip as a new version) and, on each
 // version, "Save as new version" (the copy route). Both take the client, so tests can drive them.
 import type { ApiClient, UploadRoute } from "../lib/api";
-import { formValues, h, render, showFieldErrors } from "../lib/dom";
+import { formValues, h, onValidSubmit, outcome, showFieldErrors } from "../lib/dom";
 import { describeUploadFailure, fileError, formatBytes, parseCopy, parseUpload, uploadFormData, uploadPath } from "../lib/upload";
 import type { ModelVersion } from "../lib/types";
 
 const PACKAGE_HINT =
   "A zipped MLflow model directory (MLmodel at the root or in one top-level folder), or a seed-000 package " +
   "(meta.json, app.py, requirements.txt and the model file at the zip's root).";
-
-/** The status line and the problem list under a form. */
-function outcome(id: string) {
-  const note = h("p", { id: `${id}-msg`, class: "form-note", role: "status" });
-  const list = h("ul", { id: `${id}-problems`, class: "problems error", hidden: true });
-  const show = (text: string, kind: "ok" | "error" | "busy", problems: string[] = []) => {
-    note.textContent = text;
-    note.classList.toggle("error", kind === "error");
-    note.classList.toggle("ok", kind === "ok");
-    render(list, problems.map((p) => h("li", null, p)));
-    list.hidden = problems.length === 0;
-  };
-  return { note, list, show };
-}
 
 export interface UploadFormOptions {
   client: ApiClient;
@@ -136,27 +122,17 @@ export function copyForm({ client, model, version, onCopied }: CopyFormOptions):
     h("div", null, submit),
   );
   const { note, list, show } = outcome(id);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    if (submit.disabled) return;
-    const parsed = parseCopy(formValues(form), version.description);
-    if (!parsed.ok) {
-      showFieldErrors(form, parsed.errors);
-      return;
-    }
-    showFieldErrors(form, {});
-    submit.disabled = true;
-    show("Saving…", "busy");
-    try {
-      const copy = await client.copyVersion(model, version.version, parsed.value);
+  onValidSubmit({
+    form, submit, show, parse: (values) => parseCopy(values, version.description), busy: "Saving…",
+    run: async (value) => {
+      const copy = await client.copyVersion(model, version.version, value);
       show(`Saved v${version.version} as v${copy.version}.`, "ok");
       await onCopied?.(copy);
-    } catch (e) {
+    },
+    fail: (e) => {
       const failure = describeUploadFailure(e);
       show(`Not saved: ${failure.message}`, "error", failure.problems);
-    } finally {
-      submit.disabled = false;
-    }
+    },
   });
   return h("details", { class: "copy" }, h("summary", null, "Save as new version"), form, note, list);
 }
