@@ -179,7 +179,9 @@ def test_invite_join_and_roles_in_the_org(api, kube):
 
     r = pat.patch("/orgs/beta", json={"budget": {"cpu": "3", "memory": "6Gi", "gpu": 1}})
     assert r.status_code == 200 and r.json()["budget"]["requests.nvidia.com/gpu"] == "1"
-    assert "beta" in [o["name"] for o in pat.get("/orgs").json()]
+    listed = {o["name"]: o for o in pat.get("/orgs").json()}  # a platform admin lists them all, in full
+    assert listed["beta"]["budget"]["requests.cpu"] == "3"
+    assert {"kind": "ServiceAccount", "name": "dana", "role": "deployer"} in listed["beta"]["members"]
 
 
 def test_a_refused_join_keeps_the_code_and_leaves_nothing(api, kube):

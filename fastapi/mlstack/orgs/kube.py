@@ -110,12 +110,21 @@ class KubeOrgs:
                        members=sorted(members, key=lambda m: (m.role, m.kind, m.name)))
 
     async def list(self) -> list[OrgView]:
+        """Every organisation with its budget, usage and members: three list calls, not three per organisation."""
         out = await self._k("list organisations", self.core.list_namespace, label_selector=b.ORG_LABEL)
+        quotas = await self._k("list organisation budgets", self.core.list_resource_quota_for_all_namespaces,
+                               label_selector=b.ORG_LABEL)
+        bindings = await self._k("list organisation members", self.rbac.list_role_binding_for_all_namespaces,
+                                 label_selector=b.ROLE_LABEL)
+
+        def of(items: dict[str, Any], ns: str) -> list[dict[str, Any]]:
+            return [o for o in items.get("items") or [] if o["metadata"].get("namespace") == ns]
+
         views = []
         for obj in out.get("items") or []:
-            org = (obj["metadata"].get("labels") or {}).get(b.ORG_LABEL, "")
-            if obj["metadata"]["name"] == self.namespace_of(org):
-                views.append(self._view(org, obj, [], []))
+            org, ns = (obj["metadata"].get("labels") or {}).get(b.ORG_LABEL, ""), obj["metadata"]["name"]
+            if ns == self.namespace_of(org):
+                views.append(self._view(org, obj, of(quotas, ns), of(bindings, ns)))
         return sorted(views, key=lambda v: v.name)
 
     async def set_budget(self, org: str, budget: Budget) -> OrgView:
