@@ -20,6 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import open_page
 from tests.utils.procs import start_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -57,12 +58,11 @@ def stream_urls() -> list[str]:
 
 @pytest.fixture(scope="module")
 def page(browser, dashboard, stream_urls):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light")
-    page = context.new_page()
-    page.on("request", lambda r: stream_urls.append(r.url) if "/api/webhook" in r.url else None)
-    page.goto(dashboard.url)
-    yield page
-    context.close()
+    def watch(page):
+        page.on("request", lambda r: stream_urls.append(r.url) if "/api/webhook" in r.url else None)
+
+    with open_page(browser, dashboard.url, watch) as page:
+        yield page
 
 
 def stored_token(page) -> str | None:

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import open_page
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 # endpoints that may legitimately answer 404 on a fresh stack (no model yet / not built yet)
@@ -48,13 +50,12 @@ def watch() -> Watch:
 
 @pytest.fixture(scope="module")
 def page(browser, dashboard, watch):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light")
-    page = context.new_page()
-    page.on("console", watch.on_console)
-    page.on("pageerror", lambda e: watch.page_errors.append((watch.phase, str(e))))
-    page.goto(dashboard.url)
-    yield page
-    context.close()
+    def listen(page):
+        page.on("console", watch.on_console)
+        page.on("pageerror", lambda e: watch.page_errors.append((watch.phase, str(e))))
+
+    with open_page(browser, dashboard.url, listen) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.auth.test_kube import USERS, emulator  # noqa: F401 - the emulator fixture, with "pat" a platform admin
+from tests.browser.conftest import open_page
 from tests.utils.procs import start_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -46,11 +47,8 @@ def shared() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def page(browser, dashboard):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light")
-    page = context.new_page()
-    page.goto(dashboard.url)
-    yield page
-    context.close()
+    with open_page(browser, dashboard.url) as page:
+        yield page
 
 
 def stored_token(page) -> str | None:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import open_page
 from tests.packages import zips
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -42,11 +43,8 @@ RECORD_UPLOAD_STATES = """() => {
 
 @pytest.fixture(scope="module")
 def page(browser, dashboard):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light")
-    page = context.new_page()
-    page.goto(dashboard.url)
-    yield page
-    context.close()
+    with open_page(browser, dashboard.url) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
