@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from mlstack.api.services import Services
 from mlstack.errors import MlstackError
 from mlstack.settings import get_settings
+from mlstack.training.schemas import TrainingJob
 
 REGISTRY_KEY = "test:registry:{name}"
 SUBMITTED_KEY = "test:training:submitted"
@@ -42,11 +44,13 @@ class RecordingTraining:
     def __init__(self, r):
         self.r = r
 
-    async def submit(self, req) -> dict:
+    async def submit(self, req) -> TrainingJob:  # the same type JobManager.submit returns
         job_id = uuid.uuid4().hex
-        await self.r.rpush(SUBMITTED_KEY, json.dumps({"job_id": job_id, "pid": os.getpid(),
-                                                      "hyperparameters": req.hyperparameters.model_dump()}))
-        return {"job_id": job_id, "status": "queued"}
+        hp = req.hyperparameters.model_dump()
+        await self.r.rpush(SUBMITTED_KEY, json.dumps({"job_id": job_id, "pid": os.getpid(), "hyperparameters": hp}))
+        return TrainingJob(job_id=job_id, status="queued", created_at=datetime.now(UTC).isoformat(),
+                           hyperparameters=hp, data_uri=req.data_uri or "s3://test/data.csv",
+                           target=req.target or "target", model_name=req.model_name or "iris_model")
 
 
 def create_app() -> FastAPI:

@@ -196,13 +196,13 @@ class ScheduleService:
         from mlstack.training.schemas import TrainingRequest
 
         req = TrainingRequest.model_validate(params)
-        job = await self.svc.training.submit(req)
+        job = await self.svc.training.submit(req)  # a TrainingJob (pydantic model), not a dict
         model = req.model_name or self.svc.settings.model_name
         await self._emit(SCHEDULE_FIRED, "info", "Scheduled training started",
-                         f"schedule {schedule_id} started training job {job.get('job_id')}", model=model,
-                         data={"schedule_id": schedule_id, "kind": "training", "job_id": job.get("job_id"),
+                         f"schedule {schedule_id} started training job {job.job_id}", model=model,
+                         data={"schedule_id": schedule_id, "kind": "training", "job_id": job.job_id,
                                "scheduled_run_time": _iso(run_time), "instance": self.instance})
-        return {"job_id": job.get("job_id"), "status": job.get("status")}
+        return {"job_id": job.job_id, "status": job.status}
 
     async def _run_watch(self, schedule_id: str, params: dict, run_time: datetime) -> dict[str, Any]:
         name = params.get("model_name") or self.svc.settings.model_name
