@@ -33,7 +33,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def port_free(host: str, port: int) -> bool:
+    """Whether a model server could listen on ``port`` now. Like uvicorn, with SO_REUSEADDR: the port of a
+    killed server (its connections in TIME_WAIT) is free again at once."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
@@ -88,23 +91,40 @@ class ServerPool:
         async with lock:
             if (srv := self.get(name, version)) is not None:
                 return srv.url
-            srv = await self._start(name, version, timeout or self.settings.serve_start_timeout)
+            old_port = self._release_dead(name, version)
+            srv = await self._start(name, version, timeout or self.settings.serve_start_timeout, old_port)
             self._servers[(name, version)] = srv
             return srv.url
 
-    def _pick_port(self) -> int:
+    def _release_dead(self, name: str, version: str) -> int | None:
+        """A server that died (crashed, killed) gives back its port and pid file; returns the port, which its
+        restart reuses (same URL), or None when there was no dead server."""
+        srv = self._servers.get((name, version))
+        if srv is None or srv.alive():
+            return None
+        del self._servers[(name, version)]
+        self.reserved_ports.discard(srv.port)
+        srv.pid_path.unlink(missing_ok=True)
+        log.warning("model server %s v%s (pid %d, port %d) died with %s; restarting it", name, version,
+                    srv.proc.pid, srv.port, srv.proc.returncode)
+        return srv.port
+
+    def _pick_port(self, prefer: int | None = None) -> int:
         lo, hi = self.settings.serve_port_range
         used = {s.port for s in self._servers.values()} | self.reserved_ports
-        for port in range(lo, hi + 1):
+        candidates = range(lo, hi + 1)
+        if prefer is not None and lo <= prefer <= hi:  # a restarted server keeps its URL when it can
+            candidates = [prefer, *candidates]
+        for port in candidates:
             if port not in used and port_free(self.settings.serve_host, port):
                 self.reserved_ports.add(port)
                 return port
         raise Unavailable(f"no free port for a model server in {lo}-{hi}")
 
-    async def _start(self, name: str, version: str, timeout: float) -> LocalServer:
+    async def _start(self, name: str, version: str, timeout: float, prefer_port: int | None = None) -> LocalServer:
         s = self.settings
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = self._pick_port()
+        port = self._pick_port(prefer_port)
         stem = f"{name}-v{version}"
         log_path, pid_path = self.dir / f"{stem}.log", self.dir / f"{stem}.pid"
         env = {**os.environ, "MLSTACK_MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
