@@ -60,6 +60,7 @@ RAY_PORT=${MLSTACK_RAY_PORT:-6380}
 API_PORT=${MLSTACK_API_PORT:-8888}
 DASHBOARD_PORT=${MLSTACK_DASHBOARD_PORT:-5001}
 RAYSERVE_PORT=${MLSTACK_RAYSERVE_PORT:-8000}
+LOG_KEEP=${MLSTACK_LOG_KEEP:-5} # previous logs kept per service (NAME.log.1 is the newest): a crash's evidence
 LOCAL_HOST=127.0.0.1
 VENV=${MLSTACK_VENV:-$ROOT/.venv}
 LOCAL_SERVICES=(redis mlflow ray api dashboard)
@@ -101,7 +102,18 @@ wait_for() {
   done
 }
 
-# spawn NAME PORT CMD...: start CMD in its own session, logging to $STATE/NAME.log, pid in $STATE/NAME.pid
+# rotate_log FILE: keep the previous run's log (FILE.1 … FILE.$LOG_KEEP, newest first) instead of truncating it
+rotate_log() {
+  local file=$1 i
+  [[ -s $file ]] || return 0
+  for ((i = LOG_KEEP; i > 1; i--)); do
+    if [[ -e $file.$((i - 1)) ]]; then mv -f "$file.$((i - 1))" "$file.$i"; fi
+  done
+  if ((LOG_KEEP > 0)); then mv -f "$file" "$file.1"; fi
+}
+
+# spawn NAME PORT CMD...: start CMD in its own session, logging to $STATE/NAME.log (the previous one rotated to
+# NAME.log.1), pid in $STATE/NAME.pid
 spawn() {
   local name=$1 port=$2
   shift 2
@@ -116,6 +128,7 @@ spawn() {
     printf '+ %s > %s 2>&1 &\n' "$*" "$STATE/$name.log"
     return 0
   fi
+  rotate_log "$STATE/$name.log"
   setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/$name.pid"
 }

@@ -87,11 +87,18 @@ def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
         assert "already running" in again.stdout
         assert {p.stem: int(p.read_text()) for p in state.glob("*.pid")} == pids
 
-        # a restarted API: ./init.sh starts it again with the same tokens (the file is reused, not remade)
-        os.killpg(pids["api"], signal.SIGTERM)
-        wait_until(lambda: _gone(pids["api"]), 60, interval=0.2, what="the API process exited")
+        # a crashed API: ./init.sh starts it again with the same tokens (the file is reused, not remade) and keeps
+        # the crashed process's log as api.log.1 (rotated, not truncated)
+        crashed = pids["api"]
+        assert f"[{crashed}]" in (state / "api.log").read_text()  # uvicorn's "Started server process [PID]"
+        crashed_log = (state / "api.log").read_bytes()
+        os.killpg(crashed, signal.SIGKILL)
+        wait_until(lambda: _gone(crashed), 60, interval=0.2, what="the API process exited")
         restart = _run(["--local"], env, timeout=300)
         assert restart.returncode == 0, restart.stdout + restart.stderr
+        assert (state / "api.log.1").read_bytes() == crashed_log
+        assert f"[{crashed}]" not in (state / "api.log").read_text()
+        assert not (state / "redis.log.1").exists()  # services that kept running keep their log
         assert {t["name"]: t for t in json.loads(tokens_file.read_text())} == tokens
         assert _credentials(out) == creds and _env_file(state)["MLSTACK_TOKEN"] == tokens["admin"]["token"]
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
