@@ -2,6 +2,10 @@
 
 A job's record lives under ``mlstack:training:job:<id>`` (JSON) and in the sorted set
 ``mlstack:training:jobs`` (by creation time). Local Ray is started on the first job, not at import.
+
+Redis outages: a route that needs Redis answers 503 with a message; a job that changes state while Redis
+is down keeps its record in this process and a background task stores it as soon as Redis is back, so a
+job that finished during the outage never stays ``running``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from mlstack.alerts import AlertSink
 from mlstack.errors import InvalidInput, NotFound, Unavailable
@@ -26,6 +32,14 @@ JOBS_INDEX = "mlstack:training:jobs"
 LOGS_KEY = "mlstack:training:logs:{}"
 JOB_TTL_SECONDS = 30 * 24 * 3600
 MAX_LOG_CHARS = 256 * 1024
+REDIS_TIMEOUT = 3.0  # a route's Redis call; redis-py would otherwise retry a refused connection for seconds
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+RETRY_MIN, RETRY_MAX = 0.2, 2.0  # seconds between attempts to store records kept while Redis was down
+
+
+def _unavailable(e: BaseException) -> Unavailable:
+    return Unavailable(f"training jobs are unavailable: Redis is unreachable ({type(e).__name__}: {e}); "
+                       "retry shortly")
 
 
 def _now() -> str:
@@ -43,6 +57,12 @@ class JobManager:
         self.ray_error: str | None = None
         self._ray_lock = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task] = {}
+        self._current: dict[str, TrainingJob] = {}  # records of the jobs this process runs (no Redis read needed)
+        # records of this process's jobs not yet stored in Redis (it was down): job -> record, job -> log
+        self._unsaved: dict[str, TrainingJob] = {}
+        self._unsaved_logs: dict[str, str] = {}
+        self._write_lock = asyncio.Lock()  # one writer at a time: a newer record is never overwritten by an older
+        self._retrier: asyncio.Task | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -84,37 +104,85 @@ class JobManager:
                  log_to_driver=False)
 
     # -- records -----------------------------------------------------------------------------------
-    async def _save(self, job: TrainingJob) -> None:
-        await self.redis.set(JOB_KEY.format(job.job_id), job.model_dump_json(), ex=JOB_TTL_SECONDS)
+    async def _redis(self, coro: Any) -> Any:
+        """A Redis call on behalf of a request: Redis down is a 503 with a message, never a bare 500."""
+        try:
+            return await asyncio.wait_for(coro, REDIS_TIMEOUT)
+        except REDIS_ERRORS as e:
+            raise _unavailable(e) from None
 
     async def _update(self, job_id: str, **changes: Any) -> TrainingJob:
-        job = await self.get(job_id)
+        """Change a job this process runs; stored at once, or kept and stored when Redis is back."""
+        job = self._unsaved.get(job_id) or self._current.get(job_id) or await self.get(job_id)
         job = job.model_copy(update=changes)
-        await self._save(job)
+        if job_id in self._current:
+            self._current[job_id] = job
+        self._unsaved[job_id] = job
+        try:
+            await self._store(job_id)
+        except REDIS_ERRORS as e:
+            log.warning("could not store training job %s (%s, Redis unreachable: %s); kept in memory, retrying "
+                        "until Redis is back", job_id, job.status, e)
+            if self._retrier is None or self._retrier.done():
+                self._retrier = asyncio.create_task(self._store_when_back(), name="training-records-retry")
         return job
 
-    async def _save_logs(self, job_id: str, logs: str) -> None:
+    async def _store(self, job_id: str) -> None:
+        async with self._write_lock:
+            job = self._unsaved.get(job_id)
+            if job is None:
+                return
+            logs = self._unsaved_logs.get(job_id)
+            pipe = self.redis.pipeline(transaction=True)  # record and log land together or not at all
+            pipe.set(JOB_KEY.format(job_id), job.model_dump_json(), ex=JOB_TTL_SECONDS)
+            if logs is not None:
+                pipe.set(LOGS_KEY.format(job_id), logs, ex=JOB_TTL_SECONDS)
+            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+            if self._unsaved.get(job_id) is job:
+                del self._unsaved[job_id]
+            if self._unsaved_logs.get(job_id) is logs:
+                self._unsaved_logs.pop(job_id, None)
+
+    async def _store_when_back(self) -> None:
+        """Store the records kept while Redis was down, retrying with backoff until none is left."""
+        delay = RETRY_MIN
+        while self._unsaved:
+            await asyncio.sleep(delay)
+            for job_id in list(self._unsaved):
+                try:
+                    await self._store(job_id)
+                except REDIS_ERRORS:
+                    delay = min(delay * 2, RETRY_MAX)
+                    break
+                log.info("stored training job %s after Redis came back", job_id)
+            else:
+                delay = RETRY_MIN
+
+    def _stage_logs(self, job_id: str, logs: str) -> None:
+        """Keep a finished job's log; the next ``_update`` stores it with the record."""
         if len(logs) > MAX_LOG_CHARS:
             logs = f"[... {len(logs) - MAX_LOG_CHARS} characters cut ...]\n" + logs[-MAX_LOG_CHARS:]
-        await self.redis.set(LOGS_KEY.format(job_id), logs, ex=JOB_TTL_SECONDS)
+        self._unsaved_logs[job_id] = logs
 
     async def logs(self, job_id: str) -> str:
         job = await self.get(job_id)  # 404 for unknown jobs
-        logs = await self.redis.get(LOGS_KEY.format(job_id))
+        logs = self._unsaved_logs.get(job_id) or await self._redis(self.redis.get(LOGS_KEY.format(job_id)))
         if logs is None:
             return f"job {job_id} is {job.status}: its log is stored when it finishes\n"
         return logs
 
     async def get(self, job_id: str) -> TrainingJob:
-        raw = await self.redis.get(JOB_KEY.format(job_id))
+        raw = await self._redis(self.redis.get(JOB_KEY.format(job_id)))
         if raw is None:
             raise NotFound(f"no training job {job_id!r}")
-        return TrainingJob.model_validate_json(raw)
+        # a change of this process not stored yet (Redis just came back) is newer than what Redis holds
+        return self._unsaved.get(job_id) or TrainingJob.model_validate_json(raw)
 
     async def list(self, limit: int = 50) -> list[TrainingJob]:
-        ids = await self.redis.zrevrange(JOBS_INDEX, 0, limit - 1)
-        raws = await self.redis.mget([JOB_KEY.format(i) for i in ids]) if ids else []
-        return [TrainingJob.model_validate_json(r) for r in raws if r]
+        ids = await self._redis(self.redis.zrevrange(JOBS_INDEX, 0, limit - 1))
+        raws = await self._redis(self.redis.mget([JOB_KEY.format(i) for i in ids])) if ids else []
+        jobs = [TrainingJob.model_validate_json(r) for r in raws if r]
+        return [self._unsaved.get(j.job_id, j) for j in jobs]
 
     async def store_upload(self, uri: str, data: bytes) -> None:
         await asyncio.to_thread(self.store.write, uri, data)
@@ -132,8 +200,11 @@ class JobManager:
             hyperparameters=req.hyperparameters.model_dump(), data_uri=data_uri,
             target=req.target or s.data_target, model_name=req.model_name or s.model_name,
         )
-        await self._save(job)
-        await self.redis.zadd(JOBS_INDEX, {job.job_id: datetime.now(UTC).timestamp()})
+        pipe = self.redis.pipeline(transaction=True)  # record and index together: no half-written job
+        pipe.set(JOB_KEY.format(job.job_id), job.model_dump_json(), ex=JOB_TTL_SECONDS)
+        pipe.zadd(JOBS_INDEX, {job.job_id: datetime.now(UTC).timestamp()})
+        await self._redis(pipe.execute())
+        self._current[job.job_id] = job
         self._tasks[job.job_id] = asyncio.create_task(self._run(job), name=f"train-{job.job_id}")
         return job
 
@@ -155,13 +226,14 @@ class JobManager:
         except Exception as e:  # Ray itself failed (worker died, cluster unreachable)
             await self._failed(job, e)
         else:
-            await self._save_logs(job.job_id, out["logs"])
+            self._stage_logs(job.job_id, out["logs"])
             if out["ok"]:
                 await self._succeeded(job, out["result"])
             else:
                 await self._failed(job, RuntimeError(out["error"]))
         finally:
             self._tasks.pop(job.job_id, None)
+            self._current.pop(job.job_id, None)
 
     async def _alert(self, *args, **fields) -> None:
         """Alerts must never break the job's bookkeeping (the job record is already written)."""
