@@ -785,7 +785,7 @@ cluster_up() {
   log "  Ray dashboard  http://localhost:$MLSTACK_PORT_RAY_DASHBOARD"
   log "  MinIO console  http://localhost:$MLSTACK_PORT_MINIO_CONSOLE"
   log "API and dashboard admin token: MLSTACK_TOKEN in $OUT/credentials.txt (send Authorization: Bearer <token>)"
-  log "Deploy a model: kubectl --context $KCTX apply -f manifests/examples/   |   tear down: ./init.sh --down"
+  log "Deploy a model: kubectl --context $KCTX apply -k manifests/examples   |   tear down: ./init.sh --down"
 }
 
 cluster_down() {

@@ -14,6 +14,8 @@ import pytest
 
 from tests.utils.procs import BIN, free_port, http_ok, port_open, start
 
+pytest_plugins = ["tests.k8s.fixtures"]  # the real-Kubernetes tier: k8s, operator_kubeconfig, mlstack_operator, ...
+
 IRIS_CSV = Path(__file__).resolve().parents[1] / "fastapi" / "mlstack" / "data" / "iris.csv"
 S3_KEY = "test-access-key"
 S3_SECRET = "test-secret-key"  # moto accepts any credentials

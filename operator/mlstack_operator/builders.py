@@ -225,17 +225,22 @@ def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_por
     }
 
 
-def build_hpa(md: ModelDeployment) -> Manifest:
+def build_hpa(md: ModelDeployment, canary_replicas: int = 0) -> Manifest:
+    """The stable track's HPA. With a canary of ``canary_replicas`` fixed replicas, the HPA's bounds are the
+    stable track's share of the spec's (so stable + canary = ``minReplicas`` at minimum scale, as admission and
+    the quota controller count, and the effective canary share at minimum scale is the annotated one)."""
     auto = md.spec.autoscaling
     assert auto is not None
+    lo = max(1, auto.min_replicas - canary_replicas)
+    hi = max(lo, auto.max_replicas - canary_replicas)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": _meta(md, md.name, STABLE),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": md.name},
-            "minReplicas": auto.min_replicas,
-            "maxReplicas": auto.max_replicas,
+            "minReplicas": lo,
+            "maxReplicas": hi,
             "metrics": [{
                 "type": "Resource",
                 "resource": {"name": "cpu", "target": {"type": "Utilization",
@@ -459,8 +464,9 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
         children.append(build_service(md, settings, target_port=settings.server_port))
         return children
 
-    # With autoscaling the HPA owns the stable track's replica count; a canary keeps its fixed share
-    # of minReplicas (so the effective percentage shrinks as the stable track scales out).
+    # With autoscaling the HPA owns the stable track's replica count within the stable share of the bounds; a
+    # canary keeps its fixed share of minReplicas (so the effective percentage shrinks as the stable track scales
+    # out: exact weighted routing is not done here).
     children.append(build_deployment(md, versions.stable, settings, replicas=None if spec.autoscaling else stable_n))
     if canary is not None:
         dep = build_deployment(md, canary, settings, track=CANARY, replicas=canary_n)
@@ -469,7 +475,7 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
         children.append(dep)
     children.append(build_service(md, settings))
     if spec.autoscaling:
-        children.append(build_hpa(md))
+        children.append(build_hpa(md, canary_n))
     return children
 
 

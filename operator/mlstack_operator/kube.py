@@ -57,6 +57,17 @@ def path_of(obj: Mapping[str, Any], *, collection: bool = False, subresource: st
                     subresource)
 
 
+def bearer(cfg: Any) -> str | None:
+    """The ``Authorization`` header value of a ``kubernetes.client.Configuration``, or None (client certs).
+
+    ``auth_settings()`` is the client's own answer and refreshes rotated service-account tokens; since
+    kubernetes-client 36 the loaders store the token under ``api_key["BearerToken"]`` (before: "authorization"),
+    which a direct ``get_api_key_with_prefix("authorization")`` missed: every request went out anonymous.
+    """
+    setting = cfg.auth_settings().get("BearerToken")
+    return setting.get("value") if setting else None
+
+
 class KubeClient:
     def __init__(self, server: str, session: aiohttp.ClientSession, token: Any = None) -> None:
         self.server = server.rstrip("/")
@@ -94,7 +105,7 @@ class KubeClient:
         if body is not None:
             headers["Content-Type"] = content_type
         if self._token is not None:
-            auth = self._token.get_api_key_with_prefix("authorization")
+            auth = bearer(self._token)
             if auth:
                 headers["Authorization"] = auth
         data = json.dumps(body) if body is not None else None

@@ -39,14 +39,15 @@ def upstream_validate(objs: list[dict[str, Any]], tmp_path: Path) -> None:
     assert " 0 invalid, 0 not covered" in proc.stdout, proc.stdout
 
 
-def _strict(node: Any) -> Any:
-    """additionalProperties: false wherever properties are listed (kubectl's strict field validation)."""
+def _strict(node: Any, key: str = "") -> Any:
+    """additionalProperties: false wherever properties are listed (kubectl's strict field validation), except in
+    ``metadata``, whose schema may only constrain name/generateName (the API server validates the rest)."""
     if isinstance(node, dict):
         if node.get("type") == "object" and "properties" in node and not node.get(
-                "x-kubernetes-preserve-unknown-fields"):
+                "x-kubernetes-preserve-unknown-fields") and key != "metadata":
             node.setdefault("additionalProperties", False)
-        for v in node.values():
-            _strict(v)
+        for k, v in node.items():
+            _strict(v, k if k != "properties" else key)
     elif isinstance(node, list):
         for v in node:
             _strict(v)

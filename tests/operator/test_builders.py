@@ -101,6 +101,23 @@ def test_onnx_canary_is_a_second_replica_set_behind_the_same_service():
     assert builders.LABEL_TRACK not in svc["spec"]["selector"]
 
 
+def test_canary_with_autoscaling_counts_the_canary_inside_the_bounds():
+    # minReplicas 4 at 25 %: stable 3 (the HPA's minimum) + canary 1 = 4 pods, 25 % of them canary; what
+    # admission demands (4 x 500m) is what the quota controller will count for those pods
+    from mlstack_operator.admission import demand
+
+    objs = children("onnx-canary-autoscaling")
+    assert kinds(objs) == ["Deployment/iris", "Deployment/iris-canary", "Service/iris", "HorizontalPodAutoscaler/iris"]
+    stable, canary, _, hpa = objs
+    assert "replicas" not in stable["spec"] and canary["spec"]["replicas"] == 1
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    assert canary["metadata"]["annotations"][builders.ANNOTATION_CANARY_PERCENT] == "25"
+    pods = hpa["spec"]["minReplicas"] + canary["spec"]["replicas"]
+    cpu = sum(float(builders._cpu_float(o["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]))
+              * n for o, n in ((stable, hpa["spec"]["minReplicas"]), (canary, 1)))
+    assert pods == 4 and demand(CASES["onnx-canary-autoscaling"]).cpu == pytest.approx(cpu)
+
+
 @pytest.mark.parametrize("total,pct,expected", [(10, 10, (9, 1)), (1, 10, (1, 1)), (4, 25, (3, 1)),
                                                 (0, 50, (0, 0)), (2, 50, (1, 1)), (20, 99, (1, 20))])
 def test_canary_split(total, pct, expected):
