@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     data_uri: str = "s3://mlops/data/iris.csv"
     data_target: str = "target"
+    data_dir: Path | None = Field(None, description="local mode: the one directory local data paths may name "
+                                  "(unset: only s3:// data)")
+    data_shared_prefixes: list[str] = Field(
+        default_factory=lambda: ["s3://mlops/data/"],
+        description="cluster mode: s3:// prefixes every organisation may read besides data_uri (the platform's data)")
+    org_data_prefix: str = Field("s3://mlops/orgs/{org}/",
+                                 description="cluster mode: an organisation's own data ({org}: its name)")
     upload_prefix: str = "s3://mlops/uploads"
 
     # Redis
@@ -49,6 +56,14 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8888
+    api_max_body_bytes: int = Field(1024 * 1024, ge=0, description="largest request body of a route not in "
+                                    "api_body_limits (413 before reading it)")
+    api_body_limits: dict[str, int] = Field(
+        default_factory=lambda: {"POST /inference": 16 * 1024 * 1024},
+        description='per-route body limits, "METHOD /path/{template}" -> bytes (the uploads default to their own '
+                    "limits: MAX_CSV_BYTES for /train, MLSTACK_PACKAGE_MAX_UPLOAD_BYTES for model packages)")
+    api_max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024,
+                                      description="largest request line + headers (uvicorn h11); more is a 400")
     registry_cache_seconds: float = Field(5.0, ge=0, description="alias -> version cache for /inference")
     alert_accuracy_threshold: float = Field(0.9, ge=0, le=1)
 

@@ -14,8 +14,20 @@ TRAIN_TIMEOUT = 300
 
 
 @pytest.fixture(scope="session")
-def api_url(stack_env, workdir):
-    env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "api-tests", "MLSTACK_SERVE_PORT_RANGE": "[23000, 23999]"}
+def data_dir(workdir):
+    """The API's one local data directory (MLSTACK_DATA_DIR), holding iris.csv."""
+    from tests.conftest import IRIS_CSV
+
+    d = workdir / "data"
+    d.mkdir(exist_ok=True)
+    (d / "iris.csv").write_bytes(IRIS_CSV.read_bytes())
+    return d
+
+
+@pytest.fixture(scope="session")
+def api_url(stack_env, workdir, data_dir):
+    env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "api-tests", "MLSTACK_SERVE_PORT_RANGE": "[23000, 23999]",
+           "MLSTACK_DATA_DIR": str(data_dir)}
     proc, url = start_api(workdir / "api.log", env)
     yield url
     proc.stop(timeout=30)

@@ -1,7 +1,8 @@
 """Read training data by URI scheme: ``s3://`` through boto3 (configured endpoint) or a local path.
 
 With no S3 endpoint but an ``object_store_dir`` (local mode), ``s3://bucket/key`` is the file
-``object_store_dir/bucket/key``.
+``object_store_dir/bucket/key``. Local paths are read only inside ``data_dir`` (``MLSTACK_DATA_DIR``);
+which URIs a caller may name at all is :func:`mlstack.training.access.check_data_uri`'s answer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from mlstack.errors import InvalidInput, NotFound, Unavailable
+from mlstack.training.access import resolve_local
 
 MAX_CSV_BYTES = 200 * 1024 * 1024
 
@@ -24,12 +26,14 @@ class ObjectStore:
 
     boto3_kwargs: dict | None = None
     local_dir: str | None = None
+    data_dir: str | None = None  # the one directory local paths may name (None: local paths are refused)
 
     @classmethod
     def from_settings(cls, s) -> ObjectStore:
+        data_dir = str(Path(s.data_dir).absolute()) if s.data_dir else None
         if s.s3_endpoint_url or s.object_store_dir is None:
-            return cls(boto3_kwargs=s.boto3_kwargs())
-        return cls(local_dir=str(s.object_store_dir))
+            return cls(boto3_kwargs=s.boto3_kwargs(), data_dir=data_dir)
+        return cls(local_dir=str(s.object_store_dir), data_dir=data_dir)
 
     def _client(self):
         import boto3
@@ -47,7 +51,7 @@ class ObjectStore:
         bucket, key = split_s3(uri)
         if self.local_dir:
             path = self._local(bucket, key)
-            if not path.is_file():
+            if not _is_file(path):
                 raise NotFound(f"{uri} does not exist")
             return path.read_bytes()
         from botocore.exceptions import BotoCoreError, ClientError
@@ -68,7 +72,7 @@ class ObjectStore:
     def exists(self, uri: str) -> bool:
         bucket, key = split_s3(uri)
         if self.local_dir:
-            return self._local(bucket, key).is_file()
+            return _is_file(self._local(bucket, key))
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -103,39 +107,55 @@ def split_s3(uri: str) -> tuple[str, str]:
     return p.netloc, p.path.lstrip("/")
 
 
-def _local_file(uri: str) -> Path:
-    scheme = urlparse(uri).scheme
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long, a loop of symlinks: not a file this API can read
+        return False
+
+
+def _local_file(uri: str, store: ObjectStore) -> Path:
+    """A local path that ``check_data_uri`` allowed, read only inside the data directory (symlinks resolved)."""
+    scheme = urlparse(uri).scheme if "://" in uri else ""
     if scheme not in ("", "file"):
-        raise InvalidInput(f"unsupported data URI scheme {scheme!r}: use s3:// or a local path")
-    path = Path(urlparse(uri).path if scheme == "file" else uri)
-    if not path.is_file():
-        raise NotFound(f"{uri} does not exist")
+        raise InvalidInput(f"unsupported data URI scheme {scheme!r}: use s3://")
+    raw = urlparse(uri).path if scheme == "file" else uri
+    path = resolve_local(raw, Path(store.data_dir) if store.data_dir else None)
+    if not _is_file(path):
+        raise NotFound(f"{uri} does not exist in the data directory")
     return path
 
 
 def read_bytes(uri: str, store: ObjectStore) -> bytes:
     if uri.startswith("s3://"):
         return store.read(uri)
-    return _local_file(uri).read_bytes()
+    path = _local_file(uri, store)
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise InvalidInput(f"{uri} is larger than {MAX_CSV_BYTES} bytes")
+    return path.read_bytes()
 
 
 def check_exists(uri: str, store: ObjectStore) -> None:
-    """Raise NotFound/InvalidInput early (at request time) for data that cannot be read."""
+    """Raise NotFound/InvalidInput early (at request time) for data that cannot be read.
+
+    Only for URIs :func:`mlstack.training.access.check_data_uri` allowed: the answer says whether a file the
+    caller may read exists, nothing about the rest of the machine."""
     if uri.startswith("s3://"):
         if not store.exists(uri):
             raise NotFound(f"{uri} does not exist")
     else:
-        _local_file(uri)
+        _local_file(uri, store)
 
 
 def parse_csv(data: bytes, target: str, source: str = "CSV") -> pd.DataFrame:
     """Parse and sanity-check a training CSV: the target column exists, numeric features, enough rows."""
     try:
         df = pd.read_csv(io.BytesIO(data))
-    except Exception as e:
-        raise InvalidInput(f"{source} is not a readable CSV: {e}") from None
+    except Exception as e:  # pandas' messages name lines and fields, not their contents; cut them short anyway
+        raise InvalidInput(f"{source} is not a readable CSV: {type(e).__name__}: {str(e)[:200]}") from None
     if target not in df.columns:
-        raise InvalidInput(f"{source} has no target column {target!r} (columns: {', '.join(map(str, df.columns))})")
+        columns = ", ".join(str(c)[:40] for c in df.columns[:20]) + (", ..." if len(df.columns) > 20 else "")
+        raise InvalidInput(f"{source} has no target column {target!r} (columns: {columns})")
     features = [c for c in df.columns if c != target and pd.api.types.is_numeric_dtype(df[c])]
     if not features:
         raise InvalidInput(f"{source} has no numeric feature columns besides {target!r}")

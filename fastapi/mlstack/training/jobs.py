@@ -22,6 +22,7 @@ from mlstack.alerts import AlertSink
 from mlstack.errors import InvalidInput, NotFound, Unavailable
 from mlstack.registry import Registry
 from mlstack.settings import Settings
+from mlstack.training.access import DataPolicy, check_data_uri
 from mlstack.training.data import ObjectStore, check_exists
 from mlstack.training.schemas import TrainingJob, TrainingRequest
 from mlstack.training.train import TrainConfig, run_job
@@ -53,6 +54,7 @@ class JobManager:
         self.registry = registry
         self.alerts = alerts
         self.store = ObjectStore.from_settings(settings)
+        self.policy = DataPolicy.from_settings(settings)
         self.ray_ready = False
         self.ray_error: str | None = None
         self._ray_lock = asyncio.Lock()
@@ -188,9 +190,10 @@ class JobManager:
         await asyncio.to_thread(self.store.write, uri, data)
 
     # -- submit / run ------------------------------------------------------------------------------
-    async def submit(self, req: TrainingRequest) -> TrainingJob:
+    async def submit(self, req: TrainingRequest, who=None) -> TrainingJob:
+        """``who``: the caller (a ``Principal``) whose data the URI must be; None for the platform (schedules)."""
         s = self.settings
-        data_uri = req.data_uri or s.data_uri
+        data_uri = check_data_uri(req.data_uri or s.data_uri, who, self.policy)  # 422 before touching anything
         try:
             await asyncio.to_thread(check_exists, data_uri, self.store)
         except NotFound as e:

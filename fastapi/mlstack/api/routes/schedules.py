@@ -8,10 +8,12 @@ from fastapi import APIRouter, Path
 
 from mlstack.api.deps import ServicesDep, allow
 from mlstack.api.services import Services
+from mlstack.auth import Caller
 from mlstack.errors import Unavailable
 from mlstack.schedules.schemas import Killed, ScheduleOut, ScheduleTrainingRequest, WatchModelRequest
 from mlstack.schedules.service import ScheduleService
 from mlstack.schedules.setup import SERVICE
+from mlstack.training.access import check_data_uri
 
 router = APIRouter(tags=["schedules"])
 
@@ -23,11 +25,15 @@ def _service(svc: Services) -> ScheduleService:
     return service
 
 
-@router.post("/schedule_training", dependencies=[allow("create", "schedules")],
-             status_code=201, response_model=ScheduleOut,
+@router.post("/schedule_training", status_code=201, response_model=ScheduleOut,
              summary="Train every N minutes/seconds (persistent; runs once per interval across replicas)")
-async def schedule_training(body: ScheduleTrainingRequest, svc: ServicesDep) -> dict:
-    return await _service(svc).add("training", body.training_params(), body.interval_seconds)
+async def schedule_training(body: ScheduleTrainingRequest, svc: ServicesDep,
+                            caller: Annotated[Caller, allow("create", "schedules")]) -> dict:
+    params = body.training_params()
+    # the caller's data rules hold for every firing: check the URI now, while we know who asked
+    if params.get("data_uri"):  # (the default data is everyone's)
+        params["data_uri"] = check_data_uri(params["data_uri"], caller.principal, svc.training.policy)
+    return await _service(svc).add("training", params, body.interval_seconds)
 
 
 @router.post("/watch_model", dependencies=[allow("create", "schedules")], status_code=201, response_model=ScheduleOut,

@@ -9,25 +9,32 @@ from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
 from mlstack.api.deps import ServicesDep, allow
+from mlstack.auth import Caller
 from mlstack.errors import InvalidInput
+from mlstack.training.access import upload_uri
 from mlstack.training.data import MAX_CSV_BYTES, parse_csv
 from mlstack.training.schemas import NAME_PATTERN, Hyperparameters, TrainingJob, TrainingRequest
 
 router = APIRouter(tags=["training"])
 
 
-@router.post("/trigger_training", dependencies=[allow("create", "trainingjobs")],
-             status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
-             summary="Train a RandomForest on Ray from a CSV URI; returns at once with a job id")
-async def trigger_training(req: TrainingRequest, svc: ServicesDep) -> TrainingJob:
-    return await svc.training.submit(req)
+CreateJob = Annotated[Caller, allow("create", "trainingjobs")]
 
 
-@router.post("/train", dependencies=[allow("create", "trainingjobs")],
-             status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
+@router.post("/trigger_training", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
+             summary="Train a RandomForest on Ray from a CSV URI; returns at once with a job id",
+             description="`data_uri`: an `s3://` object the caller may read (in cluster mode: their organisation's "
+                         "prefix or the platform's data) or, in local mode, a file in `MLSTACK_DATA_DIR`; anything "
+                         "else is 422 without being touched.")
+async def trigger_training(req: TrainingRequest, svc: ServicesDep, caller: CreateJob) -> TrainingJob:
+    return await svc.training.submit(req, caller.principal)
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
              summary="Train on an uploaded CSV (multipart)")
 async def train_upload(
     svc: ServicesDep,
+    caller: CreateJob,
     file: Annotated[UploadFile, File(description="CSV with a header row and a target column")],
     hyperparameters: Annotated[str, Form(description="JSON object of hyperparameters")] = "{}",
     target: Annotated[str | None, Form(max_length=200)] = None,
@@ -42,10 +49,10 @@ async def train_upload(
     if len(data) > MAX_CSV_BYTES:
         raise InvalidInput(f"the upload is larger than {MAX_CSV_BYTES} bytes")
     parse_csv(data, target or s.data_target, source=file.filename or "the upload")  # 422 before storing
-    uri = f"{s.upload_prefix.rstrip('/')}/{uuid.uuid4().hex}.csv"
+    uri = upload_uri(s.upload_prefix, f"{uuid.uuid4().hex}.csv", caller.principal, svc.training.policy)
     await svc.training.store_upload(uri, data)
     return await svc.training.submit(TrainingRequest(hyperparameters=hp, data_uri=uri, target=target,
-                                                     model_name=model_name))
+                                                     model_name=model_name), caller.principal)
 
 
 @router.get("/training", dependencies=[allow("list", "trainingjobs")],
