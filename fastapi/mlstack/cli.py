@@ -27,6 +27,9 @@ def _api(args: argparse.Namespace) -> int:
         port=args.port or s.api_port,
         log_level=args.log_level,
         timeout_graceful_shutdown=10,
+        # h11, not httptools: it bounds the request line + headers (httptools buffers any size); more is a 400
+        http="h11",
+        h11_max_incomplete_event_size=s.api_max_header_bytes,
     )
     return 0
 

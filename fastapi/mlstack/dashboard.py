@@ -54,7 +54,7 @@ def _request_headers(request: Request) -> list[tuple[str, str]]:
 def create_app(api_url: str, dist_dir: Path) -> Starlette:
     from mlstack.auth.redact import redact_access_logs
 
-    redact_access_logs()  # the proxied alert stream's URL carries ?access_token=
+    redact_access_logs()  # the proxied alert stream's URL carries ?ticket=
     dist = dist_dir.resolve()
     index = dist / "index.html"
     upstream = api_url.rstrip("/")

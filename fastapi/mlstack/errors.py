@@ -57,3 +57,17 @@ def error_response(exc: MlstackError) -> Any:
 
     headers = {"WWW-Authenticate": 'Bearer realm="mlstack"'} if exc.status_code == 401 else None
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+def mlflow_error(exc: Any) -> MlstackError:
+    """The domain error of an ``MlflowException`` no route caught: bad input is 422, a missing thing 404, a
+    duplicate 409, anything else MLflow's trouble (503); the message is cut short."""
+    code = getattr(exc, "error_code", "") or ""
+    message = f"MLflow: {getattr(exc, 'message', None) or exc}"[:300]
+    if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"):
+        return InvalidInput(message)
+    if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+        return NotFound(message)
+    if code == "RESOURCE_ALREADY_EXISTS":
+        return Conflict(message)
+    return Unavailable(message)

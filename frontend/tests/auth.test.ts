@@ -274,14 +274,14 @@ class FakeEventSource implements EventSourceLike {
   }
 }
 
-describe("AlertStream and the token", () => {
-  function stream(token: () => string | null, store = new AlertStore()) {
+describe("AlertStream and the stream ticket", () => {
+  function stream(ticket: (() => Promise<string | null>) | undefined, store = new AlertStore()) {
     const sources: FakeEventSource[] = [];
     const timers: (() => void)[] = [];
     const s = new AlertStream({
       url: "/api/webhook",
       store,
-      token,
+      ticket,
       createEventSource: (url) => {
         const es = new FakeEventSource(url);
         sources.push(es);
@@ -292,40 +292,73 @@ describe("AlertStream and the token", () => {
     });
     return { s, sources, timers, store };
   }
+  const settle = () => new Promise((r) => setTimeout(r, 0));
 
-  it("puts access_token on the EventSource URL", () => {
-    const { s, sources } = stream(() => "a b/c");
+  it("opens the stream with a ticket, never the token", async () => {
+    const { s, sources } = stream(async () => "t k/1");
     s.start();
-    expect(sources[0].url).toBe("/api/webhook?access_token=a%20b%2Fc");
+    expect(sources).toHaveLength(0); // not before the ticket is there
+    await settle();
+    expect(sources[0].url).toBe("/api/webhook?ticket=t%20k%2F1");
+    expect(sources[0].url).not.toContain("access_token");
   });
 
-  it("keeps the resume id and adds the token", () => {
+  it("keeps the resume id and adds the ticket", async () => {
     const store = new AlertStore();
     store.add({ id: "7-1", type: "x", severity: "info", title: "t", ts: "2025-01-01T00:00:00Z" });
-    const { s, sources } = stream(() => "tok", store);
+    const { s, sources } = stream(async () => "tk", store);
     s.start();
-    expect(sources[0].url).toBe("/api/webhook?last_event_id=7-1&access_token=tok");
+    await settle();
+    expect(sources[0].url).toBe("/api/webhook?last_event_id=7-1&ticket=tk");
   });
 
-  it("has no access_token without a token", () => {
-    const { s, sources } = stream(() => null);
-    s.start();
-    expect(sources[0].url).toBe("/api/webhook");
+  it("has no ticket when there is none (auth off) or no ticket source", async () => {
+    const a = stream(async () => null);
+    a.s.start();
+    await settle();
+    expect(a.sources[0].url).toBe("/api/webhook");
+    const b = stream(undefined);
+    b.s.start();
+    expect(b.sources[0].url).toBe("/api/webhook");
   });
 
-  it("reads the token on every connect; restart() reconnects at once with the new one", () => {
-    let token: string | null = "old";
-    const { s, sources, timers } = stream(() => token);
+  it("gets a new single-use ticket for every connection", async () => {
+    let n = 0;
+    const { s, sources, timers } = stream(async () => `ticket-${++n}`);
     s.start();
+    await settle();
     sources[0].onerror?.(new Event("error"));
-    token = "new";
     timers.shift()!();
-    expect(sources[1].url).toBe("/api/webhook?access_token=new");
-    token = "newer";
+    await settle();
+    expect(sources[1].url).toBe("/api/webhook?ticket=ticket-2");
     s.restart();
+    await settle();
     expect(sources[1].closed).toBe(true);
-    expect(sources[2].url).toBe("/api/webhook?access_token=newer");
+    expect(sources[2].url).toBe("/api/webhook?ticket=ticket-3");
     expect(s.state).toBe("connecting");
+  });
+
+  it("retries later when no ticket can be had, and a late ticket after stop() opens nothing", async () => {
+    let fail = true;
+    const { s, sources, timers } = stream(async () => {
+      if (fail) throw new Error("401");
+      return "ok";
+    });
+    s.start();
+    await settle();
+    expect(sources).toHaveLength(0);
+    expect(s.state).toBe("reconnecting");
+    fail = false;
+    timers.shift()!();
+    await settle();
+    expect(sources[0].url).toBe("/api/webhook?ticket=ok");
+    let release: (t: string) => void = () => {};
+    const slow = stream(() => new Promise<string>((r) => (release = r)));
+    slow.s.start();
+    slow.s.stop();
+    release("late");
+    await settle();
+    expect(slow.sources).toHaveLength(0);
   });
 });
 

@@ -220,6 +220,8 @@ describe("the client's /orgs calls", () => {
 
   it("probes once: 501 hides the panel, a list or a refusal shows it", async () => {
     expect(await probeOrgs(client(() => json(501, { detail: "organisations ... need cluster mode" })))).toBe("off");
+    // what local mode answers now: a 404 that says why (never a 5xx)
+    expect(await probeOrgs(client(() => json(404, { detail: "no organisations in local mode: ... need cluster mode" })))).toBe("off");
     expect(await probeOrgs(client(() => json(200, [ACME])))).toBe("on");
     expect(await probeOrgs(client(() => json(403, { detail: "olga may not list organizations" })))).toBe("on");
   });
@@ -241,6 +243,8 @@ describe("the client's /orgs calls", () => {
     const answerLocal = (c: Call) => (c.url === "/api/orgs" ? json(401, { detail: "missing bearer token" }) : json(501, { detail: "need cluster mode" }));
     expect(await probeOrgs(client(answerLocal, local, null))).toBe("off");
     expect(local.map((x) => `${x.init?.method} ${x.url}`)).toEqual(["GET /api/orgs", "POST /api/orgs/join"]);
+    const answerLocal404 = (c: Call) => (c.url === "/api/orgs" ? json(401, { detail: "missing bearer token" }) : json(404, { detail: "no organisations in local mode" }));
+    expect(await probeOrgs(client(answerLocal404, [], null))).toBe("off");
     const answerCluster = (c: Call) => (c.url === "/api/orgs" ? json(401, { detail: "missing bearer token" }) : json(404, { detail: "unknown invite code" }));
     expect(await probeOrgs(client(answerCluster, [], null))).toBe("on");
   });

@@ -41,6 +41,7 @@ MATRIX = [
     ("GET", "/alerts?limit=1", None, "viewer"),
     ("POST", "/alerts", {"severity": "nonsense"}, "deployer"),
     ("GET", "/alerts/status", None, "viewer"),
+    ("POST", "/alerts/ticket", None, "viewer"),
     ("GET", "/deployments", None, "viewer"),
     ("GET", "/deployments/nope", None, "viewer"),
     # the namespace comes from the body, so it is authorised after validation: a valid body (of a model that
@@ -142,25 +143,52 @@ def test_version_edit_needs_deployer(api):
         assert r.status_code == code, r.text
 
 
+def ticket(api: str, role: str) -> str:
+    r = httpx.post(api + "/alerts/ticket", headers=bearer(role), timeout=30)
+    assert r.status_code == 201, r.text
+    assert 0 < r.json()["expires_in"] <= 30
+    return r.json()["ticket"]
+
+
 @pytest.mark.parametrize("path", ["/alerts/stream", "/webhook"])
-def test_event_stream_takes_the_token_as_query_parameter(api, api_log, path):
+def test_event_stream_takes_a_single_use_ticket_not_the_token(api, api_log, redis_url, path):
+    import redis
+
     with httpx.stream("GET", api + path, timeout=30) as r:
         assert r.status_code == 401
-    with httpx.stream("GET", api + path, params={"access_token": "y" * 30}, timeout=30) as r:
-        assert r.status_code == 401
+    # the token itself in the URL no longer works (it would land in every proxy's log)
     with httpx.stream("GET", api + path, params={"access_token": TOKENS["viewer"]}, timeout=30) as r:
+        assert r.status_code == 401
+    assert httpx.post(api + "/alerts/ticket", timeout=30).status_code == 401
+    assert httpx.post(api + "/alerts/ticket", params={"access_token": TOKENS["viewer"]}, timeout=30).status_code == 401
+    with httpx.stream("GET", api + path, params={"ticket": "y" * 43}, timeout=30) as r:
+        assert r.status_code == 401 and "ticket" in r.read().decode()
+    t = ticket(api, "viewer")
+    # it lives in Redis only as a hash, with a short expiry
+    keys = redis.Redis.from_url(redis_url).keys("mlstack:alerts:ticket:*")
+    assert keys and all(t.encode() not in k for k in keys)
+    assert all(0 < redis.Redis.from_url(redis_url).ttl(k) <= 30 for k in keys)
+    with httpx.stream("GET", api + path, params={"ticket": t}, timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-    # the query parameter is for event streams only
-    r = httpx.get(api + "/alerts", params={"access_token": TOKENS["viewer"]}, timeout=30)
-    assert r.status_code == 401
+    with httpx.stream("GET", api + path, params={"ticket": t}, timeout=30) as r:  # single use
+        assert r.status_code == 401
+    # a ticket is for the event streams only
+    assert httpx.get(api + "/alerts", params={"ticket": ticket(api, "viewer")}, timeout=30).status_code == 401
     # and never lands in the access log
-    wait_until(lambda: f"{path}?access_token=[redacted]" in api_log.read_text(), 10, what="the access log line")
-    assert TOKENS["viewer"] not in api_log.read_text()
+    wait_until(lambda: f"{path}?ticket=[redacted]" in api_log.read_text(), 10, what="the access log line")
+    assert t not in api_log.read_text() and TOKENS["viewer"] not in api_log.read_text()
+
+
+def test_a_ticket_carries_its_callers_rights(api):
+    """A ticket opens the stream as the one who asked for it: the stream route's own check still runs."""
+    for role in ROLE_ORDER:
+        with httpx.stream("GET", api + "/webhook", params={"ticket": ticket(api, role)}, timeout=30) as r:
+            assert r.status_code == 200
 
 
 def test_orgs_need_cluster_mode(api):
     r = httpx.post(api + "/orgs", json={"name": "acme"}, headers=bearer("admin"))
-    assert r.status_code == 501 and "cluster mode" in r.json()["detail"]
+    assert r.status_code == 404 and "cluster mode" in r.json()["detail"]
     assert httpx.post(api + "/orgs", json={"name": "acme"}).status_code == 401
     r = httpx.post(api + "/orgs/join", json={"code": "x" * 20, "name": "bob"})
-    assert r.status_code == 501
+    assert r.status_code == 404 and "cluster mode" in r.json()["detail"]

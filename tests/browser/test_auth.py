@@ -112,7 +112,9 @@ def test_the_viewer_signs_in(page, stream_urls, artifacts):
     assert stored_token(page) == VIEWER_TOKEN
     # no reload: the panels load and the stream connects with the new token
     expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=30_000)
-    assert any(f"access_token={VIEWER_TOKEN}" in u for u in stream_urls), stream_urls
+    # the stream opens with a single-use ticket, never the token in the URL
+    assert any("ticket=" in u for u in stream_urls), stream_urls
+    assert not any(VIEWER_TOKEN in u or "access_token" in u for u in stream_urls), stream_urls
     note = page.locator("#deployments-root > p[role=status]")
     expect(note).not_to_have_text("", timeout=15_000)
     expect(note).not_to_contain_text("Could not load")
@@ -150,7 +152,10 @@ def test_the_admin_signs_in_and_alerts_arrive_live(page, api_url, stream_urls):
     sign_in(page, ADMIN_TOKEN)
     expect(page.locator("#auth-who")).to_have_text("ada (admin)", timeout=15_000)
     expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=30_000)
-    assert f"access_token={ADMIN_TOKEN}" in stream_urls[-1], stream_urls[-1]
+    assert "ticket=" in stream_urls[-1] and ADMIN_TOKEN not in stream_urls[-1], stream_urls[-1]
+    # a new ticket for every connection: no stream URL twice
+    tickets = [u.split("ticket=")[1].split("&")[0] for u in stream_urls if "ticket=" in u]
+    assert len(tickets) == len(set(tickets)), stream_urls
 
     title = f"auth check {uuid.uuid4().hex[:8]}"
     assert httpx.post(f"{api_url}/alerts", json={"title": title}, timeout=10).status_code == 401

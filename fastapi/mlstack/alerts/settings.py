@@ -23,6 +23,8 @@ class AlertSettings(BaseSettings):
     alerts_send_timeout: float = Field(30.0, gt=0, description="a client whose socket takes longer is dropped")
     alerts_retry_ms: int = Field(1000, ge=0, description="SSE 'retry:' reconnection delay sent to browsers")
     alerts_redis_timeout: float = Field(2.0, gt=0, description="timeout of one XADD/XRANGE")
+    alerts_ticket_seconds: int = Field(30, ge=1, le=600, description="life of a single-use SSE stream ticket "
+                                       "(POST /alerts/ticket)")
 
 
 @lru_cache

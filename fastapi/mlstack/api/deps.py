@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from mlstack.alerts.tickets import tickets
+from mlstack.api.limits import PRINCIPAL_KEY
 from mlstack.api.services import Services
 from mlstack.auth import HOME, Caller
 from mlstack.errors import Unauthorized
@@ -39,18 +41,30 @@ def _token(request: Request, creds: HTTPAuthorizationCredentials | None) -> str 
     return None
 
 
+async def _authenticate(request: Request, svc: Services, token: str | None):
+    """The caller of ``token``; reuses the answer ``BodyGuard`` got before it let the body be read."""
+    known = request.scope.get(PRINCIPAL_KEY)
+    if known is not None and known[0] == token:
+        return known[1]
+    return await svc.auth.authenticate(token)
+
+
 async def get_caller(request: Request, svc: ServicesDep,
                      creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
-    return Caller(await svc.auth.authenticate(_token(request, creds)), svc.auth)
+    return Caller(await _authenticate(request, svc, _token(request, creds)), svc.auth)
 
 
 async def get_stream_caller(
     request: Request, svc: ServicesDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    access_token: Annotated[str | None, Query(max_length=4096, description=(
-        "the bearer token, for EventSource clients that cannot send headers (the header wins)"))] = None,
+    ticket: Annotated[str | None, Query(max_length=200, description=(
+        "a single-use stream ticket from POST /alerts/ticket, for EventSource clients that cannot send headers "
+        "(an Authorization header wins)"))] = None,
 ) -> Caller:
-    """For server-sent-event routes: the token may come as ``?access_token=`` (browsers' EventSource)."""
-    return Caller(await svc.auth.authenticate(_token(request, creds) or access_token), svc.auth)
+    """For server-sent-event routes: the bearer header, or ``?ticket=`` (never the token itself in the URL)."""
+    token = _token(request, creds)
+    if token is None and ticket is not None:
+        return Caller(await tickets(svc).redeem(ticket), svc.auth)
+    return Caller(await _authenticate(request, svc, token), svc.auth)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -7,11 +7,13 @@ import logging
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from mlstack.api.limits import BodyGuard, validation_response
 from mlstack.api.services import start_services
 from mlstack.auth.redact import redact_access_logs
-from mlstack.errors import MlstackError, error_response
+from mlstack.errors import MlstackError, error_response, mlflow_error
 from mlstack.settings import Settings, get_settings
 
 log = logging.getLogger("mlstack.api")
@@ -42,6 +44,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(MlstackError)
     async def _domain_error(_: Request, exc: MlstackError) -> JSONResponse:
         return error_response(exc)
+
+    from mlflow.exceptions import MlflowException
+
+    @app.exception_handler(MlflowException)
+    async def _mlflow_error(_: Request, exc: MlflowException) -> JSONResponse:
+        return error_response(mlflow_error(exc))  # what MLflow refused is the request's fault, else MLflow's
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(exc.errors())  # never the whole input back
+
+    app.add_middleware(BodyGuard, settings=settings)  # token and body size before the body is read
 
     for name in ROUTERS:
         app.include_router(importlib.import_module(f"mlstack.api.routes.{name}").router)

@@ -1,11 +1,12 @@
-"""Keep bearer tokens out of access logs: event-stream URLs carry ``?access_token=`` (EventSource)."""
+"""Keep credentials out of access logs: event-stream URLs carry ``?ticket=`` (single-use, but still), and a client
+that still sends the retired ``?access_token=`` must not get its token written down either."""
 
 from __future__ import annotations
 
 import logging
 import re
 
-_TOKEN = re.compile(r"(access_token=)[^&\s\"']+")
+_TOKEN = re.compile(r"((?:access_token|ticket)=)[^&\s\"']+")
 
 
 class RedactAccessTokens(logging.Filter):

@@ -6,8 +6,10 @@
 // newest id seen, so the server replays exactly what this page missed; the store drops anything it
 // already has, so an overlapping replay shows no duplicates.
 //
-// EventSource cannot send headers, so a signed-in page passes its token as `access_token=` (read anew on
-// every connect, so a sign-in or sign-out takes effect on the next connection).
+// EventSource cannot send headers, and a token in a URL ends up in proxy and browser logs, so a signed-in
+// page first exchanges its token for a single-use, short-lived stream ticket (POST /alerts/ticket) and
+// opens the stream with `ticket=`. A ticket is fetched anew for every connection (it works once), so a
+// sign-in or sign-out takes effect on the next one.
 import type { AlertEvent, Severity } from "./types";
 
 export const SEVERITIES: Severity[] = ["info", "warning", "error", "critical"];
@@ -145,8 +147,8 @@ export interface AlertStreamOptions {
   onAlert?: (alert: AlertEvent) => void;
   onState?: (state: ConnectionState, retryInMs?: number) => void;
   createEventSource?: (url: string) => EventSourceLike;
-  /** The API token to pass as `access_token=` (null: none). */
-  token?: () => string | null;
+  /** A fresh single-use stream ticket for each connection (POST /alerts/ticket); null: connect without one. */
+  ticket?: () => Promise<string | null>;
   initialBackoffMs?: number;
   maxBackoffMs?: number;
   setTimer?: (fn: () => void, ms: number) => unknown;
@@ -158,8 +160,10 @@ export class AlertStream {
   private timer: unknown = null;
   private backoff: number;
   private stateValue: ConnectionState = "stopped";
-  private readonly o: Required<Omit<AlertStreamOptions, "onAlert" | "onState" | "token">> &
-    Pick<AlertStreamOptions, "onAlert" | "onState" | "token">;
+  /** Bumped whenever a connection attempt is abandoned, so a ticket that arrives late opens nothing. */
+  private attempt = 0;
+  private readonly o: Required<Omit<AlertStreamOptions, "onAlert" | "onState" | "ticket">> &
+    Pick<AlertStreamOptions, "onAlert" | "onState" | "ticket">;
 
   constructor(opts: AlertStreamOptions) {
     this.o = {
@@ -177,13 +181,12 @@ export class AlertStream {
     return this.stateValue;
   }
 
-  /** The URL the next connection uses: resumes after the newest stream id seen, with the token if any. */
-  connectUrl(): string {
+  /** The URL of a connection: resumes after the newest stream id seen, with the stream ticket if any. */
+  connectUrl(ticket: string | null = null): string {
     const params: string[] = [];
     const last = this.o.store.lastStreamId;
     if (last) params.push(`last_event_id=${encodeURIComponent(last)}`);
-    const token = this.o.token?.();
-    if (token) params.push(`access_token=${encodeURIComponent(token)}`);
+    if (ticket) params.push(`ticket=${encodeURIComponent(ticket)}`);
     if (!params.length) return this.o.url;
     const sep = this.o.url.includes("?") ? "&" : "?";
     return `${this.o.url}${sep}${params.join("&")}`;
@@ -218,7 +221,23 @@ export class AlertStream {
 
   private connect(state: ConnectionState): void {
     this.setState(state);
-    const es = this.o.createEventSource(this.connectUrl());
+    const attempt = ++this.attempt;
+    if (!this.o.ticket) {
+      this.open(null);
+      return;
+    }
+    this.o.ticket().then(
+      (ticket) => {
+        if (attempt === this.attempt) this.open(ticket);
+      },
+      () => {
+        if (attempt === this.attempt) this.scheduleReconnect(); // no ticket (offline, signed out): retry later
+      },
+    );
+  }
+
+  private open(ticket: string | null): void {
+    const es = this.o.createEventSource(this.connectUrl(ticket));
     this.es = es;
     const onEvent = (ev: MessageEvent) => this.handle(ev);
     es.addEventListener("alert", onEvent);
@@ -262,6 +281,7 @@ export class AlertStream {
   }
 
   private closeSource(): void {
+    this.attempt++; // a ticket still on its way is for a connection nobody wants any more
     if (this.es) {
       this.es.onopen = this.es.onerror = this.es.onmessage = null;
       this.es.close();

@@ -181,6 +181,11 @@ export class ApiClient {
     return this.request<AlertEvent[]>(`/alerts?limit=${limit}`);
   }
 
+  /** A single-use, short-lived ticket that opens the alert stream once (EventSource cannot send the token). */
+  alertTicket() {
+    return this.request<{ ticket: string; expires_in: number }>("/alerts/ticket", { method: "POST" });
+  }
+
   // metrics and models
   metrics() {
     return this.request<MetricsResponse>("/get_metrics");

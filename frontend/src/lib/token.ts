@@ -1,4 +1,4 @@
-// The API token this page sends (Authorization: Bearer …, or ?access_token= on the alert stream).
+// The API token this page sends (Authorization: Bearer …; the alert stream gets a single-use ticket for it).
 // Kept in localStorage so a reload stays signed in; a blocked storage (private mode, a sandboxed
 // frame) falls back to memory for this page's life.
 

@@ -73,7 +73,8 @@ export function mountAlerts(onAlert: (a: AlertEvent) => void): AlertsView {
   const stream = new AlertStream({
     url: apiUrl("/webhook"),
     store,
-    token: () => tokens.get(),
+    // signed in: a fresh single-use ticket per connection, never the token in the URL
+    ticket: async () => (tokens.get() ? (await api.alertTicket()).ticket : null),
     onState: (state, retryInMs) => {
       conn.dataset.state = state;
       const text =

@@ -317,14 +317,14 @@ export interface MountOrgsOptions {
   session: { state: AuthState; subscribe: (fn: (s: AuthState, prev: AuthState) => void) => () => void; signIn: (t: string) => Promise<string | null> };
 }
 
-/** Ask once whether this API has organisations: `off` when /orgs answers 501 (local mode). */
+/** Ask once whether this API has organisations: `off` when /orgs answers 404 (local mode; 501 from older APIs). */
 export async function probeOrgs(client: ApiClient): Promise<OrgsSupport> {
   try {
     await client.orgs();
     return "on";
   } catch (e) {
     if (!(e instanceof ApiError)) return "on";
-    if (e.unavailable) return "off"; // 501 in local mode (404/405: an API without organisations)
+    if (e.unavailable) return "off"; // 404 in local mode (405/501: an API without organisations)
     if (!e.unauthorized) return "on";
   }
   // signed out: /orgs wants a token before it says anything; the join route needs none

@@ -13,6 +13,7 @@ from mlstack.alerts.settings import AlertSettings, get_alert_settings
 from mlstack.alerts.setup import HUB, SETTINGS
 from mlstack.alerts.sink import RedisStreamSink
 from mlstack.alerts.sse import FanoutEventSourceResponse
+from mlstack.alerts.tickets import tickets
 from mlstack.api.deps import ServicesDep, allow
 from mlstack.api.services import Services
 from mlstack.auth import CLUSTER, Caller
@@ -35,6 +36,8 @@ def _settings(svc: Services) -> AlertSettings:
 
 
 SSE_DOC = (
+    "Authenticate with `Authorization: Bearer <token>` or, from a browser's EventSource (which cannot send "
+    "headers), with `?ticket=` from `POST /alerts/ticket` (single-use, short-lived). "
     "Server-sent events. Every alert reaches every connected client as `event: alert`, "
     "`id: <stream id>`, `data: <AlertEvent JSON>`. Reconnect with the `Last-Event-ID` header "
     "(or `?last_event_id=`; the header wins) to replay what was missed, in order. Heartbeats are SSE "
@@ -79,6 +82,21 @@ async def alert_stream(
                                          ping=s.alerts_heartbeat_seconds,
                                          send_timeout=s.alerts_send_timeout)
     return response
+
+
+class Ticket(BaseModel):
+    ticket: str = Field(description="pass as ?ticket= to GET /webhook or /alerts/stream, once")
+    expires_in: int = Field(description="seconds it stays valid if unused")
+
+
+@router.post("/alerts/ticket", response_model=Ticket, status_code=201,
+             summary="A single-use, short-lived ticket to open the alert stream (for EventSource)",
+             description="Exchanges the bearer token (header only) for a ticket that opens one SSE stream as the "
+                         "same caller within `MLSTACK_ALERTS_TICKET_SECONDS`. URLs end up in proxy and browser "
+                         "logs; a used or expired ticket is worth nothing there, the token would be.")
+async def stream_ticket(svc: ServicesDep, caller: Annotated[Caller, allow("get", "alerts")]) -> Ticket:
+    book = tickets(svc)
+    return Ticket(ticket=await book.issue(caller.principal), expires_in=book.ttl)
 
 
 @router.get("/alerts", response_model=list[AlertEvent], summary="Recent alerts, newest last")

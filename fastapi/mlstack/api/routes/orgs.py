@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from mlstack.api.deps import CallerDep, ServicesDep
 from mlstack.auth import CLUSTER
-from mlstack.errors import Forbidden, NotSupported
+from mlstack.errors import Forbidden, NotFound
 from mlstack.orgs.kube import KubeOrgs
 from mlstack.orgs.schemas import (
     ORG_NAME,
@@ -34,7 +34,9 @@ Org = Annotated[str, Path(min_length=1, max_length=40, pattern=ORG_NAME)]
 
 def _orgs(svc) -> KubeOrgs:
     if svc.orgs is None:
-        raise NotSupported("organisations are Kubernetes namespaces: they need cluster mode (MLSTACK_MODE=cluster)")
+        # 404, not a 5xx: in local mode there are no organisations to find (nothing is broken)
+        raise NotFound("no organisations in local mode: they are Kubernetes namespaces and need cluster mode "
+                       "(MLSTACK_MODE=cluster)")
     return svc.orgs
 
 
