@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the suite needs on a fresh machine (apt servers, .venv, npm), then runs it all.
+# Installs everything the suite needs on a fresh machine (apt servers, .venv, npm, a Kubernetes control plane built
+# from Go modules), then runs it all.
 # Usage: ./test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +31,9 @@ log "installing mlstack[test] into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip setuptools wheel
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+log "Kubernetes control plane for the cluster tier (built once from the Go module proxy, cached in ~/.cache/mlstack/k8s)"
+tests/k8s/build.sh >/dev/null
+
 if [[ -f frontend/package.json ]]; then
   log "frontend: npm ci, unit tests, build"
   (cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm test --silent && npm run build --silent)
@@ -39,7 +43,7 @@ log "ruff"
 .venv/bin/ruff check .
 if command -v shellcheck >/dev/null; then
   log "shellcheck"
-  shellcheck init.sh test.sh .ci/run tests/cluster/e2e_smoke.sh
+  shellcheck init.sh test.sh .ci/run tests/cluster/e2e_smoke.sh tests/k8s/*.sh
 fi
 
 log "pytest"

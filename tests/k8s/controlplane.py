@@ -521,27 +521,37 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def down(d: Path, timeout: float = 20) -> None:
-    """Stop exactly what ``up`` started (the PIDs in ``d/pids``), newest first: SIGTERM, then SIGKILL."""
-    d = d.resolve()
-    procs = list(reversed(_read_pids(d)))
-    for _, pid in procs:
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
+def _stop(procs: list[tuple[str, int]], timeout: float) -> None:
+    """SIGTERM ``procs`` together, wait for all of them, SIGKILL what is left after ``timeout`` seconds."""
+    live = [(n, p) for n, p in procs if _pid_alive(p)]
+    for _, pid in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for name, pid in procs:
+    for name, pid in live:
         while _pid_alive(pid) and time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
                     break
-            except ChildProcessError:
-                pass
             time.sleep(0.05)
         if _pid_alive(pid):
-            log(f"{name} ({pid}) ignored SIGTERM: SIGKILL")
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    continue
+            log(f"{name} ({pid}) ignored SIGTERM for {timeout:.0f}s: SIGKILL")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def down(d: Path, timeout: float = 15) -> None:
+    """Stop exactly what ``up`` started (the PIDs in ``d/pids``): the API server's clients together, then the
+    API server, then etcd (an API server whose etcd is gone hangs in its shutdown). SIGTERM, then SIGKILL."""
+    d = d.resolve()
+    procs = _read_pids(d)
+    core = [p for p in procs if p[0] in ("kube-apiserver", "etcd")]
+    _stop([p for p in procs if p not in core], timeout)
+    for p in reversed(core):
+        _stop([p], timeout)
     (d / "pids").unlink(missing_ok=True)
 
 
