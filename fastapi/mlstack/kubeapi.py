@@ -1,10 +1,11 @@
 """The API's Kubernetes client (cluster mode): one connection, one way to call it, one error mapping.
 
 The ``kubernetes`` client is sync: every call runs in a thread with a timeout. Connection: the
-``MLSTACK_KUBE_SERVER`` override (emulators), else the in-cluster service account, else kubeconfig.
-The API server's answers map to domain errors: 404 -> NotFound, 409 -> Conflict, 400/422 (schema,
-CEL rules, validation) -> InvalidInput with its message, anything else (401/403 of the API's own
-ServiceAccount included) -> Unavailable; so does an unreachable API server.
+``MLSTACK_KUBE_SERVER`` override (a bare API server URL), else the in-cluster service account, else kubeconfig.
+The API server's answers map to domain errors: 404 -> NotFound, 409 -> Conflict (and the 403 that
+NamespaceLifecycle answers for a create in a namespace being deleted), 400/422 (schema, CEL rules,
+validation) -> InvalidInput with its message, anything else (401/403 of the API's own ServiceAccount
+included) -> Unavailable; so does an unreachable API server.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from typing import Any
 
 from mlstack.deployments.settings import DeploymentSettings
 from mlstack.errors import Conflict, InvalidInput, MlstackError, NotFound, Unavailable
+
+# the cause a real API server gives (403) for a create in a namespace that is being deleted (NamespaceLifecycle)
+TERMINATING = "NamespaceTerminating"
+
+
+class NamespaceTerminating(Conflict):
+    """A write refused because its namespace is being deleted (409, not "already exists")."""
 
 
 def connect(ds: DeploymentSettings) -> Any:
@@ -38,19 +46,34 @@ def connect(ds: DeploymentSettings) -> Any:
     return k8s.ApiClient(cfg)
 
 
-def message(exc: Any) -> str:
+def _body(exc: Any) -> dict[str, Any]:
     try:
         body = json.loads(exc.body)
-        return str(body.get("message") or body)
     except (TypeError, ValueError, AttributeError):
-        return str(getattr(exc, "reason", "") or exc)
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
-def api_error(what: str, status: int, msg: str) -> MlstackError:
+def message(exc: Any) -> str:
+    body = _body(exc)
+    if body:
+        return str(body.get("message") or body)
+    return str(getattr(exc, "reason", "") or exc)
+
+
+def causes(exc: Any) -> set[str]:
+    """The ``details.causes[].reason`` of a Kubernetes Status (e.g. ``NamespaceTerminating``)."""
+    details = _body(exc).get("details") or {}
+    return {str(c.get("reason")) for c in details.get("causes") or [] if isinstance(c, dict)}
+
+
+def api_error(what: str, status: int, msg: str, reasons: set[str] | frozenset[str] = frozenset()) -> MlstackError:
     if status == 404:
         return NotFound(f"{what}: {msg}")
     if status == 409:
         return Conflict(f"{what}: {msg}")
+    if status == 403 and TERMINATING in reasons:  # the namespace is being deleted: not the API's rights
+        return NamespaceTerminating(f"{what}: the namespace is being deleted: {msg}")
     if status in (400, 422):
         return InvalidInput(f"{what}: {msg}")
     if status in (401, 403):
@@ -68,7 +91,7 @@ async def call(what: str, fn: Any, *args: Any, timeout: float, raw: bool = False
             return json.loads(resp.data) if resp.data else {}
         return await asyncio.to_thread(fn, *args, _request_timeout=timeout, **kwargs)
     except ApiException as e:
-        raise api_error(what, e.status, message(e)) from None
+        raise api_error(what, e.status, message(e), causes(e)) from None
     except MlstackError:
         raise
     except Exception as e:  # connection refused, timeouts, TLS

@@ -14,7 +14,7 @@ from typing import Any
 from mlstack.deployments.schemas import DeploymentView, new_object, view, views
 from mlstack.deployments.settings import DeploymentSettings
 from mlstack.errors import Conflict, MlstackError, NotFound, Unavailable
-from mlstack.kubeapi import call
+from mlstack.kubeapi import NamespaceTerminating, call
 from mlstack_operator.contract import GROUP, PLURAL, VERSION, ModelDeploymentSpec, Phase
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class KubeDeployments:
         try:
             obj = await self._call(f"create ModelDeployment {namespace}/{name}", "create_namespaced_custom_object",
                                    namespace, PLURAL, body)
+        except NamespaceTerminating:
+            raise
         except Conflict:
             raise Conflict(f"ModelDeployment {namespace}/{name} already exists") from None
         return view(obj)

@@ -19,7 +19,7 @@ from typing import Any
 
 from mlstack.auth.settings import AuthSettings
 from mlstack.errors import Conflict, Gone, InvalidInput, MlstackError, NotFound, Unavailable
-from mlstack.kubeapi import call
+from mlstack.kubeapi import NamespaceTerminating, call
 from mlstack.orgs import builders as b
 from mlstack.orgs.schemas import Budget, InviteView, JoinResult, Member, OrgView
 
@@ -29,6 +29,13 @@ USED = "used"
 
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _terminating(ns_obj: dict[str, Any]) -> bool:
+    """A deleted namespace lingers (Terminating) while the namespace controller empties it: the organisation
+    is gone for the API from the moment it was deleted."""
+    return bool((ns_obj.get("metadata") or {}).get("deletionTimestamp")) or (
+        (ns_obj.get("status") or {}).get("phase") == "Terminating")
 
 
 class KubeOrgs:
@@ -66,6 +73,8 @@ class KubeOrgs:
             raise NotFound(f"organisation {org} not found") from None
         if (obj.get("metadata", {}).get("labels") or {}).get(b.ORG_LABEL) != org:
             raise NotFound(f"organisation {org} not found (namespace {ns} is not labelled {b.ORG_LABEL}={org})")
+        if _terminating(obj):
+            raise NotFound(f"organisation {org} is being deleted (namespace {ns} is terminating)")
         return obj
 
     async def create(self, org: str, display_name: str | None, budget: Budget, creator: str) -> OrgView:
@@ -74,6 +83,13 @@ class KubeOrgs:
             await self._k(f"create namespace {ns}", self.core.create_namespace,
                           b.namespace(ns, org, display_name, creator))
         except Conflict:
+            try:
+                existing = await self._k(f"namespace {ns}", self.core.read_namespace, ns)
+            except NotFound:  # gone meanwhile: the caller may simply retry
+                existing = {}
+            if _terminating(existing):
+                raise Conflict(f"organisation {org} is still being deleted (namespace {ns} is terminating): "
+                               "try again when it is gone") from None
             raise Conflict(f"organisation {org} (namespace {ns}) already exists") from None
         try:
             await self._k(f"create ResourceQuota {ns}/{b.QUOTA_NAME}", self.core.create_namespaced_resource_quota,
@@ -123,7 +139,7 @@ class KubeOrgs:
         views = []
         for obj in out.get("items") or []:
             org, ns = (obj["metadata"].get("labels") or {}).get(b.ORG_LABEL, ""), obj["metadata"]["name"]
-            if ns == self.namespace_of(org):
+            if ns == self.namespace_of(org) and not _terminating(obj):
                 views.append(self._view(org, obj, of(quotas, ns), of(bindings, ns)))
         return sorted(views, key=lambda v: v.name)
 
@@ -192,6 +208,8 @@ class KubeOrgs:
             try:
                 await self._k(f"create ServiceAccount {ns}/{name}", self.core.create_namespaced_service_account,
                               ns, b.service_account(ns, org, name, role, rec.get("by", "")))
+            except NamespaceTerminating:
+                raise NotFound(f"organisation {org} is being deleted (namespace {ns} is terminating)") from None
             except Conflict:
                 raise Conflict(f"the name {name} is taken in organisation {org}: choose another") from None
             made.append((f"delete ServiceAccount {ns}/{name}", self.core.delete_namespaced_service_account,
