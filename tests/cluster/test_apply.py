@@ -431,7 +431,8 @@ def test_fresh_cluster_converges_in_sync_wave_order(fresh, converged):
                for o in converged.applied if live(kube, o, kinds) is None]
     assert not missing, f"not in the cluster after the sync: {missing}"
     # the real controllers took it from there: the operator's, the API's and the dashboard's pods are Ready
-    for ns, dep in (("mlstack-system", "mlstack-operator"), ("mlstack", "mlstack-api"), ("mlstack", "mlstack-dashboard")):
+    for ns, dep in (("mlstack-system", "mlstack-operator"), ("mlstack", "mlstack-api"),
+                    ("mlstack", "mlstack-dashboard")):
         wait_until(lambda ns=ns, dep=dep: (kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{dep}") or {})
                    .get("status", {}).get("readyReplicas"), DEADLINE, interval=0.2, what=f"{ns}/{dep} Ready")
 
@@ -515,7 +516,7 @@ def test_readme_and_init_commands_verbatim(fresh, converged, fresh_operator):
     kube = fresh.admin()
     commands = readme_commands()
     ran = []
-    for cmd, comment in commands:
+    for cmd, _comment in commands:
         if cmd.startswith("kubectl get mdep"):
             continue  # below, once the operator has had its say
         out = bash(fresh, cmd)
