@@ -16,6 +16,7 @@ from mlstack.packages.limits import PackageLimits
 from mlstack.packages.problems import PackageInvalid
 from mlstack.packages.register import UploadOptions, copy_version, model_dir_for, register_upload
 from mlstack.packages.validate import prepare
+from mlstack.tags import tag_key_problem
 
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+|version\d+)$", re.IGNORECASE)  # MLflow refuses these
@@ -38,8 +39,8 @@ def tag_problems(tags: dict[str, Any]) -> list[str]:
     if len(tags) > MAX_TAGS:
         problems.append(f"tags: {len(tags)} tags (at most {MAX_TAGS})")
     for k, v in tags.items():
-        if not 1 <= len(k) <= 250:
-            problems.append(f"tags: key {k[:40]!r} must have 1 to 250 characters")
+        if (why := tag_key_problem(k)) is not None:
+            problems.append(f"tags: key {k[:40]!r}: {why}")
         if not isinstance(v, str):
             problems.append(f"tags: value of {k[:40]!r} must be a string, got {type(v).__name__}")
         elif len(v) > 5000:

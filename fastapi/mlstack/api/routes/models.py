@@ -7,6 +7,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlstack.api.deps import ServicesDep, allow
+from mlstack.tags import TagKey, TagValue
 from mlstack.training.schemas import NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -23,8 +24,7 @@ class AliasBody(BaseModel):
 class EditBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str | None = Field(None, max_length=5000)
-    tags: dict[Annotated[str, Field(min_length=1, max_length=250)],
-               Annotated[str, Field(max_length=5000)]] | None = None
+    tags: dict[TagKey, TagValue] | None = Field(None, max_length=100)
 
 
 @router.get("", dependencies=[allow("list", "models")], summary="Registered models with versions, aliases and metrics")

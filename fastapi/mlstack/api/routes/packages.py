@@ -24,6 +24,7 @@ from mlstack.errors import InvalidInput
 from mlstack.packages import PackageInvalid, PackageLimits, PayloadTooLarge, limits_from
 from mlstack.packages.seed import CONTRACT as SEED_CONTRACT
 from mlstack.packages.service import ALIAS_RE, alias_problems, copy_as_new_version, parse_options, upload_package
+from mlstack.tags import TagKey, TagValue
 from mlstack.training.schemas import NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -67,8 +68,7 @@ before the package has passed every check; limits come from `MLSTACK_PACKAGE_*` 
 class CopyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str | None = Field(None, max_length=5000, description="default: the source version's")
-    tags: dict[Annotated[str, Field(min_length=1, max_length=250)],
-               Annotated[str, Field(max_length=5000)]] | None = Field(
+    tags: dict[TagKey, TagValue] | None = Field(
         None, description="set on the new version, over the source version's tags")
     aliases: list[Annotated[str, Field(pattern=ALIAS_RE.pattern)]] = Field(
         default_factory=list, max_length=20, description="aliases to point at the new version")
