@@ -184,6 +184,7 @@ MLSTACK_REDIS_URL=redis://:$redis_password@$LOCAL_HOST:$REDIS_PORT/0
 MLSTACK_MLFLOW_TRACKING_URI=http://$LOCAL_HOST:$MLFLOW_PORT
 MLSTACK_RAY_ADDRESS=$LOCAL_HOST:$RAY_PORT
 MLSTACK_OBJECT_STORE_DIR=$OUT/objectstore
+MLSTACK_DATA_DIR=$OUT/data
 MLSTACK_STATE_DIR=$STATE/api
 MLSTACK_MODEL_CACHE_DIR=$STATE/models
 MLSTACK_RAY_TEMP_DIR=$RAY_TMP
@@ -206,7 +207,7 @@ all_running() {
 }
 
 local_up() {
-  run mkdir -p "$STATE" "$OUT/objectstore/mlops/data"
+  run mkdir -p "$STATE" "$OUT/objectstore/mlops/data" "$OUT/data"
   if ((!DRY_RUN)) && all_running; then
     log "mlstack local stack already running (API http://$LOCAL_HOST:$API_PORT); ./init.sh --down stops it"
     return 0
