@@ -1,6 +1,7 @@
 """Authorisation in cluster mode, checked without a cluster: the roles' ClusterRoles (manifests/auth) are the one
 role table (mlstack.auth.roles), the API's own RBAC is exactly what authentication and the organisations flow
-need, its admission policy keeps the API's writes inside organisation namespaces, and the platform admin whose
+need, its admission policy covers every write it must confine (what the policy decides is checked on the real server
+in tests/auth/test_kube.py), and the platform admin whose
 token ./init.sh mints is bound to the platform-admin role.
 
 After changing the role table, regenerate manifests/auth/clusterroles.yaml:
@@ -144,50 +145,6 @@ def test_admission_policy_bound_and_covers_every_confined_write(api_objects):
     assert f"'system:serviceaccount:{sa['namespace']}:{sa['name']}'" in condition["expression"]
 
 
-def _ns(name: str, org: str | None = None) -> dict:
-    return {"metadata": {"name": name, **({"labels": {"mlstack.io/org": org}} if org else {})}}
-
-
-ORG = _ns("org-acme", "acme")
-
-
-@pytest.mark.parametrize(("resource", "operation", "obj", "old", "namespace", "allowed"), [
-    ("namespaces", "CREATE", ORG, None, None, True),
-    ("namespaces", "CREATE", _ns("acme"), None, None, False),  # unlabelled
-    ("namespaces", "DELETE", None, ORG, None, True),
-    ("namespaces", "DELETE", None, _ns("kube-system"), None, False),
-    ("serviceaccounts", "CREATE", {"metadata": {"name": "alice"}}, None, ORG, True),
-    ("serviceaccounts", "CREATE", {"metadata": {"name": "x"}}, None, _ns("argocd"), False),
-    ("serviceaccounts", "CREATE", {"kind": "TokenRequest"}, None, _ns("mlstack-system"), False),
-    ("rolebindings", "CREATE", {"metadata": {"name": "mlstack-admin-1"}}, None, ORG, True),
-    ("rolebindings", "CREATE", {"metadata": {"name": "x"}}, None, _ns("models"), False),
-    ("resourcequotas", "UPDATE", {"metadata": {"name": "mlstack-budget"}}, None, ORG, True),
-], ids=lambda v: v if isinstance(v, str) else None)
-def test_admission_policy_confines_the_api_to_org_namespaces(api_objects, resource, operation, obj, old, namespace,
-                                                             allowed):
-    celpy = pytest.importorskip("celpy", reason="cel-python evaluates the policy's CEL")
-    env = celpy.Environment()
-    spec = admission_policy(api_objects)["spec"]
-
-    def evaluate(expr: str, activation: dict):
-        return env.program(env.compile(expr)).evaluate(activation)
-
-    activation = {"request": celpy.json_to_cel({"resource": {"resource": resource}, "operation": operation,
-                                                "userInfo": {"username": "system:serviceaccount:mlstack:mlstack-api"}}),
-                  "object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
-                  "namespaceObject": celpy.json_to_cel(namespace)}
-    assert all(evaluate(c["expression"], activation) for c in spec["matchConditions"])
-    variables = {celpy.celtypes.StringType(v["name"]): evaluate(v["expression"], activation)
-                 for v in spec["variables"]}
-    activation["variables"] = celpy.celtypes.MapType(variables)
-    assert all(bool(evaluate(v["expression"], activation)) for v in spec["validations"]) is allowed
-
-
-def test_admission_policy_ignores_everyone_but_the_api(api_objects):
-    celpy = pytest.importorskip("celpy", reason="cel-python evaluates the policy's CEL")
-    env = celpy.Environment()
-    (condition,) = admission_policy(api_objects)["spec"]["matchConditions"]
-    for user in ("kubernetes-admin", "system:serviceaccount:argocd:argocd-application-controller",
-                 "system:serviceaccount:mlstack:mlstack-admin"):
-        request = celpy.json_to_cel({"userInfo": {"username": user}})
-        assert not env.program(env.compile(condition["expression"])).evaluate({"request": request}), user
+# What the policy allows and refuses is the real API server's verdict, under impersonation of the API's
+# ServiceAccount: tests/auth/test_kube.py::test_admission_policy_confines_the_apis_rbac_to_organisation_namespaces
+# (it replaced a cel-python evaluation of the policy here).
