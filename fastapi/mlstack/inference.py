@@ -58,6 +58,8 @@ class InferenceResponse(BaseModel):
     probabilities: list[list[float]] | None = None
     latency_ms: float
     attempts: int
+    version_stale: bool = Field(False, description="MLflow was unreachable: model_version is the last version "
+                                "resolved for this request's alias or pin, not a fresh answer")
 
 
 class InferenceClient:
@@ -101,6 +103,7 @@ class InferenceClient:
                         model_name=name, model_version=version, predictions=preds,
                         prediction=preds[0] if not isinstance(req.input_data[0], list) else None,
                         probabilities=out.get("probabilities"), attempts=attempts,
+                        version_stale=self.registry.stale(name, req.model_version),
                         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
                     )
                 if status in (400, 404, 422):

@@ -2,10 +2,15 @@
 
 Sync methods (MLflow's client is sync); async routes call them through ``asyncio.to_thread`` except
 ``resolve`` whose answers are cached so the inference hot path rarely leaves the event loop.
+
+MLflow unreachable: ``resolve`` answers the last version it resolved for that alias or pinned version, marked
+stale (``stale()``), so serving a model that was already resolved never needs the registry. (Other methods let
+``MlflowException`` through; the API maps it once, to a 503 when MLflow cannot answer.)
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +21,8 @@ from mlflow.tracking import MlflowClient
 from mlstack.errors import InvalidInput, NotFound, Unavailable
 from mlstack.settings import Settings
 
+log = logging.getLogger(__name__)
+DOWN_SECONDS = 5.0  # how long resolve serves last known versions without asking MLflow again after it failed
 PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2"}
 CHAMPION = "champion"
 CANDIDATE = "candidate"
@@ -39,6 +46,9 @@ class Registry:
         self.experiment = experiment
         self.cache_seconds = cache_seconds
         self._cache: dict[tuple[str, str], tuple[float, str]] = {}
+        self._known: dict[tuple[str, str], str] = {}  # last resolved answer, kept for when MLflow is down
+        self._stale: set[tuple[str, str]] = set()  # cached answers that come from _known, not from MLflow
+        self._down_until = 0.0  # after MLflow failed to answer, resolve does not wait for it again until then
 
     @classmethod
     def from_settings(cls, s: Settings) -> Registry:
@@ -56,10 +66,33 @@ class Registry:
             return hit[1]
         return None
 
+    def stale(self, name: str, version: str | None = None, alias: str = CHAMPION) -> bool:
+        """Whether ``resolve``'s answer is the last known one because MLflow could not be asked."""
+        return (name, _ref(version, alias)) in self._stale
+
     def resolve(self, name: str, version: str | None = None, alias: str = CHAMPION) -> str:
-        """The version a request means: ``version`` if it exists, else the version ``alias`` points at."""
+        """The version a request means: ``version`` if it exists, else the version ``alias`` points at.
+
+        MLflow down: the last known answer, marked stale and kept for ``cache_seconds`` before MLflow is
+        asked again; Unavailable when there is none."""
         if (hit := self.cached(name, version, alias)) is not None:
             return hit
+        key = (name, _ref(version, alias))
+        try:
+            if time.monotonic() < self._down_until and key in self._known:
+                raise Unavailable("MLflow was unreachable moments ago")
+            return self._resolve(name, version, alias)
+        except Unavailable:
+            self._down_until = max(self._down_until, time.monotonic() + max(self.cache_seconds, DOWN_SECONDS))
+            known = self._known.get(key)
+            if known is None:
+                raise
+            log.warning("MLflow unreachable: serving %s %s as v%s (last known, stale)", name, key[1], known)
+            self._cache[key] = (time.monotonic() + self.cache_seconds, known)
+            self._stale.add(key)
+            return known
+
+    def _resolve(self, name: str, version: str | None, alias: str) -> str:
         try:
             if version:
                 if not version.isdigit():
@@ -74,7 +107,10 @@ class Registry:
             raise Unavailable(f"MLflow registry error: {e.message}") from None
         except OSError as e:
             raise Unavailable(f"MLflow registry unreachable: {e}") from None
-        self._cache[(name, _ref(version, alias))] = (time.monotonic() + self.cache_seconds, mv.version)
+        key = (name, _ref(version, alias))
+        self._cache[key] = (time.monotonic() + self.cache_seconds, mv.version)
+        self._known[key] = mv.version
+        self._stale.discard(key)
         return mv.version
 
     def forget(self, name: str) -> None:
