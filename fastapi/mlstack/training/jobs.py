@@ -5,13 +5,18 @@ A job's record lives under ``mlstack:training:job:<id>`` (JSON) and in the sorte
 
 Redis outages: a route that needs Redis answers 503 with a message; a job that changes state while Redis
 is down keeps its record in this process and a background task stores it as soon as Redis is back, so a
-job that finished during the outage never stays ``running``.
+job that finished during the outage never stays ``running``. Each record names its ``owner`` (the API
+process running it), which holds a short Redis lease while alive; a queued or running job whose owner's
+lease is gone (the process crashed, or stopped while Redis was down) is marked failed by a live process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +41,10 @@ MAX_LOG_CHARS = 256 * 1024
 REDIS_TIMEOUT = 3.0  # a route's Redis call; redis-py would otherwise retry a refused connection for seconds
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 RETRY_MIN, RETRY_MAX = 0.2, 2.0  # seconds between attempts to store records kept while Redis was down
+OWNER_KEY = "mlstack:training:owner:{}"  # a live API process's lease (its jobs are not orphans)
+RECONCILE_LOCK = "mlstack:training:reconcile:{}"
+LEASE_SECONDS = 10.0  # an owner's lease lives this long; renewed every LEASE_SECONDS / 3
+RECONCILE_SCAN = 500  # newest jobs looked at for orphans on each renewal
 
 
 def _unavailable(e: BaseException) -> Unavailable:
@@ -65,9 +74,12 @@ class JobManager:
         self._unsaved_logs: dict[str, str] = {}
         self._write_lock = asyncio.Lock()  # one writer at a time: a newer record is never overwritten by an older
         self._retrier: asyncio.Task | None = None
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._lease: asyncio.Task | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._lease = asyncio.create_task(self._keep_lease(), name="training-lease")
         if self.settings.ray_address:  # a Ray cluster is cheap to connect to: do it now
             await self.ensure_ray()
 
@@ -76,6 +88,12 @@ class JobManager:
             task.cancel()
             await self._update(job_id, status="failed", finished_at=_now(),
                                error="the API stopped before the job finished")
+        if self._lease is not None:
+            self._lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease
+            with contextlib.suppress(*REDIS_ERRORS):  # else it expires: jobs left behind are reconciled then
+                await asyncio.wait_for(self.redis.delete(OWNER_KEY.format(self.instance)), REDIS_TIMEOUT)
         if self.ray_ready:
             import ray
 
@@ -160,6 +178,42 @@ class JobManager:
             else:
                 delay = RETRY_MIN
 
+    async def _keep_lease(self) -> None:
+        """Renew this process's lease and fail the jobs of owners whose lease is gone, forever (Redis errors
+        are waited out: the first pass after an outage reconciles what happened during it)."""
+        while True:
+            try:
+                await asyncio.wait_for(self.redis.set(OWNER_KEY.format(self.instance), "1",
+                                                      px=int(LEASE_SECONDS * 1000)), REDIS_TIMEOUT)
+                await self.reconcile()
+            except REDIS_ERRORS as e:
+                log.debug("training lease/reconcile skipped: %s", e)
+            except Exception:
+                log.exception("reconciling training jobs failed")
+            await asyncio.sleep(LEASE_SECONDS / 3)
+
+    async def reconcile(self) -> list[str]:
+        """Mark failed the queued/running jobs whose owner process is gone; returns their ids."""
+        ids = await asyncio.wait_for(self.redis.zrevrange(JOBS_INDEX, 0, RECONCILE_SCAN - 1), REDIS_TIMEOUT)
+        raws = await asyncio.wait_for(self.redis.mget([JOB_KEY.format(i) for i in ids]), REDIS_TIMEOUT) if ids else []
+        open_jobs = [j for j in (TrainingJob.model_validate_json(r) for r in raws if r)
+                     if j.status in ("queued", "running") and j.owner and j.owner != self.instance]
+        failed = []
+        for job in open_jobs:
+            if await self.redis.exists(OWNER_KEY.format(job.owner)):
+                continue
+            # one process reconciles a job (one record, one alert), even with several replicas
+            if not await self.redis.set(RECONCILE_LOCK.format(job.job_id), self.instance, nx=True, ex=3600):
+                continue
+            message = (f"the API process that ran it ({job.owner}) stopped before the job finished; "
+                       f"found by {self.instance}")
+            await self._update(job.job_id, status="failed", finished_at=_now(), error=message)
+            log.warning("training job %s: %s", job.job_id, message)
+            await self._alert("training.failed", "error", f"Training job {job.job_id} failed", message,
+                              model=job.model_name, data={"job_id": job.job_id})
+            failed.append(job.job_id)
+        return failed
+
     def _stage_logs(self, job_id: str, logs: str) -> None:
         """Keep a finished job's log; the next ``_update`` stores it with the record."""
         if len(logs) > MAX_LOG_CHARS:
@@ -201,7 +255,7 @@ class JobManager:
         job = TrainingJob(
             job_id=uuid.uuid4().hex[:12], status="queued", created_at=_now(),
             hyperparameters=req.hyperparameters.model_dump(), data_uri=data_uri,
-            target=req.target or s.data_target, model_name=req.model_name or s.model_name,
+            target=req.target or s.data_target, model_name=req.model_name or s.model_name, owner=self.instance,
         )
         pipe = self.redis.pipeline(transaction=True)  # record and index together: no half-written job
         pipe.set(JOB_KEY.format(job.job_id), job.model_dump_json(), ex=JOB_TTL_SECONDS)

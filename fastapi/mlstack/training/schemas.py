@@ -57,3 +57,4 @@ class TrainingJob(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     champion: bool = False
     error: str | None = None
+    owner: str | None = Field(None, description="the API process (host:pid:id) that runs the job")
