@@ -299,12 +299,21 @@ def test_strict_validation_reaches_the_server(k8s, namespaces):
 
 
 def test_explain_describes_the_model_fields(k8s):
-    out = k8s.kubectl("explain", "modeldeployment.spec.model").stdout
+    def explained() -> str | None:  # the server publishes a CRD's OpenAPI a moment after the CRD changes
+        out = k8s.kubectl("explain", "modeldeployment.spec.model").stdout
+        return None if "<no description>" in out else out
+
+    try:
+        out = wait_until(explained, 30, interval=0.5, what="kubectl explain with every field described")
+    except TimeoutError:
+        raise AssertionError(k8s.kubectl("explain", "modeldeployment.spec.model").stdout) from None
     assert "GROUP:      mlstack.io" in out and "VERSION:    v1alpha1" in out, out
     assert "exactly one of version and alias" in out, out
     fields = dict(re.findall(r"^  (\w+)\t<(\w+)>", out, re.M))
     assert fields == {"alias": "string", "name": "string", "version": "string"}, out
     assert re.search(r"^  name\t<string> -required-$", out, re.M), out
+    described = dict(re.findall(r"^  (\w+)\t<\w+>.*\n    (\S.*)$", out, re.M))
+    assert set(described) == set(fields) and "MLflow" in described["name"], out
 
 
 def test_explain_recursive_covers_the_spec(k8s):
