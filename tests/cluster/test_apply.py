@@ -530,7 +530,7 @@ def test_readme_and_init_commands_verbatim(fresh, converged, fresh_operator):
             continue  # below, once the operator has had its say
         out = bash(fresh, cmd)
         assert out.returncode == 0, f"README: `{cmd}` exited {out.returncode}:\n{out.stderr}"
-        assert "error" not in out.stderr.lower(), f"README: `{cmd}`:\n{out.stderr}"
+        assert "error" not in out.stderr.lower() and not warnings_of(out.stderr), f"README: `{cmd}`:\n{out.stderr}"
         ran.append(cmd)
         if " create token " in cmd:
             token = out.stdout.strip()
@@ -547,6 +547,7 @@ def test_readme_and_init_commands_verbatim(fresh, converged, fresh_operator):
     for hint in init_hints():
         out = bash(fresh, hint, KCTX=ctx, MLSTACK_ADMIN_TOKEN_DURATION=duration.strip().strip('"'))
         assert out.returncode == 0, f"init.sh: `{hint}` exited {out.returncode}:\n{out.stderr}"
+        assert not warnings_of(out.stderr), f"init.sh: `{hint}`:\n{out.stderr}"
         ran.append(hint)
 
     # kubectl get mdep -A: README names the columns; the operator fills them in (iris: onnx, resolved, Ready, URL)
