@@ -48,7 +48,12 @@ const ACME: OrgView = {
   createdAt: "2026-01-01T00:00:00Z",
   budget: { "requests.cpu": "2", "requests.memory": "4Gi", "requests.nvidia.com/gpu": "0" },
   used: { "requests.cpu": "500m", "requests.memory": "512Mi", "requests.nvidia.com/gpu": "0" },
-  members: [{ kind: "User", name: "pat", role: "admin" }, { kind: "ServiceAccount", name: "dana", role: "deployer" }],
+  members: [
+    { kind: "User", name: "pat", role: "admin" },
+    { kind: "ServiceAccount", name: "dana", role: "deployer", namespace: "org-acme", joined: true },
+    // the creator of another organisation may be a ServiceAccount elsewhere: listed, not removable here
+    { kind: "ServiceAccount", name: "ci", role: "admin", namespace: "ci", joined: false },
+  ],
 };
 
 async function submit(el: HTMLElement, values: Record<string, string>): Promise<void> {

@@ -108,7 +108,9 @@ def test_create_org_makes_namespace_quota_and_admin_binding(api, users, pat, k8s
     ns = f"org-{name}"
     assert org["namespace"] == ns and org["budget"]["requests.cpu"] == "1500m"
     assert org["createdBy"] == PAT and org["displayName"] == "Acme"
-    assert {"kind": "ServiceAccount", "name": "pat", "role": "admin"} in org["members"]
+    # the creator is a ServiceAccount of another namespace: listed with it, and not a removable (joined) member
+    assert org["members"] == [{"kind": "ServiceAccount", "name": "pat", "role": "admin",
+                               "namespace": TEST_USERS_NS, "joined": False}]
     obj = k8s_admin.get(f"/api/v1/namespaces/{ns}")
     assert obj["metadata"]["labels"]["mlstack.io/org"] == name
     assert obj["metadata"]["labels"]["pod-security.kubernetes.io/warn"] == "restricted"
@@ -159,7 +161,7 @@ def test_invite_join_and_roles_in_the_org(api, pat, k8s_admin: Kube):
     assert dana.patch(f"/orgs/{org}", json={"budget": {"cpu": "64"}}).status_code == 403
     assert [o["name"] for o in dana.get("/orgs").json()] == [org]  # not cluster-wide: just their own
     members = dana.get(f"/orgs/{org}").json()["members"]
-    assert {"kind": "ServiceAccount", "name": "dana", "role": "deployer"} in members
+    assert {"kind": "ServiceAccount", "name": "dana", "role": "deployer", "namespace": ns, "joined": True} in members
 
     vic = As(api, join(api, pat, org, "viewer", "vic"))
     assert vic.get("/deployments").status_code == 200
@@ -183,7 +185,17 @@ def test_invite_join_and_roles_in_the_org(api, pat, k8s_admin: Kube):
     assert r.status_code == 200 and r.json()["budget"]["requests.nvidia.com/gpu"] == "1"
     listed = {o["name"]: o for o in pat.get("/orgs").json()}  # a platform admin lists them all, in full
     assert listed[org]["budget"]["requests.cpu"] == "3"
-    assert {"kind": "ServiceAccount", "name": "dana", "role": "deployer"} in listed[org]["members"]
+    assert {"kind": "ServiceAccount", "name": "dana", "role": "deployer", "namespace": ns,
+            "joined": True} in listed[org]["members"]
+    # a member who joined with the creator's name is a different ServiceAccount: both listed, only one removable
+    join(api, pat, org, "viewer", "pat")
+    pats = [m for m in pat.get(f"/orgs/{org}").json()["members"] if m["name"] == "pat"]
+    assert sorted((m["namespace"], m["joined"], m["role"]) for m in pats) == sorted([
+        (ns, True, "viewer"), (TEST_USERS_NS, False, "admin")])
+    assert pat.delete(f"/orgs/{org}/members/pat").status_code == 204
+    assert [(m["namespace"], m["role"]) for m in pat.get(f"/orgs/{org}").json()["members"] if m["name"] == "pat"] == [
+        (TEST_USERS_NS, "admin")]  # the creator's binding untouched
+    assert pat.get(f"/orgs/{org}").status_code == 200
 
 
 def test_a_refused_join_keeps_the_code_and_leaves_nothing(api, pat, k8s_admin: Kube):

@@ -1,4 +1,5 @@
-"""The dashboard's Organisation panel against a cluster-mode API on the Kubernetes API emulator.
+"""The dashboard's Organisation panel against a cluster-mode API on the real control plane (the API as its
+ServiceAccount; the platform admin a ServiceAccount of the test users bound to mlstack-platform-admin).
 
 One page, as people would use it: the platform admin signs in, creates an organisation with a budget and
 sees it (budget bars, the admin as a member); creates a deployer invite and reads the code off the page;
@@ -16,9 +17,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.auth.test_kube import USERS, emulator  # noqa: F401 - the emulator fixture, with "pat" a platform admin
 from tests.browser.conftest import open_page
-from tests.utils.procs import start_api
+from tests.k8s.fixtures import TEST_USERS_NS, user_token
+from tests.utils.kube_api import start_cluster_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,14 +28,17 @@ ORG = f"ui-{secrets.token_hex(3)}"
 MEMBER = "dana"
 
 
+@pytest.fixture(scope="module")
+def admin_token(k8s) -> str:
+    return user_token(k8s, ADMIN, "mlstack-platform-admin")
+
+
 # overrides conftest's api_url (conftest's dashboard fixture then fronts this API)
 @pytest.fixture(scope="module")
-def api_url(stack_env, emulator, workdir) -> Iterator[str]:  # noqa: F811 - the imported fixture
-    """The API in cluster mode: TokenReview and SubjectAccessReview against the emulator."""
-    env = {**stack_env, "MLSTACK_MODE": "cluster", "MLSTACK_KUBE_SERVER": emulator,
-           "MLSTACK_AUTH_CACHE_SECONDS": "0", "MLSTACK_STATE_DIR": str(workdir / "state-browser-orgs"),
-           "MLSTACK_DEPLOYMENTS_WATCH_SECONDS": "0.5"}
-    proc, url = start_api(workdir / "browser-orgs-api.log", env, args=("--log-level", "warning"))
+def api_url(stack_env, api_kubeconfig, workdir) -> Iterator[str]:
+    """The API in cluster mode as its ServiceAccount: TokenReview and SubjectAccessReview on the real API server."""
+    proc, url = start_cluster_api(stack_env, api_kubeconfig, workdir / "browser-orgs", "api",
+                                  args=("--log-level", "warning"))
     yield url
     proc.stop(timeout=30)
 
@@ -59,9 +63,9 @@ def card(page):
     return page.locator(f'#org-list article.org[data-org="{ORG}"]')
 
 
-def test_the_api_has_organisations(api_url):
+def test_the_api_has_organisations(api_url, admin_token):
     assert httpx.get(f"{api_url}/orgs", timeout=10).status_code == 401
-    r = httpx.get(f"{api_url}/orgs", headers={"Authorization": f"Bearer {USERS[ADMIN]}"}, timeout=10)
+    r = httpx.get(f"{api_url}/orgs", headers={"Authorization": f"Bearer {admin_token}"}, timeout=10)
     assert r.status_code == 200, r.text
 
 
@@ -72,8 +76,8 @@ def test_signed_out_the_panel_offers_to_join(page):
     expect(page.locator("#org-join")).to_have_attribute("open", "")
 
 
-def test_the_platform_admin_creates_an_organisation(page, artifacts):
-    page.locator("#signin-token").fill(USERS[ADMIN])
+def test_the_platform_admin_creates_an_organisation(page, artifacts, admin_token):
+    page.locator("#signin-token").fill(admin_token)
     page.locator("#signin-form").get_by_role("button", name="Sign in").click()
     expect(page.locator("#auth-who")).to_contain_text(ADMIN, timeout=15_000)
     expect(page.locator("#orgs-msg")).not_to_contain_text("Sign in", timeout=15_000)
@@ -95,9 +99,12 @@ def test_the_platform_admin_creates_an_organisation(page, artifacts):
     expect(org.locator('.usage-row[data-resource="memory"] .usage-text')).to_have_text("0 of 3Gi")
     expect(org.locator('.usage-row[data-resource="gpu"] .usage-text')).to_have_text("0 of 1")
     admin_row = org.locator(f'tr[data-member="{ADMIN}"]')
-    expect(admin_row).to_contain_text("User")
+    # the platform admin is a ServiceAccount of another namespace (a real cluster's identities): shown with its
+    # namespace, and not removable like a member who joined
+    expect(admin_row).to_contain_text("ServiceAccount")
+    expect(admin_row).to_contain_text(f"{TEST_USERS_NS}/{ADMIN}")
     expect(admin_row).to_contain_text("admin")
-    expect(admin_row.get_by_role("button", name=re.compile("^Remove"))).to_have_count(0)  # not a joined member
+    expect(admin_row.get_by_role("button", name=re.compile("^Remove"))).to_have_count(0)
 
     # a second organisation of the same name: the API's 409 in the form
     form.get_by_label("Name", exact=True).fill(ORG)
@@ -147,7 +154,9 @@ def test_sign_out_and_join_with_the_code(page, shared, artifacts):
 
     org = card(page)
     expect(org).to_have_count(1, timeout=15_000)
-    expect(org.locator(f'tr[data-member="{MEMBER}"]')).to_contain_text("deployer")
+    member_row = org.locator(f'tr[data-member="{MEMBER}"]')
+    expect(member_row).to_contain_text("deployer")
+    expect(member_row.get_by_role("button", name=re.compile("^Remove"))).to_have_count(1)  # joined: removable
     expect(org.locator('.usage-row[data-resource="cpu"] .usage-text')).to_have_text("0 of 1.5 cores")
     page.screenshot(path=str(artifacts / "dashboard-orgs-member.png"))
 

@@ -53,6 +53,18 @@ def role_binding(ns: str, org: str, name: str, role: str, subj: dict[str, Any]) 
             "subjects": [subj]}
 
 
+def member_binding(name: str) -> str:
+    """The RoleBinding of a member who joined (ServiceAccount ``name`` in the organisation's namespace)."""
+    return f"mlstack-member-{name}"
+
+
+def joined_member(ns: str, binding: str, subj: dict[str, Any]) -> bool:
+    """Whether ``subj`` of RoleBinding ``binding`` in ``ns`` joined with an invite (and so can be removed): the
+    creator may be a ServiceAccount too, of another namespace, possibly with the same name."""
+    return (subj.get("kind") == "ServiceAccount" and subj.get("namespace") == ns
+            and binding == member_binding(str(subj.get("name", ""))))
+
+
 def service_account(ns: str, org: str, name: str, role: str, invited_by: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": name, "namespace": ns, "labels": {ORG_LABEL: org, ROLE_LABEL: role, **MANAGED},

@@ -115,10 +115,13 @@ class KubeOrgs:
         meta = ns_obj.get("metadata") or {}
         ann = meta.get("annotations") or {}
         quota = next((q for q in quotas if q["metadata"]["name"] == b.QUOTA_NAME), {})
+        ns = meta.get("name", self.namespace_of(org))
         members = [Member(kind=s.get("kind", ""), name=s.get("name", ""),
-                          role=(rb["metadata"].get("labels") or {}).get(b.ROLE_LABEL, ""))
+                          role=(rb["metadata"].get("labels") or {}).get(b.ROLE_LABEL, ""),
+                          namespace=s.get("namespace") if s.get("kind") == "ServiceAccount" else None,
+                          joined=b.joined_member(ns, rb["metadata"]["name"], s))
                    for rb in bindings for s in rb.get("subjects") or []]
-        return OrgView(name=org, namespace=meta.get("name", self.namespace_of(org)),
+        return OrgView(name=org, namespace=ns,
                        displayName=ann.get("mlstack.io/display-name"), createdBy=ann.get("mlstack.io/created-by"),
                        createdAt=meta.get("creationTimestamp"),
                        budget={k: str(v) for k, v in ((quota.get("spec") or {}).get("hard") or {}).items()},
@@ -165,8 +168,8 @@ class KubeOrgs:
             raise NotFound(f"organisation {org} has no member {name}") from None
         if b.ROLE_LABEL not in (sa.get("metadata", {}).get("labels") or {}):
             raise NotFound(f"organisation {org} has no member {name} (that ServiceAccount did not join)")
-        await self._undo(f"delete RoleBinding {ns}/mlstack-member-{name}", self.rbac.delete_namespaced_role_binding,
-                         f"mlstack-member-{name}", ns)
+        await self._undo(f"delete RoleBinding {ns}/{b.member_binding(name)}", self.rbac.delete_namespaced_role_binding,
+                         b.member_binding(name), ns)
         await self._k(f"delete ServiceAccount {ns}/{name}", self.core.delete_namespaced_service_account, name, ns)
 
     # --- invites ---------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ class KubeOrgs:
                 raise Conflict(f"the name {name} is taken in organisation {org}: choose another") from None
             made.append((f"delete ServiceAccount {ns}/{name}", self.core.delete_namespaced_service_account,
                          (name, ns)))
-            rb = f"mlstack-member-{name}"
+            rb = b.member_binding(name)
             await self._k(f"create RoleBinding {ns}/{rb}", self.rbac.create_namespaced_role_binding, ns,
                           b.role_binding(ns, org, rb, role, {"kind": "ServiceAccount", "name": name, "namespace": ns}))
             made.append((f"delete RoleBinding {ns}/{rb}", self.rbac.delete_namespaced_role_binding, (rb, ns)))

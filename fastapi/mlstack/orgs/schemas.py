@@ -38,6 +38,8 @@ class Member(BaseModel):
     kind: str  # User, Group or ServiceAccount
     name: str
     role: str
+    namespace: str | None = Field(None, description="a ServiceAccount's namespace (the creator's may be elsewhere)")
+    joined: bool = Field(False, description="joined with an invite: DELETE /orgs/{org}/members/{name} removes it")
 
 
 class OrgView(BaseModel):

@@ -153,6 +153,10 @@ export interface OrgMember {
   kind: string; // User, Group or ServiceAccount
   name: string;
   role: string;
+  /** A ServiceAccount's namespace (a creator's may be another than the organisation's). */
+  namespace?: string | null;
+  /** Joined with an invite: only such members can be removed. */
+  joined?: boolean;
 }
 
 export interface OrgView {

@@ -216,7 +216,7 @@ export function joinForm({ client, signIn, onJoined }: JoinFormOptions): HTMLEle
 
 function memberRow(org: string, m: OrgMember, remove: (m: OrgMember, btn: HTMLButtonElement) => void): HTMLTableRowElement {
   const btn =
-    m.kind === "ServiceAccount"
+    m.joined
       ? h("button", { type: "button", class: "btn danger", "aria-label": `Remove member ${m.name} from ${org}` }, "Remove")
       : null;
   btn?.addEventListener("click", () => remove(m, btn));
@@ -224,7 +224,7 @@ function memberRow(org: string, m: OrgMember, remove: (m: OrgMember, btn: HTMLBu
     "tr",
     { dataset: { member: m.name, kind: m.kind } },
     h("td", null, m.kind),
-    h("th", { scope: "row" }, m.name),
+    h("th", { scope: "row" }, m.kind === "ServiceAccount" && m.namespace && !m.joined ? `${m.namespace}/${m.name}` : m.name),
     h("td", null, m.role),
     h("td", null, btn),
   );
