@@ -1,57 +1,54 @@
-"""Cluster mode: the API (MLSTACK_MODE=cluster) against the Kubernetes API emulator through a kubeconfig.
+"""Cluster mode on a real control plane: the API (MLSTACK_MODE=cluster, as its ServiceAccount ``mlstack/mlstack-api``
+through a kubeconfig holding only its token) maps ``/deployments`` to ModelDeployment custom resources, and the
+shared operator (its own ServiceAccount, every namespace) reconciles them: the real controllers, scheduler and fake
+nodes make the pods Ready, and the status the operator writes comes back through the API.
 
-No operator runs here: ``/deployments`` must map to ModelDeployment custom resources, and
-``/inference`` must go to the ``status.url`` of a Ready one (its status is patched in the emulator,
-as the operator would, to point at a real ``mlstack serve``).
+Auth is off here (an anonymous admin; the API's own RBAC still applies): these tests are about the mapping,
+tests/auth/test_kube.py covers cluster auth. Each module run has its own namespaces.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from tests.deployments.conftest import ROWS, Api
+from tests.deployments.conftest import ROWS, Api, wait_phase
+from tests.k8s.controlplane import Kube
+from tests.utils.kube_api import cluster_api_env, unique
 from tests.utils.procs import free_port, http_ok, start, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-NS = "models"
+pytestmark = pytest.mark.slow
 MDS = "/apis/mlstack.io/v1alpha1/namespaces/{ns}/modeldeployments"
+DEADLINE = 90.0
 
 
 @pytest.fixture(scope="module")
-def emulator(workdir) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start([sys.executable, "-m", "tests.operator.emulator", "--port", str(port)],
-                 workdir / "deployments" / f"emulator-{port}.log", ready=lambda: http_ok(url + "/version"),
-                 timeout=60, cwd=REPO, what="API emulator")
-    yield url
-    proc.stop()
+def namespaces(k8s_admin: Kube) -> Iterator[tuple[str, str]]:
+    """(the API's default namespace for this module, a second one), fresh per run; deleted after."""
+    names = unique("deploy"), unique("edge")
+    for ns in names:
+        k8s_admin.ensure_namespace(ns)
+    yield names
+    for ns in names:
+        k8s_admin.delete(f"/api/v1/namespaces/{ns}")
 
 
 @pytest.fixture(scope="module")
-def kubeconfig(emulator, workdir) -> Path:
-    path = workdir / "deployments" / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
-        "clusters": [{"name": "emu", "cluster": {"server": emulator}}],
-        "users": [{"name": "emu", "user": {}}],
-        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
-    }))
-    return path
+def ns(namespaces) -> str:
+    return namespaces[0]
 
 
 @pytest.fixture(scope="module")
-def cluster_api(api_factory, kubeconfig, workdir) -> Api:
-    # auth off: these tests are about the ModelDeployment mapping (tests/auth/test_kube.py covers cluster auth)
-    return api_factory("cluster", {"MLSTACK_MODE": "cluster", "KUBECONFIG": str(kubeconfig), "MLSTACK_AUTH_MODE": "off",
-                                   "MLSTACK_STATE_DIR": str(workdir / "deploy-state-cluster"),
-                                   "MLSTACK_DEPLOYMENTS_WATCH_SECONDS": "0.3"})
+def cluster_api(api_factory, stack_env, api_kubeconfig, namespaces, workdir, mlstack_operator) -> Api:
+    # the shared operator watches every namespace: it is requested here so that it always runs (a status this
+    # module sees is the operator's, never a race with whether some other module started it)
+    env = cluster_api_env(stack_env, api_kubeconfig, workdir / "deploy-state-cluster", MLSTACK_AUTH_MODE="off",
+                          MLSTACK_DEPLOYMENTS_NAMESPACE=namespaces[0],
+                          MLSTACK_DEPLOYMENTS_WATCH_SECONDS="0.3")
+    return api_factory("cluster", env)
 
 
 @pytest.fixture
@@ -60,30 +57,26 @@ def client(cluster_api) -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture
-def kube(emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator, timeout=10) as c:
-        yield c
-
-
-def test_crud_maps_to_custom_resources(client, kube, model):
+def test_crud_maps_to_custom_resources(client, k8s_admin: Kube, namespaces, model, mlstack_operator):
+    ns, edge = namespaces
     body = {"name": "iris", "spec": {"model": {"name": model.name, "alias": "champion"}, "replicas": 2,
                                      "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}}
     r = client.post("/deployments", json=body)
     assert r.status_code == 201, r.text
     out = r.json()
-    assert out["metadata"]["uid"] and out["metadata"]["generation"] == 1
-    assert out["status"]["phase"] == "Pending"
+    assert out["metadata"]["uid"] and out["metadata"]["generation"] == 1 and out["metadata"]["namespace"] == ns
+    assert out["status"]["phase"] == "Pending"  # what the API server returned: the operator has not run yet
 
-    cr = kube.get(MDS.format(ns=NS) + "/iris").json()
+    cr = k8s_admin.get(MDS.format(ns=ns) + "/iris")
+    assert cr["metadata"]["uid"] == out["metadata"]["uid"]
     assert cr["spec"]["model"] == {"name": model.name, "alias": "champion"}
     assert cr["spec"]["replicas"] == 2 and cr["spec"]["autoscaling"]["maxReplicas"] == 4
-    assert cr["spec"]["runtime"] == "pod" and cr["spec"]["server"] == "onnx"
+    assert cr["spec"]["runtime"] == "pod" and cr["spec"]["server"] == "onnx"  # the CRD's defaults
 
     r = client.post("/deployments", json=body)
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
 
-    vm = {"name": "iris-vm", "namespace": "edge", "spec": {
+    vm = {"name": "iris-vm", "namespace": edge, "spec": {
         "model": {"name": model.name, "version": model.version}, "runtime": "vm",
         "vm": {"image": "quay.io/containerdisks/fedora:40", "cores": 2}}}
     assert client.post("/deployments", json=vm).status_code == 201  # a cluster may have KubeVirt
@@ -92,48 +85,74 @@ def test_crud_maps_to_custom_resources(client, kube, model):
     r = client.post("/deployments", json=bad)
     assert r.status_code == 422
     assert "exactly one of model.version and model.alias" in r.text
-    assert kube.get(MDS.format(ns=NS) + "/bad").status_code == 404
+    assert k8s_admin.get(MDS.format(ns=ns) + "/bad") is None
 
     assert [d["metadata"]["name"] for d in client.get("/deployments").json()] == ["iris"]
-    assert [d["metadata"]["name"] for d in client.get("/deployments", params={"namespace": "edge"}).json()] == [
+    assert [d["metadata"]["name"] for d in client.get("/deployments", params={"namespace": edge}).json()] == [
         "iris-vm"]
     got = client.get("/deployments/iris").json()
-    assert got["spec"]["autoscaling"]["minReplicas"] == 2 and got["metadata"]["namespace"] == NS
+    assert got["spec"]["autoscaling"]["minReplicas"] == 2 and got["metadata"]["namespace"] == ns
 
-    # status written by the operator comes through
-    kube.patch(MDS.format(ns=NS) + "/iris/status", json={"status": {
-        "phase": "Queued", "queuePosition": 2, "observedGeneration": 1,
-        "conditions": [{"type": "Admitted", "status": "False", "reason": "WaitingForQuota",
-                        "message": "needs 1 cpu", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}},
-               headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
-    st = client.get("/deployments/iris").json()["status"]
-    assert st["phase"] == "Queued" and st["queuePosition"] == 2
-    assert st["conditions"][0]["reason"] == "WaitingForQuota"
+    # the status the operator writes comes through: resolved alias, the Service URL, and the two replicas the
+    # real HPA controller scales the Deployment to (minReplicas; the operator leaves the count to the HPA)
+    def ready_two():
+        st = client.get("/deployments/iris").json()["status"]
+        return st if st["phase"] == "Ready" and st.get("readyReplicas") == 2 else None
+
+    try:
+        st = wait_until(ready_two, DEADLINE, interval=0.2, what="iris Ready with 2 replicas")
+    except TimeoutError:
+        raise AssertionError(f"{client.get('/deployments/iris').json()}\n{mlstack_operator.log()[-4000:]}") from None
+    assert st["resolvedVersion"] == model.version
+    assert st["url"] == f"http://iris.{ns}.svc.cluster.local:8080"
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
+    assert st["observedGeneration"] == 1
 
     assert client.delete("/deployments/iris").status_code == 204
-    assert kube.get(MDS.format(ns=NS) + "/iris").status_code == 404
+    wait_until(lambda: k8s_admin.get(MDS.format(ns=ns) + "/iris") is None, DEADLINE, what="iris deleted")
     r = client.delete("/deployments/iris")
     assert r.status_code == 404 and "not found" in r.json()["detail"]
     assert client.get("/deployments/iris").status_code == 404
-    assert client.delete("/deployments/iris-vm", params={"namespace": "edge"}).status_code == 204
+    # the real garbage collector takes the operator's children with it
+    wait_until(lambda: not k8s_admin.items(f"/apis/apps/v1/namespaces/{ns}/deployments"), DEADLINE,
+               what="children garbage-collected")
+    assert client.delete("/deployments/iris-vm", params={"namespace": edge}).status_code == 204
 
 
-def test_invalid_spec_never_reaches_the_cluster(client, kube, model):
+def test_invalid_spec_never_reaches_the_cluster(client, k8s_admin: Kube, ns, model):
     r = client.post("/deployments", json={"name": "x" * 43, "spec": {
         "model": {"name": model.name, "version": "1", "alias": "champion"}, "replicas": 1.5}})
     assert r.status_code == 422
-    locs = {tuple(d["loc"]) for d in r.json()["detail"]}
+    locs = {tuple(d["loc"]) for d in r.json()["detail"]}  # the API's own validation (pydantic), field by field
     assert ("body", "name") in locs and any("replicas" in loc for loc in locs)
-    assert kube.get(MDS.format(ns=NS)).json()["items"] == []
+    assert all(o["metadata"]["name"] != "x" * 43 for o in k8s_admin.items(MDS.format(ns=ns)))
 
 
-def test_inference_goes_to_a_ready_deployment(client, kube, model, workdir, mlflow_uri):
+def test_inference_goes_to_a_ready_deployment(client, k8s_admin: Kube, ns, model, workdir, mlflow_uri,
+                                              mlstack_operator):
     r = client.post("/inference", json={"input_data": ROWS[0], "model_version": model.version, "retries": 0})
     assert r.status_code == 503
     assert f"no Ready ModelDeployment serves {model.name} v{model.version}" in r.json()["detail"]
 
     assert client.post("/deployments", json={"name": "iris-live", "spec": {
         "model": {"name": model.name, "version": model.version}}}).status_code == 201
+    st = wait_phase(client, "iris-live", {"Ready"}, timeout=DEADLINE)["status"]  # the operator's, for real
+    cluster_url = f"http://iris-live.{ns}.svc.cluster.local:8080"
+    assert st["url"] == cluster_url
+
+    def ready_alert():
+        alerts = client.get("/alerts", params={"limit": 1000}).json()
+        return [a for a in alerts if a["type"] == "deployment.phase" and a["deployment"] == "iris-live"
+                and a["namespace"] == ns and a["data"]["phase"] == "Ready"]
+
+    [alert] = wait_until(ready_alert, 30, interval=0.2, what="deployment.phase alert")
+    assert alert["model"] == model.name and alert["version"] == model.version
+    assert alert["data"]["mode"] == "cluster" and cluster_url in alert["message"]
+
+    # The fake nodes run no containers and there is no pod network: the Service URL the operator wrote cannot
+    # be reached from here. A real `mlstack serve` stands in for the pods, and the test (cluster-admin) points
+    # status.url at it through the status subresource. The operator rewrites status only when what it computes
+    # changes (its own last write is the reference), so a Ready deployment's url stays as patched.
     port = free_port()
     server = start([sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{model.name}/{model.version}",
                     "--host", "127.0.0.1", "--port", str(port), "--name", model.name],
@@ -143,22 +162,16 @@ def test_inference_goes_to_a_ready_deployment(client, kube, model, workdir, mlfl
                         "MLSTACK_MODEL_CACHE_DIR": str(workdir / "deploy-serve-cache")},
                    what="mlstack serve")
     try:
-        kube.patch(MDS.format(ns=NS) + "/iris-live/status", json={"status": {
-            "phase": "Ready", "url": f"http://127.0.0.1:{port}", "resolvedVersion": model.version,
-            "replicas": 1, "readyReplicas": 1}}, headers={"Content-Type": "application/merge-patch+json"},
-        ).raise_for_status()
-        r = client.post("/inference", json={"input_data": ROWS, "model_version": model.version})
-        assert r.status_code == 200, r.text
+        k8s_admin.patch(MDS.format(ns=ns) + "/iris-live/status", {"status": {"url": f"http://127.0.0.1:{port}"}})
+
+        def infer():  # the API reuses its list of Ready deployments for endpoint_cache_seconds
+            r = client.post("/inference", json={"input_data": ROWS, "model_version": model.version, "retries": 0})
+            return r if r.status_code == 200 else None
+
+        r = wait_until(infer, 30, interval=0.2, what="inference through the patched URL")
         assert r.json()["predictions"] == [0, 2] and r.json()["model_version"] == model.version
-
-        def ready_alert():
-            alerts = client.get("/alerts", params={"limit": 1000}).json()
-            return [a for a in alerts if a["type"] == "deployment.phase" and a["deployment"] == "iris-live"
-                    and a["data"]["phase"] == "Ready"]
-
-        [alert] = wait_until(ready_alert, 30, interval=0.2, what="deployment.phase alert")
-        assert alert["namespace"] == NS and alert["model"] == model.name and alert["version"] == model.version
-        assert alert["data"]["mode"] == "cluster" and f"127.0.0.1:{port}" in alert["message"]
+        st = client.get("/deployments/iris-live").json()["status"]
+        assert st["phase"] == "Ready" and st["url"] == f"http://127.0.0.1:{port}"
     finally:
         server.stop()
         client.delete("/deployments/iris-live")
