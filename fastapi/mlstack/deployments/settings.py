@@ -31,7 +31,7 @@ class DeploymentSettings(BaseSettings):
     rayserve_start_timeout: float = Field(300.0, gt=0)
 
     # cluster mode: the Kubernetes API (in-cluster service account, else kubeconfig)
-    kube_server: str | None = Field(None, description="API server URL (tests, emulators); unset: in-cluster/kubeconfig")
+    kube_server: str | None = Field(None, description="a bare API server URL; unset: in-cluster/kubeconfig")
     kube_insecure: bool = False
     kubeconfig: Path | None = Field(None, description="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     kube_context: str | None = None
