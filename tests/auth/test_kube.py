@@ -143,6 +143,13 @@ def test_invite_join_and_roles_in_the_org(api, pat, k8s_admin: Kube):
     assert r.status_code == 410 and "already used" in r.json()["detail"]
     r = httpx.post(api + "/orgs/join", json={"code": "x" * 32, "name": "eve"})
     assert r.status_code == 404 and "unknown invite code" in r.json()["detail"]
+    # the ServiceAccount the namespace's pods run as is never a member's (422 before the code is spent)
+    code2 = pat.post(f"/orgs/{org}/invites", json={"role": "admin"}).json()["code"]
+    r = httpx.post(api + "/orgs/join", json={"code": code2, "name": "default"})
+    assert r.status_code == 422 and "pods run as" in r.text, r.text
+    assert "mlstack.io/role" not in (k8s_admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default") or {
+        "metadata": {}})["metadata"].get("labels", {})
+    assert httpx.post(api + "/orgs/join", json={"code": code2, "name": "admin2"}).status_code == 201
     assert k8s_admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/dana-again") is None
 
     dana = As(api, joined["token"])

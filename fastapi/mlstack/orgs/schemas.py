@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlstack.auth.roles import RoleName
 from mlstack_operator.contract import CpuQuantity, MemoryQuantity
@@ -73,7 +73,16 @@ class InviteView(BaseModel):
 class JoinRequest(_Body):
     code: str = Field(..., min_length=8, max_length=200)
     name: str = Field(..., min_length=1, max_length=63, pattern=SA_NAME,
-                      description="your ServiceAccount's name in the organisation (a DNS label)")
+                      description="your ServiceAccount's name in the organisation (a DNS label; not 'default')")
+
+    @field_validator("name")
+    @classmethod
+    def _not_default(cls, v: str) -> str:
+        # the namespace's pods (model servers) run as ServiceAccount `default`: a member of that name would lend
+        # them its role (and win the race with the controller that creates it right after the namespace)
+        if v == "default":
+            raise ValueError("'default' is the ServiceAccount the organisation's pods run as: choose another name")
+        return v
 
 
 class JoinResult(BaseModel):
