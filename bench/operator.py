@@ -72,7 +72,7 @@ def mlflow_with_model(workdir: Path):
 
 def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
-    cluster = controlplane.up(workdir / "k8s", kcm_qps=kcm_qps)
+    cluster = controlplane.up(workdir / "k8s", kcm_qps=kcm_qps, audit=False)
     mlflow_proc = op = None
     try:
         mlflow_proc, mlflow_uri = mlflow_with_model(workdir)

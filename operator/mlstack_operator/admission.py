@@ -5,7 +5,9 @@ creation time within a priority) while the summed requests of the admitted ones 
 ResourceQuota's ``requests.cpu`` / ``requests.memory`` / ``requests.nvidia.com/gpu``. Admission is
 strict: the first one that does not fit blocks the ones behind it (no backfilling, so a large
 high-priority deployment is not starved by small ones). Admitted deployments are never preempted;
-a quota that shrinks only stops new admissions. No quota in the namespace: everything is admitted.
+a quota that shrinks only stops new admissions. A deployment that could not fit even in an empty
+namespace fails at once (``ExceedsQuota``) instead of blocking the queue. No quota in the namespace:
+everything is admitted.
 Node placement stays the scheduler's job.
 """
 
@@ -22,6 +24,7 @@ from mlstack_operator.builders import base_replicas, canary_split
 from mlstack_operator.contract import ModelDeployment, Runtime, Server
 
 ZERO = Decimal(0)
+EXCEEDS_QUOTA = "ExceedsQuota"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,31 @@ class Limits:
         return Limits(tight(self.cpu, other.cpu), tight(self.memory, other.memory), tight(self.gpu, other.gpu))
 
     def human(self) -> str:
-        return Demand(self.cpu or ZERO, self.memory or ZERO, self.gpu or ZERO).human()
+        """Only the resources the quota limits (no ``memory=0Mi`` for a quota without a memory limit)."""
+        return human_parts(self, self.cpu, self.memory, self.gpu)
+
+    def used(self, used: Demand) -> str:
+        """``used`` for the resources the quota limits."""
+        return human_parts(self, *(u if lim is not None else None for lim, u in
+                                   ((self.cpu, used.cpu), (self.memory, used.memory), (self.gpu, used.gpu))))
+
+    def free(self, used: Demand) -> str:
+        """What the limits leave after ``used``, for the resources they limit."""
+        def left(limit: Decimal | None, u: Decimal) -> Decimal | None:
+            return None if limit is None else limit - u
+
+        return human_parts(self, left(self.cpu, used.cpu), left(self.memory, used.memory), left(self.gpu, used.gpu))
+
+
+def human_parts(_: Limits, cpu: Decimal | None, memory: Decimal | None, gpu: Decimal | None) -> str:
+    parts = []
+    if cpu is not None:
+        parts.append(f"cpu={_fmt(cpu)}")
+    if memory is not None:
+        parts.append(f"memory={_fmt(memory / (1 << 20))}Mi")
+    if gpu is not None:
+        parts.append(f"gpu={_fmt(gpu)}")
+    return ", ".join(parts) or "no limits"
 
 
 def limits_from_quota(spec: Mapping[str, Any]) -> Limits:
@@ -92,17 +119,34 @@ def merge_limits(quotas: Iterable[Limits]) -> Limits | None:
     return out
 
 
+def per_replica(md: ModelDeployment) -> Demand:
+    """What one replica (pod or VM) of ``md`` requests."""
+    spec = md.spec
+    r = spec.resources
+    memory = spec.vm.memory if spec.runtime == Runtime.vm and spec.vm else r.memory
+    return Demand(parse_quantity(r.cpu), parse_quantity(memory), Decimal(r.gpu))
+
+
 def demand(md: ModelDeployment) -> Demand:
     """What ``md`` requests at its minimum scale (HPA/Serve autoscaling may add more later)."""
     spec = md.spec
-    r = spec.resources
-    per_cpu = parse_quantity(r.cpu)
-    per_mem = parse_quantity(spec.vm.memory) if spec.runtime == Runtime.vm and spec.vm else parse_quantity(r.memory)
-    per_gpu = Decimal(r.gpu)
+    one = per_replica(md)
     n = base_replicas(md)
     if spec.canary is not None and not (spec.runtime == Runtime.pod and spec.server == Server.rayserve):
         n = sum(canary_split(n, spec.canary.traffic_percent))
-    return Demand(per_cpu * n, per_mem * n, per_gpu * n)
+    return Demand(one.cpu * n, one.memory * n, one.gpu * n)
+
+
+def room_for_one_more(candidates: Iterable[Candidate], limits: Limits | None, md: ModelDeployment) -> bool:
+    """Whether the namespace's quota leaves room for one extra replica of ``md`` beyond what the admitted
+    deployments demand (a rolling update's surge pod); no quota: always."""
+    if limits is None:
+        return True
+    used = Demand()
+    for c in candidates:
+        if c.admitted:
+            used = used + c.demand
+    return limits.fits(used + per_replica(md))
 
 
 @dataclass(frozen=True)
@@ -141,20 +185,20 @@ def decide(candidates: Iterable[Candidate], limits: Limits | None) -> dict[str, 
     blocker: Candidate | None = None
     position = 0
     for c in pending:
+        if not limits.fits(c.demand):  # could never fit, even alone: fail it now, don't block the queue
+            out[c.name] = Decision(False, reason=EXCEEDS_QUOTA, message=(
+                f"needs {limits.used(c.demand)}, more than the namespace's whole ResourceQuota allows "
+                f"({limits.human()}): lower spec.resources/replicas or raise the quota"))
+            continue
         if blocker is None and limits.fits(used + c.demand):
             used = used + c.demand
-            out[c.name] = Decision(True, message=f"fits the ResourceQuota ({(used).human()} of {limits.human()})")
+            out[c.name] = Decision(True, message=f"fits the ResourceQuota ({limits.used(used)} of {limits.human()})")
             continue
         position += 1
         if blocker is None:
             blocker = c
-            free = Demand(
-                (limits.cpu - used.cpu) if limits.cpu is not None else ZERO,
-                (limits.memory - used.memory) if limits.memory is not None else ZERO,
-                (limits.gpu - used.gpu) if limits.gpu is not None else ZERO,
-            )
-            message = (f"waiting for quota: needs {c.demand.human()}; the ResourceQuota leaves "
-                       f"{free.human()} after admitted deployments")
+            message = (f"waiting for quota: needs {limits.used(c.demand)}; the ResourceQuota leaves "
+                       f"{limits.free(used)} after admitted deployments")
         else:
             message = f"waiting behind {blocker.name} (priority {blocker.priority}) for quota"
         out[c.name] = Decision(False, position=position, reason="WaitingForQuota", message=message)

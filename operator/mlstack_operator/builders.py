@@ -157,8 +157,9 @@ def _serve_command(md: ModelDeployment, version: str, port: int) -> list[str]:
 
 
 def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettings, *, track: str = STABLE,
-                     replicas: int | None = None) -> Manifest:
-    """The lean model server. ``replicas`` None leaves the count to an HPA."""
+                     replicas: int | None = None, surge: bool = True) -> Manifest:
+    """The lean model server. ``replicas`` None leaves the count to an HPA. ``surge`` False: rolling updates
+    replace one pod at a time without an extra one (when the namespace's quota has no room for it)."""
     requests, limits = _requests(md)
     port = settings.server_port
     probe_common = {"periodSeconds": 5, "timeoutSeconds": 2}
@@ -188,7 +189,8 @@ def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettin
     spec: Manifest = {
         "revisionHistoryLimit": 3,
         "selector": {"matchLabels": {LABEL_DEPLOYMENT: md.name, LABEL_TRACK: track}},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1} if surge
+                     else {"maxUnavailable": 1, "maxSurge": 0}},
         "template": {
             "metadata": {"labels": labels(md, track), "annotations": {ANNOTATION_MODEL_URI: uri}},
             "spec": {
@@ -442,7 +444,8 @@ def build_virtualmachine(md: ModelDeployment, version: str, settings: OperatorSe
     }
 
 
-def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSettings) -> list[Manifest]:
+def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSettings, *,
+                   surge: bool = True) -> list[Manifest]:
     """Every child of ``md``, stable first. Deterministic: the same input gives the same list."""
     spec = md.spec
     canary = versions.canary if spec.canary is not None else None
@@ -467,9 +470,10 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
     # With autoscaling the HPA owns the stable track's replica count within the stable share of the bounds; a
     # canary keeps its fixed share of minReplicas (so the effective percentage shrinks as the stable track scales
     # out: exact weighted routing is not done here).
-    children.append(build_deployment(md, versions.stable, settings, replicas=None if spec.autoscaling else stable_n))
+    children.append(build_deployment(md, versions.stable, settings, replicas=None if spec.autoscaling else stable_n,
+                                     surge=surge))
     if canary is not None:
-        dep = build_deployment(md, canary, settings, track=CANARY, replicas=canary_n)
+        dep = build_deployment(md, canary, settings, track=CANARY, replicas=canary_n, surge=surge)
         share = round(100 * canary_n / max(1, stable_n + canary_n))
         dep["metadata"]["annotations"][ANNOTATION_CANARY_PERCENT] = str(share)
         children.append(dep)
@@ -477,6 +481,12 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
     if spec.autoscaling:
         children.append(build_hpa(md, canary_n))
     return children
+
+
+def child_keys(md: ModelDeployment, settings: OperatorSettings) -> set[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of the children ``md``'s spec makes (which ones, not their versions)."""
+    versions = Versions("1", "2" if md.spec.canary is not None else None)
+    return {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in build_children(md, versions, settings)}
 
 
 def possible_children(md: ModelDeployment) -> list[tuple[str, str, str]]:

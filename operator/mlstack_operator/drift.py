@@ -2,7 +2,8 @@
 
 The API server adds defaults and controllers add fields, so "same" means "the desired object is
 contained in the live one": every desired key present with a contained value; lists of the same
-length, item by item.
+length, item by item; resource quantities compare as quantities (``0.5`` == ``500m``), since the API
+server normalises them and a string compare would patch on every reconcile.
 """
 
 from __future__ import annotations
@@ -10,13 +11,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
 
-def contains(live: Any, desired: Any) -> bool:
+QUANTITY_MAPS = frozenset({"requests", "limits"})  # resources.{requests,limits}: values are quantities
+
+
+def same_quantity(live: Any, desired: Any) -> bool:
+    """``"0.5"`` and ``"500m"``, ``"1.5Gi"`` and ``"1536Mi"`` are the same (the API server normalises them)."""
+    if live == desired:
+        return True
+    if not isinstance(live, str | int | float) or not isinstance(desired, str | int | float):
+        return False
+    try:
+        return bool(parse_quantity(live) == parse_quantity(desired))
+    except ValueError:
+        return False
+
+
+EXACT = frozenset({"selector"})  # an extra key in a selector selects other pods: compared exactly
+
+
+def contains(live: Any, desired: Any, quantities: bool = False) -> bool:
     if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(k in live and contains(live[k], v) for k, v in desired.items())
+        return isinstance(live, Mapping) and all(
+            k in live and (live[k] == v if k in EXACT else contains(live[k], v, quantities or k in QUANTITY_MAPS))
+            for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(live, list) and len(live) == len(desired) and all(
             contains(a, b) for a, b in zip(live, desired, strict=True))
+    if quantities:
+        return same_quantity(live, desired)
     return bool(live == desired)
 
 
@@ -24,7 +48,12 @@ def drift_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str
     """A merge patch bringing ``live`` back to ``desired`` (spec, labels, annotations, owners), or None."""
     patch: dict[str, Any] = {}
     if not contains(live.get("spec"), desired.get("spec", {})):
-        patch["spec"] = desired.get("spec", {})
+        spec = dict(desired.get("spec", {}))
+        for key in EXACT & spec.keys():  # a merge patch keeps extra keys unless they are set to null
+            extra = set((live.get("spec") or {}).get(key) or {}) - set(spec[key] or {})
+            if extra and isinstance(spec[key], Mapping):
+                spec[key] = {**spec[key], **dict.fromkeys(extra)}
+        patch["spec"] = spec
     dmeta, lmeta = desired.get("metadata", {}), live.get("metadata", {})
     meta: dict[str, Any] = {}
     for key in ("labels", "annotations"):

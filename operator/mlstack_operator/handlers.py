@@ -2,18 +2,24 @@
 
 * ``mdep_reconcile`` (create/update/resume): validate -> admit -> resolve the model -> build,
   adopt, create-if-absent / patch-if-different the children -> publish the status.
-* ``child_event`` (Deployment/RayService/VirtualMachine events): the children's readiness -> status.
+* ``child_event`` (events of every child kind): the children's readiness -> status, and self-healing:
+  a child edited by hand is patched back, a deleted one recreated, within a second of the event.
+  A periodic resync (``resync_seconds``) re-checks every child as a safety net.
 * ``mdep_deleted`` and ``quota_event``: capacity changed -> re-run admission in that namespace.
+* ``namespace_event``: objects in a terminating namespace are left alone (no writes, no Events).
 
 Children are garbage-collected through their ownerReferences, so deletion needs no finalizer.
 Status writes go through one place (``publish``) under a per-object lock, and only when something
-other than timestamps changed; phase transitions become Kubernetes Events.
+other than timestamps changed; phase transitions become Kubernetes Events. A child write the API
+server refuses becomes ``Failed`` with the server's reason and message, and is retried with
+exponential backoff until it succeeds or the spec changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -23,7 +29,15 @@ import kopf
 from pydantic import ValidationError
 
 from mlstack_operator import builders
-from mlstack_operator.admission import Candidate, Decision, decide, demand, limits_from_quota, merge_limits
+from mlstack_operator.admission import (
+    Candidate,
+    Decision,
+    decide,
+    demand,
+    limits_from_quota,
+    merge_limits,
+    room_for_one_more,
+)
 from mlstack_operator.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, Phase
 from mlstack_operator.drift import drift_patch
 from mlstack_operator.kube import ApiError, KubeClient, path_for, path_of
@@ -45,8 +59,12 @@ class Tracked:
     ref: dict[str, Any]
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     inputs: Inputs | None = None
-    expected: tuple[tuple[str, str], ...] = ()  # (kind, name) of the desired readiness-bearing children
+    expected: tuple[tuple[str, str], ...] = ()  # (kind, name) of the children whose presence/readiness counts
+    desired: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)  # (kind, name) -> obj
     last_status: dict[str, Any] | None = None
+    retry: asyncio.Task | None = None  # a scheduled retry of a refused child write (admitted from the queue)
+    retries: int = 0
+    unschedulable_check: asyncio.Task | None = None
 
 
 @dataclasses.dataclass
@@ -59,6 +77,14 @@ class OperatorState:
         default_factory=lambda: defaultdict(dict))
     admitted: set[Key] = dataclasses.field(default_factory=set)
     ns_locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=lambda: defaultdict(asyncio.Lock))
+    terminating: set[str] = dataclasses.field(default_factory=set)  # namespaces being deleted
+    tasks: set[asyncio.Task] = dataclasses.field(default_factory=set)
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     def track(self, body: Mapping[str, Any]) -> Tracked:
         meta = body["metadata"]
@@ -71,7 +97,11 @@ class OperatorState:
         return t
 
     def forget(self, key: Key) -> None:
-        self.tracked.pop(key, None)
+        t = self.tracked.pop(key, None)
+        if t is not None:
+            for task in (t.retry, t.unschedulable_check):
+                if task is not None:
+                    task.cancel()
         self.children.pop(key, None)
         self.admitted.discard(key)
 
@@ -86,10 +116,11 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.peering.name = cfg.peering_name
+    settings.peering.standalone = True  # one replica (manifests/operator): no peering, instant takeover
     # Watch only our own children, filtered server-side (the handlers' label filter stays as a guard).
     managed = ",".join(f"{k}={v}" for k, v in builders.MANAGED_BY.items())
-    for group, plural in (("apps", "deployments"), ("ray.io", "rayservices"), ("kubevirt.io", "virtualmachines")):
+    for group, plural in (("apps", "deployments"), ("", "services"), ("autoscaling", "horizontalpodautoscalers"),
+                          ("ray.io", "rayservices"), ("kubevirt.io", "virtualmachines")):
         settings.watching.label_selectors[group, plural] = managed
     settings.watching.server_timeout = 600
     # The reconcile handler writes the status itself before kopf writes its annotations: wait long
@@ -112,17 +143,20 @@ def login(logger: logging.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     cfg = get_settings()
     configure(settings, cfg)
-    memo.state = OperatorState(
+    memo.state = state = OperatorState(
         cfg=cfg,
         kube=await KubeClient.connect(cfg),
         resolver=ModelResolver(cfg.effective_registry_uri, cfg.resolve_cache_seconds),
     )
+    state.spawn(resync_loop(state))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     state: OperatorState | None = memo.get("state")
     if state is not None:
+        for task in list(state.tasks):
+            task.cancel()
         await state.kube.close()
 
 
@@ -164,11 +198,15 @@ def quota_limits(namespace: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
 async def mdep_reconcile(body: kopf.Body, reason: kopf.Reason, memo: kopf.Memo, logger: logging.Logger,
-                         mdep_admission: kopf.Index, quota_limits: kopf.Index, **_: Any) -> None:
+                         mdep_admission: kopf.Index, quota_limits: kopf.Index, retry: int = 0, old: Any = None,
+                         **_: Any) -> None:
     state: OperatorState = memo.state
     tracked = state.track(body)
     raw = dict(body)
     generation = raw["metadata"].get("generation")
+    if tracked.retry is not None:  # the spec moved on: a pending retry of the old one is moot
+        tracked.retry.cancel()
+        tracked.retry = None
     try:
         md = ModelDeployment.model_validate(raw)
     except ValidationError as e:
@@ -176,35 +214,78 @@ async def mdep_reconcile(body: kopf.Body, reason: kopf.Reason, memo: kopf.Memo, 
         async with tracked.lock:
             await publish(state, tracked, Inputs(generation, invalid=message))
         raise kopf.PermanentError(f"invalid spec: {message}") from None
+    stale = previous_children(raw, old, state.cfg) if reason == kopf.Reason.UPDATE else set()
     async with tracked.lock:
-        await reconcile(state, tracked, md, raw, mdep_admission, quota_limits,
-                        create_first=reason == kopf.Reason.CREATE, prune=reason == kopf.Reason.UPDATE)
+        try:
+            await reconcile(state, tracked, md, raw, mdep_admission, quota_limits,
+                            create_first=reason == kopf.Reason.CREATE, stale=stale)
+        except ChildRefused as e:
+            delay = backoff(retry, state.cfg.retry_max_seconds)
+            raise kopf.TemporaryError(f"{e}; retrying in {delay:.0f}s", delay=delay) from None
     await refresh_namespace(state, md.namespace, mdep_admission, quota_limits, logger)
 
 
+def previous_children(body: Mapping[str, Any], old_spec: Any, cfg: OperatorSettings) -> set[tuple[str, str, str]]:
+    """The children the previous spec made (kopf's ``old``): what an update may have to delete."""
+    if not isinstance(old_spec, Mapping):
+        return set()
+    try:
+        plain = json.loads(json.dumps({"apiVersion": body["apiVersion"], "kind": body["kind"],
+                                       "metadata": {k: body["metadata"][k] for k in ("name", "namespace")},
+                                       "spec": old_spec}))
+        return builders.child_keys(ModelDeployment.model_validate(plain), cfg)
+    except ValidationError:  # the old spec was invalid: it made no children
+        return set()
+
+
+def backoff(attempt: int, cap: float) -> float:
+    return float(min(cap, 2 ** min(attempt, 16)))
+
+
+CHILD_KINDS = {("apps", "deployments"), ("", "services"), ("autoscaling", "horizontalpodautoscalers"),
+               ("ray.io", "rayservices"), ("kubevirt.io", "virtualmachines")}
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=builders.MANAGED_BY)
+@kopf.on.event("", "v1", "services", labels=builders.MANAGED_BY)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=builders.MANAGED_BY)
 @kopf.on.event("ray.io", "v1", "rayservices", labels=builders.MANAGED_BY)
 @kopf.on.event("kubevirt.io", "v1", "virtualmachines", labels=builders.MANAGED_BY)
 async def child_event(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
                       **_: Any) -> None:
     parent = labels.get(builders.LABEL_DEPLOYMENT)
     state: OperatorState | None = memo.get("state")
-    if not parent or state is None:
+    if not parent or state is None or namespace in state.terminating:
         return
     key = (namespace, parent)
-    child_key = (body.get("kind", ""), body["metadata"]["name"])
+    meta = body["metadata"]
+    child_key = (body.get("kind", ""), meta["name"])
+    tracked = state.tracked.get(key)
     if type == "DELETED":
         state.children[key].pop(child_key, None)
     else:
         cs = child_state(body)
-        if cs is None:
-            return
-        state.children[key][child_key] = cs
-    tracked = state.tracked.get(key)
-    if tracked is None or tracked.inputs is None or tracked.inputs.resolved_version is None:
+        if cs is not None:
+            state.children[key][child_key] = cs
+    if tracked is None:
+        return
+    desired = tracked.desired.get(child_key)
+    if desired is not None and owned_by(meta, tracked) and (
+            type == "DELETED" or (not meta.get("deletionTimestamp") and drift_patch(desired, body) is not None)):
+        state.spawn(heal(state, tracked, child_key))
+    if tracked.inputs is None or tracked.inputs.resolved_version is None:
         return  # the parent's own reconcile publishes with this state
+    if child_key[0] == "Deployment" and type != "DELETED":
+        cs = state.children[key].get(child_key)
+        if cs is not None and not cs.ready:
+            watch_scheduling(state, tracked, key)
     async with tracked.lock:
         await publish(state, tracked, dataclasses.replace(tracked.inputs, children=children_of(state, key, tracked)))
+
+
+def owned_by(meta: Mapping[str, Any], tracked: Tracked) -> bool:
+    uid = tracked.ref["metadata"].get("uid")
+    return any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
 
 
 @kopf.on.event(*MD, when=lambda type, **_: type == "DELETED")
@@ -212,21 +293,41 @@ async def mdep_deleted(namespace: str, name: str, memo: kopf.Memo, logger: loggi
                        mdep_admission: kopf.Index, quota_limits: kopf.Index, **_: Any) -> None:
     state: OperatorState = memo.state
     state.forget((namespace, name))
-    await refresh_namespace(state, namespace, mdep_admission, quota_limits, logger)
+    if namespace not in state.terminating:
+        await refresh_namespace(state, namespace, mdep_admission, quota_limits, logger)
 
 
 @kopf.on.event("", "v1", "resourcequotas")
 async def quota_event(namespace: str, memo: kopf.Memo, logger: logging.Logger, mdep_admission: kopf.Index,
                       quota_limits: kopf.Index, **_: Any) -> None:
     state: OperatorState | None = memo.get("state")
-    if state is not None:
+    if state is not None and namespace not in state.terminating:
         await refresh_namespace(state, namespace, mdep_admission, quota_limits, logger)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(type: str | None, name: str, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+    """A terminating namespace's objects are left alone: its controller deletes them all, and creates there
+    (children, Events) are refused anyway."""
+    state: OperatorState | None = memo.get("state")
+    if state is None:
+        return
+    if type != "DELETED" and status.get("phase") == "Terminating":
+        state.terminating.add(name)
+    elif type == "DELETED":
+        state.terminating.discard(name)
+        for key in [k for k in state.tracked if k[0] == name]:
+            state.forget(key)
 
 
 # --- the work -----------------------------------------------------------------------------------
 
 
 NO_QUOTA = Decision(True, message="no ResourceQuota in the namespace")
+
+
+class ChildRefused(Exception):
+    """The API server refused a child write; the status says so and the write is retried with backoff."""
 
 
 async def admit(state: OperatorState, namespace: str, mdep_admission: kopf.Index, quota_limits: kopf.Index,
@@ -246,10 +347,24 @@ async def admit(state: OperatorState, namespace: str, mdep_admission: kopf.Index
         return decisions
 
 
+def surge_fits(state: OperatorState, md: ModelDeployment, mdep_admission: kopf.Index,
+               quota_limits: kopf.Index) -> bool:
+    """Room in the namespace's quota for a rolling update's extra pod (else: replace pods one at a time)."""
+    if md.namespace not in quota_limits:
+        return True
+    limits = merge_limits(quota_limits.get(md.namespace, []))
+    candidates = [dataclasses.replace(c, admitted=c.admitted or (md.namespace, c.name) in state.admitted)
+                  for c in mdep_admission.get(md.namespace, [])]
+    return room_for_one_more(candidates, limits, md)
+
+
+NO_SURGE = "rolling updates replace one pod at a time without an extra one (the quota has no room for it)"
+
+
 async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment, body: Mapping[str, Any],
                     mdep_admission: kopf.Index, quota_limits: kopf.Index, *, create_first: bool,
-                    prune: bool) -> None:
-    """One pass for one ModelDeployment; the caller holds ``tracked.lock``."""
+                    stale: set[tuple[str, str, str]] = frozenset()) -> None:  # type: ignore[assignment]
+    """One pass for one ModelDeployment; the caller holds ``tracked.lock``. Raises ChildRefused."""
     cfg, key = state.cfg, (md.namespace, md.name)
     gen = md.metadata.generation
     decision = (await admit(state, md.namespace, mdep_admission, quota_limits, md.name)).get(md.name)
@@ -260,7 +375,8 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
                                              admission_reason=decision.reason,
                                              admission_message=decision.message))
         return
-    base = Inputs(gen, admitted=True, admission_message=decision.message)
+    surge = surge_fits(state, md, mdep_admission, quota_limits)
+    base = Inputs(gen, admitted=True, admission_message=decision.message, rollout_note="" if surge else NO_SURGE)
 
     spec = md.spec
     try:
@@ -272,26 +388,34 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
     except RegistryUnavailable as e:
         raise kopf.TemporaryError(str(e), delay=REGISTRY_RETRY_SECONDS) from None
 
-    children = builders.build_children(md, builders.Versions(version, canary), cfg)
+    children = builders.build_children(md, builders.Versions(version, canary), cfg, surge=surge)
     kopf.adopt(children, owner=dict(body))
+    tracked.desired = {(c["kind"], c["metadata"]["name"]): c for c in children}
+    tracked.expected = tuple((c["kind"], c["metadata"]["name"]) for c in children
+                             if c["kind"] in ("Deployment", "Service", "RayService", "VirtualMachine"))
+    resolved = dataclasses.replace(base, resolved_version=version, canary_version=canary, url=builders.url(md, cfg))
+    child = children[0]
     try:
         for child in children:
             live = await ensure(state.kube, child, create_first=create_first)
             cs = child_state(live)
             if cs is not None:
                 state.children[key][(cs.kind, cs.name)] = cs
-        if prune:
-            await prune_children(state, md, children)
+        wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in children}
+        await prune_children(state, md, stale - wanted)
     except ApiError as e:
-        if e.transient:
-            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=5) from None
-        raise kopf.PermanentError(f"Kubernetes API rejected a child: {e}") from None
+        if md.namespace in state.terminating:
+            return
+        what = f"{child['kind']}/{child['metadata']['name']}"
+        tracked.inputs = resolved
+        await publish(state, tracked, dataclasses.replace(
+            resolved, child_error=(e.reason or f"HTTP{e.status}",
+                                   f"the API server refused {what}: {e.status} {e.reason}: {e.message}")))
+        raise ChildRefused(f"{what}: {e}") from None
 
-    tracked.expected = tuple((c["kind"], c["metadata"]["name"]) for c in children
-                             if c["kind"] in ("Deployment", "RayService", "VirtualMachine"))
-    tracked.inputs = dataclasses.replace(base, resolved_version=version, canary_version=canary,
-                                         url=builders.url(md, cfg))
-    await publish(state, tracked, dataclasses.replace(tracked.inputs, children=children_of(state, key, tracked)))
+    tracked.retries = 0
+    tracked.inputs = resolved
+    await publish(state, tracked, dataclasses.replace(resolved, children=children_of(state, key, tracked)))
 
 
 async def ensure(kube: KubeClient, desired: dict[str, Any], *, create_first: bool) -> dict[str, Any]:
@@ -310,33 +434,142 @@ async def ensure(kube: KubeClient, desired: dict[str, Any], *, create_first: boo
     return await kube.patch(path, patch) if patch else live
 
 
-async def prune_children(state: OperatorState, md: ModelDeployment, wanted: Iterable[Mapping[str, Any]]) -> None:
-    """Delete children this operator may have made for ``md`` that the current spec no longer wants."""
-    keep = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in wanted}
-    for api_version, kind, name in builders.possible_children(md):
-        if (api_version, kind, name) not in keep:
-            try:
-                await state.kube.delete(path_for(api_version, kind, md.namespace, name))
-            except ApiError as e:
-                if e.status != 404 and not (e.status == 403 or e.reason == "NotFound"):
-                    raise
-            state.children[(md.namespace, md.name)].pop((kind, name), None)
+async def prune_children(state: OperatorState, md: ModelDeployment, stale: Iterable[tuple[str, str, str]]) -> None:
+    """Delete the children the previous spec made that the current one no longer wants (only those: no
+    DELETE of children that never existed)."""
+    for api_version, kind, name in stale:
+        try:
+            await state.kube.delete(path_for(api_version, kind, md.namespace, name))
+        except ApiError as e:
+            if e.status != 404:
+                raise
+        state.children[(md.namespace, md.name)].pop((kind, name), None)
+
+
+async def heal(state: OperatorState, tracked: Tracked, child_key: tuple[str, str]) -> None:
+    """Bring one child back to the spec (patch a hand edit, recreate a deleted one)."""
+    async with tracked.lock:
+        desired = tracked.desired.get(child_key)
+        meta = tracked.ref["metadata"]
+        if desired is None or meta["namespace"] in state.terminating:
+            return
+        live = await state.kube.get(path_of(desired))
+        if live is None:
+            # recreate only while the parent exists (the garbage collector may be deleting its children)
+            parent = await state.kube.get(path_for(API_VERSION, KIND, meta["namespace"], meta["name"]))
+            if parent is None or parent["metadata"].get("uid") != meta.get("uid") or \
+                    parent["metadata"].get("deletionTimestamp"):
+                return
+        try:
+            if live is None:
+                await state.kube.create(desired)
+                logging.getLogger(__name__).info(f"recreated {child_key[0]}/{child_key[1]} in {meta['namespace']}")
+            elif (patch := drift_patch(desired, live)) is not None:
+                await state.kube.patch(path_of(desired), patch)
+                logging.getLogger(__name__).info(f"reverted a change to {child_key[0]}/{child_key[1]} "
+                                                 f"in {meta['namespace']}")
+        except ApiError as e:
+            if e.status == 409 or meta["namespace"] in state.terminating:
+                return
+            if tracked.inputs is not None:
+                await publish(state, tracked, dataclasses.replace(
+                    tracked.inputs, child_error=(e.reason or f"HTTP{e.status}",
+                                                 f"the API server refused {child_key[0]}/{child_key[1]}: "
+                                                 f"{e.status} {e.reason}: {e.message}")))
+            schedule_retry(state, tracked)
+
+
+async def resync_loop(state: OperatorState) -> None:
+    """Safety net for missed events: every ``resync_seconds``, re-check every child of every tracked object."""
+    while True:
+        await asyncio.sleep(state.cfg.resync_seconds)
+        for tracked in list(state.tracked.values()):
+            for child_key in list(tracked.desired):
+                try:
+                    await heal(state, tracked, child_key)
+                except ApiError as e:
+                    logging.getLogger(__name__).warning(f"resync of {child_key}: {e}")
+
+
+def schedule_retry(state: OperatorState, tracked: Tracked) -> None:
+    """Re-run the reconcile later with exponential backoff (for work that is not a kopf handler's own)."""
+    if tracked.retry is not None and not tracked.retry.done():
+        return
+    delay = backoff(tracked.retries, state.cfg.retry_max_seconds)
+    tracked.retries += 1
+    tracked.retry = state.spawn(retry_later(state, tracked, delay))
+
+
+async def retry_later(state: OperatorState, tracked: Tracked, delay: float) -> None:
+    await asyncio.sleep(delay)
+    meta = tracked.ref["metadata"]
+    body = await state.kube.get(path_for(API_VERSION, KIND, meta["namespace"], meta["name"]))
+    if body is None or body["metadata"].get("uid") != meta.get("uid"):
+        return
+    try:
+        md = ModelDeployment.model_validate(body)
+        async with tracked.lock:
+            tracked.retry = None
+            await reconcile(state, tracked, md, body, {}, {}, create_first=False)
+    except (ChildRefused, ApiError, kopf.TemporaryError):
+        tracked.retry = None
+        schedule_retry(state, tracked)
+    except (kopf.PermanentError, ValidationError):
+        tracked.retry = None
+
+
+def watch_scheduling(state: OperatorState, tracked: Tracked, key: Key) -> None:
+    """A Deployment that is not ready: a moment later, read its pods' scheduling (once per wait)."""
+    if tracked.unschedulable_check is not None and not tracked.unschedulable_check.done():
+        return
+    tracked.unschedulable_check = state.spawn(check_scheduling(state, tracked, key))
+
+
+async def check_scheduling(state: OperatorState, tracked: Tracked, key: Key) -> None:
+    await asyncio.sleep(state.cfg.unschedulable_check_seconds)
+    if tracked.inputs is None or all(c.ready for c in children_of(state, key, tracked)):
+        return
+    pods = await state.kube.list(f"/api/v1/namespaces/{key[0]}/pods", {builders.LABEL_DEPLOYMENT: key[1]})
+    message = None
+    for pod in pods:
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                message = f"pod {pod['metadata']['name']} cannot be scheduled: {c.get('message', '')}".strip()
+                break
+        if message:
+            break
+    if message != tracked.inputs.unschedulable:
+        async with tracked.lock:
+            tracked.inputs = dataclasses.replace(tracked.inputs, unschedulable=message)
+            await publish(state, tracked, dataclasses.replace(tracked.inputs,
+                                                              children=children_of(state, key, tracked)))
+    if message:  # still waiting: look again later (the scheduler retries, a node may appear)
+        await asyncio.sleep(max(5.0, state.cfg.unschedulable_check_seconds))
+        tracked.unschedulable_check = None
+        if not all(c.ready for c in children_of(state, key, tracked)):
+            watch_scheduling(state, tracked, key)
 
 
 def children_of(state: OperatorState, key: Key, tracked: Tracked) -> tuple[ChildState, ...]:
     cache = state.children.get(key, {})
-    return tuple(cache.get(ck) or ChildState(ck[0], ck[1], 1, 0, False) for ck in tracked.expected)
+    return tuple(cache.get(ck) or ChildState(ck[0], ck[1], 0 if ck[0] == "Service" else 1, 0, False)
+                 for ck in tracked.expected)
 
 
 async def publish(state: OperatorState, tracked: Tracked, inputs: Inputs) -> None:
     """Write the status computed from ``inputs`` if it differs; post an Event on a phase change."""
-    if inputs.invalid is None:
+    meta = tracked.ref["metadata"]
+    if meta["namespace"] in state.terminating:
+        return
+    if inputs.invalid is None and inputs.child_error is None:
         tracked.inputs = dataclasses.replace(inputs, children=())
+    if inputs.unschedulable is None and tracked.inputs is not None and tracked.inputs.unschedulable and \
+            all(c.ready for c in inputs.children) and inputs.children:
+        tracked.inputs = dataclasses.replace(tracked.inputs, unschedulable=None)
     previous = tracked.last_status
     new = compute(inputs, previous)
     if essential(new) == essential(previous):
         return
-    meta = tracked.ref["metadata"]
     path = path_for(API_VERSION, KIND, meta["namespace"], meta["name"], "status")
     try:
         await state.kube.patch(path, {"status": new})
@@ -373,11 +606,15 @@ async def refresh_namespace(state: OperatorState, namespace: str, mdep_admission
             try:
                 md = ModelDeployment.model_validate(body)
                 async with tracked.lock:
-                    await reconcile(state, tracked, md, body, mdep_admission, quota_limits, create_first=True,
-                                    prune=False)
-            except (kopf.TemporaryError, kopf.PermanentError, ValidationError) as e:
+                    await reconcile(state, tracked, md, body, mdep_admission, quota_limits, create_first=True)
+            except (ChildRefused, ApiError, kopf.TemporaryError) as e:
+                # the status says why (reconcile published it); retry with backoff, not never
                 logger.warning(f"admitted {namespace}/{name} but could not deploy it yet: {e}")
-        elif (d.position, d.message) != (tracked.inputs.queue_position, tracked.inputs.admission_message):
+                schedule_retry(state, tracked)
+            except (kopf.PermanentError, ValidationError) as e:
+                logger.warning(f"admitted {namespace}/{name} but its spec cannot work: {e}")
+        elif (d.position, d.reason, d.message) != (tracked.inputs.queue_position, tracked.inputs.admission_reason,
+                                                   tracked.inputs.admission_message):
             async with tracked.lock:
                 await publish(state, tracked, dataclasses.replace(
                     tracked.inputs, queue_position=d.position, admission_reason=d.reason,

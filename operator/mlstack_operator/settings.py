@@ -40,7 +40,11 @@ class OperatorSettings(BaseSettings):
     # Scope and behaviour
     namespaces: list[str] = Field(default_factory=list, description="empty: all namespaces (clusterwide)")
     failed_retry_seconds: float = Field(300.0, gt=0, description="slow re-check of Failed deployments")
-    peering_name: str = "mlstack-operator"
+    resync_seconds: float = Field(300.0, gt=0, description="safety net: re-check every child this often "
+                                  "(changes and deletions of children are healed at once from their watch)")
+    retry_max_seconds: float = Field(300.0, gt=0, description="backoff cap for a child write the API refused")
+    unschedulable_check_seconds: float = Field(3.0, ge=0, description="how long a pod may wait for the "
+                                               "scheduler before the operator reads its reason")
     post_info_events: bool = Field(False, description="also post kopf's per-handler Normal events")
 
     # Connection override (emulators, tests, benchmarks): otherwise in-cluster or kubeconfig

@@ -6,12 +6,19 @@ ModelResolved, Available and Ready (``lastTransitionTime`` kept while a conditio
 
 Phases and the transitions the operator makes::
 
-    Pending   -> Queued | Deploying | Failed
-    Queued    -> Deploying | Failed
+    Pending   -> Queued | Deploying | Ready (children ready at the first look) | Failed
+    Queued    -> Deploying | Ready | Failed (ExceedsQuota)
     Deploying -> Ready | Failed | Queued
     Ready     -> Degraded | Deploying (spec change) | Failed
     Degraded  -> Ready | Deploying | Failed
-    Failed    -> Pending | Queued | Deploying (the model appeared, the spec was fixed)
+    Failed    -> Pending | Queued | Deploying | Ready (the model appeared, the spec was fixed, a rejected
+                 child was accepted on a retry)
+
+``Failed`` covers: an invalid spec, a model the registry does not have, a deployment that needs more
+than the namespace's whole quota (``ExceedsQuota``), and a child the API server refused (the reason and
+message are the server's; the operator keeps retrying with backoff). A pod the scheduler cannot place
+keeps ``Deploying`` with the scheduler's message on the ``Ready`` condition (reason ``Unschedulable``).
+``replicas: 0`` is ``Ready`` with reason ``ScaledToZero`` (nothing serves, by request).
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from typing import Any
 from mlstack_operator.contract import CONDITION_TYPES, Phase
 
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.Pending: frozenset({Phase.Queued, Phase.Deploying, Phase.Failed}),
-    Phase.Queued: frozenset({Phase.Deploying, Phase.Failed}),
+    Phase.Pending: frozenset({Phase.Queued, Phase.Deploying, Phase.Ready, Phase.Failed}),
+    Phase.Queued: frozenset({Phase.Deploying, Phase.Ready, Phase.Failed}),
     Phase.Deploying: frozenset({Phase.Ready, Phase.Failed, Phase.Queued, Phase.Degraded}),
     Phase.Ready: frozenset({Phase.Degraded, Phase.Deploying, Phase.Failed}),
     Phase.Degraded: frozenset({Phase.Ready, Phase.Deploying, Phase.Failed}),
@@ -65,6 +72,8 @@ def child_state(obj: Mapping[str, Any]) -> ChildState | None:
         conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         ok = conds.get("Ready") == "True"
         return ChildState(kind, name, 1, 1 if ok else 0, ok)
+    if kind == "Service":  # no readiness of its own: it is there or not (the operator recreates it)
+        return ChildState(kind, name, 0, 0, True)
     if kind == "VirtualMachine":
         ok = bool(status.get("ready"))
         return ChildState(kind, name, 1, 1 if ok else 0, ok)
@@ -84,6 +93,9 @@ class Inputs:
     resolve_error: tuple[str, str] | None = None  # (reason, message)
     url: str | None = None
     children: tuple[ChildState, ...] = ()
+    child_error: tuple[str, str] | None = None  # (reason, message): the API server refused a child write
+    unschedulable: str | None = None  # the scheduler's message for a pod it cannot place
+    rollout_note: str = ""  # how rolling updates fit the quota (said on the Admitted condition)
 
 
 def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
@@ -124,6 +136,11 @@ def compute(inputs: Inputs, previous: Mapping[str, Any] | None, now: str | None 
         set_condition(conds, "Ready", "False", "InvalidSpec", inputs.invalid, now, gen)
         return finish(Phase.Failed)
 
+    if inputs.admitted is False and inputs.admission_reason == "ExceedsQuota":
+        set_condition(conds, "Admitted", "False", "ExceedsQuota", inputs.admission_message, now, gen)
+        set_condition(conds, "Ready", "False", "ExceedsQuota", inputs.admission_message, now, gen)
+        out["queuePosition"] = None
+        return finish(Phase.Failed)
     if inputs.admitted is False:
         set_condition(conds, "Admitted", "False", inputs.admission_reason or "WaitingForQuota",
                       inputs.admission_message, now, gen)
@@ -131,7 +148,8 @@ def compute(inputs: Inputs, previous: Mapping[str, Any] | None, now: str | None 
         out["queuePosition"] = inputs.queue_position
         return finish(Phase.Queued)
     if inputs.admitted:
-        set_condition(conds, "Admitted", "True", "Admitted", inputs.admission_message, now, gen)
+        message = inputs.admission_message + (f"; {inputs.rollout_note}" if inputs.rollout_note else "")
+        set_condition(conds, "Admitted", "True", "Admitted", message, now, gen)
     out["queuePosition"] = None
 
     if inputs.resolve_error is not None:
@@ -149,6 +167,11 @@ def compute(inputs: Inputs, previous: Mapping[str, Any] | None, now: str | None 
     set_condition(conds, "ModelResolved", "True", "Resolved", msg, now, gen)
     out["url"] = inputs.url
 
+    if inputs.child_error is not None:
+        reason, message = inputs.child_error
+        set_condition(conds, "Ready", "False", reason, message, now, gen)
+        return finish(Phase.Failed)
+
     children = inputs.children
     desired = sum(c.desired for c in children)
     ready_n = sum(c.ready_replicas for c in children)
@@ -159,9 +182,17 @@ def compute(inputs: Inputs, previous: Mapping[str, Any] | None, now: str | None 
     set_condition(conds, "Available", "True" if available else "False",
                   "MinimumReplicasAvailable" if available else "ReplicasUnavailable",
                   f"{ready_n}/{desired} replicas ready", now, gen)
+    if ready and desired == 0 and children:
+        set_condition(conds, "Ready", "True", "ScaledToZero", "scaled to zero (replicas: 0): nothing serves", now,
+                      gen)
+        return finish(Phase.Ready)
     if ready:
         set_condition(conds, "Ready", "True", "Ready", "all children report ready", now, gen)
         return finish(Phase.Ready)
+    if inputs.unschedulable:
+        set_condition(conds, "Ready", "False", "Unschedulable", inputs.unschedulable, now, gen)
+        return finish(Phase.Degraded if prev_phase in (Phase.Ready, Phase.Degraded) and available
+                      else Phase.Deploying)
     not_ready = ", ".join(f"{c.kind}/{c.name}" for c in children if not c.ready) or "children not created"
     if prev_phase in (Phase.Ready, Phase.Degraded) and available:
         set_condition(conds, "Ready", "False", "Degraded", f"not ready: {not_ready}", now, gen)

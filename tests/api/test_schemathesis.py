@@ -67,18 +67,22 @@ def test_no_server_errors(api_url, trained):
     failures: list[str] = []
     session = requests.Session()
     t0 = time.monotonic()
+    spent: dict[str, float] = {}
     for result in schema.get_all_operations():
         op = result.ok()
         label = f"{op.method.upper()} {op.path}"
         calls[label] = 0
+        started = time.monotonic()
         modes = [GenerationMode.NEGATIVE]
         if (op.method.upper(), op.path) not in NEGATIVE_ONLY:
             modes.append(GenerationMode.POSITIVE)
         for mode in modes:
             _fuzz(op, mode, label, api_url, session, calls, failures)
+        spent[label] = time.monotonic() - started
     elapsed = time.monotonic() - t0
     total = sum(calls.values())
-    print(f"schemathesis: {total} requests over {len(calls)} operations in {elapsed:.0f}s")
+    slowest = ", ".join(f"{k} {v:.0f}s/{calls[k]}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:5])
+    print(f"schemathesis: {total} requests over {len(calls)} operations in {elapsed:.0f}s (slowest: {slowest})")
     assert not failures, "\n".join(failures[:20])
     assert total >= MIN_CASES, f"only {total} generated requests"
     paths = session.get(f"{api_url}/openapi.json").json()["paths"]

@@ -367,8 +367,23 @@ def _ready(url: str, ctx: ssl.SSLContext | None = None) -> bool:
         return False
 
 
-def up(d: Path, *, kcm_qps: int = 200, audit_policy: Path | None = None, nodes: int = NODES) -> Cluster:
-    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the node agent in ``d``."""
+AUDITED_USERS = ["system:serviceaccount:mlstack-system:mlstack-operator", "system:serviceaccount:mlstack:mlstack-api"]
+
+
+def _audit_policy(d: Path) -> Path:
+    """Metadata-level audit of what the operator and the API do (least privilege is measured on it), nothing else."""
+    policy = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+              "rules": [{"level": "Metadata", "users": AUDITED_USERS}, {"level": "None"}]}
+    path = d / "audit-policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def up(d: Path, *, kcm_qps: int = 200, audit: bool = True, nodes: int = NODES) -> Cluster:
+    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the node agent in ``d``.
+
+    The API server enforces RBAC and OwnerReferencesPermissionEnforcement (on in some distributions) and, with
+    ``audit``, writes the operator's and the API's requests to ``d/logs/audit.log``."""
     d = d.resolve()
     if (d / "pids").exists() and any(_pid_alive(pid) for _, pid in _read_pids(d)):
         raise RuntimeError(f"{d} already runs a control plane (tests/k8s/down.sh {d} stops it)")
@@ -401,10 +416,11 @@ def up(d: Path, *, kcm_qps: int = 200, audit_policy: Path | None = None, nodes: 
                     f"--service-account-signing-key-file={pki / 'sa.key'}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
                     "--allow-privileged=true", "--profiling=false", "--v=0",
+                    "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                     "--endpoint-reconciler-type=none"]  # no "kubernetes" Endpoints in the loopback range noise
-        if audit_policy is not None:
-            api_args += [f"--audit-policy-file={audit_policy}", f"--audit-log-path={d / 'logs' / 'audit.log'}",
-                         "--audit-log-format=json", "--audit-log-mode=blocking"]
+        if audit:
+            api_args += [f"--audit-policy-file={_audit_policy(d)}", f"--audit-log-path={d / 'logs' / 'audit.log'}",
+                         "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxbackup=0"]
         apiserver = _spawn("kube-apiserver", api_args, d)
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))

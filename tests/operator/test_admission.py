@@ -37,11 +37,22 @@ def test_admitted_stay_admitted_and_block_newcomers():
 
 def test_strict_order_no_backfill():
     limits = Limits(cpu=Decimal(2))
-    big = Demand(Decimal(3), Decimal(0))
+    big = Demand(Decimal("1.5"), Decimal(0))
     small = Demand(Decimal("0.5"), Decimal(0))
-    out = decide([cand("big", 10, "1", big), cand("small", 1, "2", small)], limits)
+    out = decide([cand("running", 0, "0", Demand(Decimal(1), Decimal(0)), admitted=True),
+                  cand("big", 10, "1", big), cand("small", 1, "2", small)], limits)
     assert not out["big"].admitted and not out["small"].admitted
     assert (out["big"].position, out["small"].position) == (1, 2)
+
+
+def test_more_than_the_whole_quota_fails_at_once_and_blocks_nobody():
+    limits = Limits(cpu=Decimal(2))  # no memory limit: the messages don't invent one
+    huge = Demand(Decimal(3), Decimal(1 << 30))
+    small = Demand(Decimal("0.5"), Decimal(0))
+    out = decide([cand("huge", 10, "1", huge), cand("small", 1, "2", small)], limits)
+    assert not out["huge"].admitted and out["huge"].reason == "ExceedsQuota" and out["huge"].position is None
+    assert "more than the namespace's whole ResourceQuota allows (cpu=2)" in out["huge"].message
+    assert out["small"].admitted and "memory" not in out["small"].message
 
 
 def test_capacity_freed_admits_next():

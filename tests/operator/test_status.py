@@ -51,7 +51,8 @@ def test_queued_failed_invalid():
 def test_transitions_table_covers_what_compute_does():
     assert transition_allowed(Phase.Pending, Phase.Deploying)
     assert transition_allowed(Phase.Failed, Phase.Deploying)
-    assert not transition_allowed(Phase.Queued, Phase.Ready)
+    assert transition_allowed(Phase.Pending, Phase.Ready) and transition_allowed(Phase.Queued, Phase.Ready)
+    assert not transition_allowed(Phase.Ready, Phase.Queued) and not transition_allowed(Phase.Ready, Phase.Pending)
     assert set(TRANSITIONS) == set(Phase)
 
 
@@ -70,7 +71,9 @@ def test_child_states():
           "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     assert child_state(rs).ready and not child_state({**rs, "status": {}}).ready
     vm = {"kind": "VirtualMachine", "metadata": {"name": "v"}, "status": {"ready": True}}
-    assert child_state(vm).ready and child_state({"kind": "Service", "metadata": {}}) is None
+    assert child_state(vm).ready and child_state({"kind": "HorizontalPodAutoscaler", "metadata": {}}) is None
+    svc = child_state({"kind": "Service", "metadata": {"name": "s"}})  # present: ready; counts no replicas
+    assert svc.ready and svc.desired == 0
 
 
 def test_drift():
