@@ -56,6 +56,8 @@ def error_response(exc: MlstackError) -> Any:
     from fastapi.responses import JSONResponse
 
     headers = {"WWW-Authenticate": 'Bearer realm="mlstack"'} if exc.status_code == 401 else None
+    if (retry_after := getattr(exc, "retry_after", None)) is not None:  # 429 (mlstack.api.quotas.TooMany)
+        headers = {"Retry-After": str(int(retry_after))}
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
 

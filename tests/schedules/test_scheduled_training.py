@@ -13,6 +13,7 @@ from tests.utils.procs import start_api
 async def test_a_firing_produces_exactly_one_schedule_fired_and_no_failure(own_redis, stack_env, tmp_path):
     env = {**stack_env, "MLSTACK_REDIS_URL": own_redis.url, "MLSTACK_MLFLOW_EXPERIMENT": "scheduled-training",
            "MLSTACK_SCHEDULES_POLL_SECONDS": "0.5", "MLSTACK_SCHEDULES_MIN_SECONDS": "1",
+           "MLSTACK_SCHEDULES_MIN_TRAINING_SECONDS": "1",
            "MLSTACK_STATE_DIR": str(tmp_path / "state"), "MLSTACK_SERVE_PORT_RANGE": "[24000, 24099]"}
     proc, base = start_api(tmp_path / "api.log", env)
     r = own_redis.client()

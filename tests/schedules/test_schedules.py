@@ -16,7 +16,8 @@ from tests.schedules.miniapp import REGISTRY_KEY, SUBMITTED_KEY
 
 
 def api(redis_url: str, log, port: int | None = None):
-    env = alert_env(redis_url, MLSTACK_SCHEDULES_POLL_SECONDS="0.5", MLSTACK_MODEL_NAME="iris_model")
+    env = alert_env(redis_url, MLSTACK_SCHEDULES_POLL_SECONDS="0.5", MLSTACK_MODEL_NAME="iris_model",
+                    MLSTACK_SCHEDULES_MIN_TRAINING_SECONDS="1")  # fast firings (the default floor is 5 minutes)
     return start_app(MINIAPP, log, env, port=port)
 
 

@@ -13,6 +13,8 @@ class ScheduleSettings(BaseSettings):
 
     schedules_prefix: str = Field("mlstack:schedules", min_length=1, description="Redis key prefix")
     schedules_min_seconds: float = Field(1.0, gt=0, description="shortest allowed interval")
+    schedules_min_training_seconds: float = Field(
+        300.0, gt=0, description="shortest interval of a training schedule (each firing trains a model)")
     schedules_max_seconds: float = Field(7 * 86400.0, gt=0, description="longest allowed interval")
     schedules_poll_seconds: float = Field(1.0, gt=0, le=60,
                                           description="how often a process looks for jobs added elsewhere")

@@ -30,7 +30,7 @@ from mlstack.settings import Settings
 from mlstack.training.access import DataPolicy, check_data_uri
 from mlstack.training.data import ObjectStore, check_exists
 from mlstack.training.schemas import TrainingJob, TrainingRequest
-from mlstack.training.train import TrainConfig, run_job
+from mlstack.training.train import TrainConfig, run_job_stream
 
 log = logging.getLogger(__name__)
 JOB_KEY = "mlstack:training:job:{}"
@@ -274,10 +274,11 @@ class JobManager:
             await self.ensure_ray()
             import ray
 
-            remote = ray.remote(num_cpus=s.train_num_cpus, max_retries=0)(run_job)
-            ref = remote.remote(cfg)
+            remote = ray.remote(num_cpus=s.train_num_cpus, max_retries=0, num_returns="streaming")(run_job_stream)
+            stream = remote.remote(cfg)
+            await (await stream.__anext__())  # a worker runs it now: until then the job stays queued
             await self._update(job.job_id, status="running", started_at=_now())
-            out = await ref
+            out = await (await stream.__anext__())
         except asyncio.CancelledError:
             raise
         except Exception as e:  # Ray itself failed (worker died, cluster unreachable)

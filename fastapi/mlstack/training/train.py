@@ -183,3 +183,13 @@ def run_job(cfg: TrainConfig) -> dict:
         for lg, level in saved:
             lg.removeHandler(handler)
             lg.setLevel(level)
+
+
+STARTED = "started"
+
+
+def run_job_stream(cfg: TrainConfig):
+    """``run_job`` as a Ray streaming generator: the first item (``STARTED``) arrives when a worker really runs
+    the task (not when it is queued behind others), the second is ``run_job``'s answer."""
+    yield STARTED
+    yield run_job(cfg)

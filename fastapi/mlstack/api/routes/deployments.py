@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from mlstack.api.deps import CallerDep, ServicesDep
+from mlstack.api.quotas import quotas_of
 from mlstack.deployments.schemas import NAMESPACE_PATTERN, DeploymentCreate, DeploymentView
-from mlstack.errors import Unavailable
+from mlstack.errors import NotFound, Unavailable
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -34,7 +35,22 @@ async def create_deployment(body: DeploymentCreate, svc: ServicesDep, caller: Ca
     backend = _backend(svc)
     namespace = body.namespace or caller.principal.namespace
     await caller.require("create", "modeldeployments", namespace, body.name)
-    return await backend.create(namespace, body.name, body.spec)
+
+    async def alive(ids: list[str]) -> set[str]:  # a deleted deployment holds no slot
+        out = set()
+        for key in ids:
+            ns, _, name = key.partition("/")
+            try:
+                await backend.get(ns, name)
+                out.add(key)
+            except NotFound:
+                pass
+        return out
+
+    # within the caller's (and their organisation's) limit of deployments, else 429
+    return await quotas_of(svc).admit("deployments", caller.principal, alive, "deployments",
+                                      lambda: backend.create(namespace, body.name, body.spec),
+                                      lambda _: f"{namespace}/{body.name}")
 
 
 @router.get("", response_model=list[DeploymentView], summary="ModelDeployments of a namespace, by name")

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from mlstack.api.deps import ServicesDep, allow
+from mlstack.api.quotas import quotas_of
 from mlstack.api.services import Services
 from mlstack.auth import Caller
-from mlstack.errors import Unavailable
+from mlstack.errors import InvalidInput, Unavailable
 from mlstack.schedules.schemas import Killed, ScheduleOut, ScheduleTrainingRequest, WatchModelRequest
 from mlstack.schedules.service import ScheduleService
 from mlstack.schedules.setup import SERVICE
@@ -33,12 +34,28 @@ async def schedule_training(body: ScheduleTrainingRequest, svc: ServicesDep,
     # the caller's data rules hold for every firing: check the URI now, while we know who asked
     if params.get("data_uri"):  # (the default data is everyone's)
         params["data_uri"] = check_data_uri(params["data_uri"], caller.principal, svc.training.policy)
-    return await _service(svc).add("training", params, body.interval_seconds)
+    service = _service(svc)
+    floor = service.s.schedules_min_training_seconds
+    if body.interval_seconds < floor:  # every firing trains a model: minutes apart, not seconds
+        raise InvalidInput(f"a training schedule's interval must be at least {floor:g} seconds "
+                           f"({floor / 60:g} minutes), got {body.interval_seconds:g}")
+    return await _admit(svc, service, caller, "training", params, body.interval_seconds)
 
 
-@router.post("/watch_model", dependencies=[allow("create", "schedules")], status_code=201, response_model=ScheduleOut,
+async def _admit(svc: Services, service: ScheduleService, caller: Caller, kind: str, params: dict,
+                 interval: float) -> dict:
+    """Within the caller's (and their organisation's) limit of schedules, else 429."""
+    async def alive(ids: list[str]) -> set[str]:  # a killed schedule holds no slot
+        return {i for i in ids if await service._call(service.scheduler.get_job, i) is not None}
+
+    return await quotas_of(svc).admit("schedules", caller.principal, alive, "schedules",
+                                      lambda: service.add(kind, params, interval), lambda out: out["job_id"])
+
+
+@router.post("/watch_model", status_code=201, response_model=ScheduleOut,
              summary="Check every N minutes/seconds that the newest model version is fresh; alert model.stale")
-async def watch_model(body: WatchModelRequest, svc: ServicesDep) -> dict:
+async def watch_model(body: WatchModelRequest, svc: ServicesDep,
+                      caller: Annotated[Caller, allow("create", "schedules")]) -> dict:
     service = _service(svc)
     if body.max_age_seconds is not None:
         max_age = body.max_age_seconds
@@ -48,7 +65,7 @@ async def watch_model(body: WatchModelRequest, svc: ServicesDep) -> dict:
         max_age = service.s.default_max_age_minutes * 60
     params = {"model_name": body.model_name or svc.settings.model_name, "max_age_seconds": max_age,
               "repeat": body.repeat}
-    return await service.add("watch_model", params, body.interval_seconds)
+    return await _admit(svc, service, caller, "watch_model", params, body.interval_seconds)
 
 
 @router.get("/schedules", dependencies=[allow("list", "schedules")],

@@ -9,10 +9,12 @@ from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
 from mlstack.api.deps import ServicesDep, allow
+from mlstack.api.quotas import quotas_of
 from mlstack.auth import Caller
 from mlstack.errors import InvalidInput
 from mlstack.training.access import upload_uri
 from mlstack.training.data import MAX_CSV_BYTES, parse_csv
+from mlstack.training.jobs import JOB_KEY
 from mlstack.training.schemas import NAME_PATTERN, Hyperparameters, TrainingJob, TrainingRequest
 
 router = APIRouter(tags=["training"])
@@ -27,7 +29,18 @@ CreateJob = Annotated[Caller, allow("create", "trainingjobs")]
                          "prefix or the platform's data) or, in local mode, a file in `MLSTACK_DATA_DIR`; anything "
                          "else is 422 without being touched.")
 async def trigger_training(req: TrainingRequest, svc: ServicesDep, caller: CreateJob) -> TrainingJob:
-    return await svc.training.submit(req, caller.principal)
+    return await _submit(svc, req, caller)
+
+
+async def _submit(svc, req: TrainingRequest, caller: Caller) -> TrainingJob:
+    """Within the caller's (and their organisation's) limit of queued + running jobs, else 429."""
+    async def alive(ids: list[str]) -> set[str]:  # a finished or expired job holds no slot
+        raws = await svc.redis.mget([JOB_KEY.format(i) for i in ids])
+        jobs = [TrainingJob.model_validate_json(r) for r in raws if r]
+        return {j.job_id for j in jobs if j.status in ("queued", "running")}
+
+    return await quotas_of(svc).admit("training", caller.principal, alive, "queued or running training jobs",
+                                      lambda: svc.training.submit(req, caller.principal), lambda job: job.job_id)
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
@@ -51,8 +64,8 @@ async def train_upload(
     parse_csv(data, target or s.data_target, source=file.filename or "the upload")  # 422 before storing
     uri = upload_uri(s.upload_prefix, f"{uuid.uuid4().hex}.csv", caller.principal, svc.training.policy)
     await svc.training.store_upload(uri, data)
-    return await svc.training.submit(TrainingRequest(hyperparameters=hp, data_uri=uri, target=target,
-                                                     model_name=model_name), caller.principal)
+    return await _submit(svc, TrainingRequest(hyperparameters=hp, data_uri=uri, target=target,
+                                              model_name=model_name), caller)
 
 
 @router.get("/training", dependencies=[allow("list", "trainingjobs")],
