@@ -29,6 +29,9 @@ LABEL_TRACK = f"{LABEL_PREFIX}/track"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack-operator"}
 ANNOTATION_MODEL_URI = f"{LABEL_PREFIX}/model-uri"
 ANNOTATION_CANARY_PERCENT = f"{LABEL_PREFIX}/canary-effective-percent"
+# On a Deployment whose replica count an HPA owns: spec.replicas is only the starting count (the HPA's minimum,
+# so the Deployment starts at its minimum scale, not at 1), never patched back (drift.py).
+ANNOTATION_REPLICAS_FROM = f"{LABEL_PREFIX}/replicas-from"
 
 STABLE = "stable"
 CANARY = "canary"
@@ -470,8 +473,10 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
     # With autoscaling the HPA owns the stable track's replica count within the stable share of the bounds; a
     # canary keeps its fixed share of minReplicas (so the effective percentage shrinks as the stable track scales
     # out: exact weighted routing is not done here).
-    children.append(build_deployment(md, versions.stable, settings, replicas=None if spec.autoscaling else stable_n,
-                                     surge=surge))
+    stable = build_deployment(md, versions.stable, settings, replicas=stable_n, surge=surge)
+    if spec.autoscaling:
+        stable["metadata"]["annotations"][ANNOTATION_REPLICAS_FROM] = f"HorizontalPodAutoscaler/{md.name}"
+    children.append(stable)
     if canary is not None:
         dep = build_deployment(md, canary, settings, track=CANARY, replicas=canary_n, surge=surge)
         share = round(100 * canary_n / max(1, stable_n + canary_n))

@@ -28,6 +28,7 @@ def same_quantity(live: Any, desired: Any) -> bool:
         return False
 
 
+REPLICAS_FROM = "mlstack.io/replicas-from"  # builders.ANNOTATION_REPLICAS_FROM (drift imports no builder)
 EXACT = frozenset({"selector"})  # an extra key in a selector selects other pods: compared exactly
 
 
@@ -47,8 +48,11 @@ def contains(live: Any, desired: Any, quantities: bool = False) -> bool:
 def drift_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any] | None:
     """A merge patch bringing ``live`` back to ``desired`` (spec, labels, annotations, owners), or None."""
     patch: dict[str, Any] = {}
-    if not contains(live.get("spec"), desired.get("spec", {})):
-        spec = dict(desired.get("spec", {}))
+    wanted = desired.get("spec", {})
+    if REPLICAS_FROM in ((desired.get("metadata") or {}).get("annotations") or {}):
+        wanted = {k: v for k, v in wanted.items() if k != "replicas"}  # an HPA owns the count
+    if not contains(live.get("spec"), wanted):
+        spec = dict(wanted)
         for key in EXACT & spec.keys():  # a merge patch keeps extra keys unless they are set to null
             extra = set((live.get("spec") or {}).get(key) or {}) - set(spec[key] or {})
             if extra and isinstance(spec[key], Mapping):

@@ -83,7 +83,8 @@ def test_gpu_requests_and_limits():
 def test_autoscaling_adds_hpa_and_leaves_replicas_to_it():
     objs = children("onnx-autoscaling")
     assert kinds(objs) == ["Deployment/iris", "Service/iris", "HorizontalPodAutoscaler/iris"]
-    assert "replicas" not in objs[0]["spec"]
+    assert objs[0]["spec"]["replicas"] == 2  # starts at the HPA's minimum, which owns the count from then on
+    assert objs[0]["metadata"]["annotations"][builders.ANNOTATION_REPLICAS_FROM] == "HorizontalPodAutoscaler/iris"
     hpa = objs[2]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
@@ -109,7 +110,7 @@ def test_canary_with_autoscaling_counts_the_canary_inside_the_bounds():
     objs = children("onnx-canary-autoscaling")
     assert kinds(objs) == ["Deployment/iris", "Deployment/iris-canary", "Service/iris", "HorizontalPodAutoscaler/iris"]
     stable, canary, _, hpa = objs
-    assert "replicas" not in stable["spec"] and canary["spec"]["replicas"] == 1
+    assert stable["spec"]["replicas"] == 3 and canary["spec"]["replicas"] == 1
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
     assert canary["metadata"]["annotations"][builders.ANNOTATION_CANARY_PERCENT] == "25"
     pods = hpa["spec"]["minReplicas"] + canary["spec"]["replicas"]

@@ -86,3 +86,18 @@ def test_drift():
     live["spec"]["replicas"] = 2
     live["metadata"]["labels"]["a"] = "0"
     assert drift_patch(desired, live) == {"metadata": {"labels": {"a": "1"}}}
+
+
+def test_drift_leaves_an_hpa_owned_replica_count_alone_and_compares_selectors_exactly():
+    desired = {"metadata": {"annotations": {"mlstack.io/replicas-from": "HorizontalPodAutoscaler/d"}},
+               "spec": {"replicas": 2, "template": {"x": 1}}}
+    live = {"metadata": {"annotations": {"mlstack.io/replicas-from": "HorizontalPodAutoscaler/d"}},
+            "spec": {"replicas": 7, "template": {"x": 1}}}
+    assert drift_patch(desired, live) is None  # the HPA scaled it: not reverted
+    live["spec"]["template"]["x"] = 2
+    assert drift_patch(desired, live) == {"spec": {"template": {"x": 1}}}  # no replicas in the patch
+    svc = {"spec": {"selector": {"a": "1"}}}
+    patch = drift_patch(svc, {"spec": {"selector": {"a": "1", "b": "2"}}})
+    assert patch == {"spec": {"selector": {"a": "1", "b": None}}}  # an extra key selects other pods: removed
+    quantities = {"spec": {"resources": {"requests": {"cpu": "0.5", "memory": "1.5Gi"}}}}
+    assert drift_patch(quantities, {"spec": {"resources": {"requests": {"cpu": "500m", "memory": "1536Mi"}}}}) is None
