@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     serve_batch_window_ms: float = Field(0.0, ge=0, le=100, description="extra wait to fill a batch (0: one loop turn)")
     serve_intra_op_threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per model server")
     state_dir: Path = Path("outputs/state")
+    serve_sandbox_user: str = Field("mlstack-sandbox", description="when the API runs as root, model servers run "
+                                    "as this unprivileged user (created if missing; empty: as root)")
+    serve_sandbox_dir: Path = Field(Path("/tmp/mlstack-sandbox"), description="model servers' private working, "
+                                    "home and cache directories (one per API state dir, mode 0700)")
 
     # where `mlstack serve` keeps downloaded model artifacts
     model_cache_dir: Path = Path("/tmp/mlstack-models")

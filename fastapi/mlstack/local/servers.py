@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import os
 import signal
 import socket
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from mlstack.errors import Unavailable
+from mlstack.local.sandbox import Sandbox, make_sandbox
 from mlstack.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class ServerPool:
         self._servers: dict[tuple[str, str], LocalServer] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._http = httpx.AsyncClient(timeout=2.0)
+        self._sandbox: Sandbox | None = None
 
     def servers(self) -> list[LocalServer]:
         return list(self._servers.values())
@@ -127,13 +128,16 @@ class ServerPool:
         port = self._pick_port(prefer_port)
         stem = f"{name}-v{version}"
         log_path, pid_path = self.dir / f"{stem}.log", self.dir / f"{stem}.pid"
-        env = {**os.environ, "MLSTACK_MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
-               "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri, "MLSTACK_MODEL_CACHE_DIR": str(s.model_cache_dir)}
+        if self._sandbox is None:  # uploaded packages' code runs in here: none of the platform's secrets
+            self._sandbox = await asyncio.to_thread(make_sandbox, s)
+        sandbox = self._sandbox
         with open(log_path, "ab") as fh:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{name}/{version}",
                 "--host", s.serve_host, "--port", str(port), "--name", name, "--max-batch", str(s.serve_max_batch),
-                stdout=fh, stderr=asyncio.subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+                stdout=fh, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                cwd=str(sandbox.dir), env=sandbox.env(s), close_fds=True,
+                preexec_fn=lambda: (sandbox.drop_privileges(), _die_with_parent()),  # PDEATHSIG after setuid
             )
         pid_path.write_text(str(proc.pid))
         srv = LocalServer(name, version, port, f"http://{s.serve_host}:{port}", proc, log_path, pid_path,
