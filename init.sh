@@ -57,6 +57,7 @@ STATE="$OUT/local"
 REDIS_PORT=${MLSTACK_REDIS_PORT:-6379}
 MLFLOW_PORT=${MLSTACK_MLFLOW_PORT:-5555}
 RAY_PORT=${MLSTACK_RAY_PORT:-6380}
+RAY_CLIENT_PORT=${MLSTACK_RAY_CLIENT_PORT:-10001}
 API_PORT=${MLSTACK_API_PORT:-8888}
 DASHBOARD_PORT=${MLSTACK_DASHBOARD_PORT:-5001}
 RAYSERVE_PORT=${MLSTACK_RAYSERVE_PORT:-8000}
@@ -134,7 +135,7 @@ spawn() {
 }
 
 local_secret() {
-  local file="$STATE/redis.password"
+  local file=${1:-$STATE/redis.password}
   if ((DRY_RUN)); then echo "<generated>"; return; fi
   [[ -s $file ]] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file")
   cat "$file"
@@ -192,7 +193,8 @@ MLSTACK_API_HOST=$LOCAL_HOST
 MLSTACK_API_PORT=$API_PORT
 MLSTACK_RAYSERVE_PORT=$RAYSERVE_PORT
 MLSTACK_AUTH_TOKENS_FILE=$STATE/auth-tokens.json
-RAY_AUTH_MODE=disabled
+RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN_PATH=$STATE/ray-token
 # the admin token, for clients: curl -H "Authorization: Bearer \$MLSTACK_TOKEN" (not passed to the API)
 MLSTACK_TOKEN=${TOKENS[admin]}
 ENV
@@ -232,8 +234,14 @@ local_up() {
   fi
   redis_password=$(local_secret)
   run mkdir -p "$STATE/redis"
-  spawn redis "$REDIS_PORT" "$redis_server" --port "$REDIS_PORT" --bind "$LOCAL_HOST" --dir "$STATE/redis" \
-    --appendonly yes --requirepass "$redis_password"
+  # the password goes in a mode-600 config file, never on a command line (/proc/PID/cmdline is world-readable)
+  if ((DRY_RUN)); then
+    printf '+ write %s (mode 600: requirepass)\n' "$STATE/redis/auth.conf"
+  else
+    (umask 077 && printf 'requirepass %s\n' "$redis_password" >"$STATE/redis/auth.conf")
+  fi
+  spawn redis "$REDIS_PORT" "$redis_server" "$STATE/redis/auth.conf" --port "$REDIS_PORT" --bind "$LOCAL_HOST" \
+    --dir "$STATE/redis" --appendonly yes
   wait_for redis 30 port_busy "$REDIS_PORT"
 
   lstep "MLflow server on :$MLFLOW_PORT (sqlite, artifacts proxied to $STATE/mlflow/artifacts)"
@@ -245,7 +253,11 @@ local_up() {
   lstep "Ray head on :$RAY_PORT"
   # Ray's unix sockets live under --temp-dir and must stay under 108 bytes: keep it short
   RAY_TMP=${MLSTACK_RAY_TEMP_DIR:-${TMPDIR:-/tmp}/mlstack-ray-$(printf '%s' "$STATE" | cksum | cut -d' ' -f1)}
-  RAY_AUTH_MODE=disabled spawn ray "$RAY_PORT" "$bin/ray" start --head --block --port "$RAY_PORT" \
+  # Ray's gRPC servers listen on every interface whatever --node-ip-address says: token authentication keeps
+  # anyone without the token (mode 600, $STATE/ray-token) from running code on it
+  local_secret "$STATE/ray-token" >/dev/null
+  RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/ray-token" spawn ray "$RAY_PORT" "$bin/ray" start --head --block \
+    --port "$RAY_PORT" --ray-client-server-port "$RAY_CLIENT_PORT" --dashboard-host "$LOCAL_HOST" \
     --node-ip-address "$LOCAL_HOST" --num-cpus "${MLSTACK_RAY_NUM_CPUS:-2}" \
     --object-store-memory $((256 * 1024 * 1024)) --include-dashboard false --temp-dir "$RAY_TMP" --disable-usage-stats \
     --min-worker-port "${MLSTACK_RAY_MIN_WORKER_PORT:-21000}" --max-worker-port "${MLSTACK_RAY_MAX_WORKER_PORT:-21999}"
@@ -675,6 +687,7 @@ api_docs=http://localhost:$MLSTACK_PORT_API/docs
 dashboard=http://localhost:$MLSTACK_PORT_DASHBOARD
 mlflow=http://localhost:$MLSTACK_PORT_MLFLOW
 argocd=http://localhost:$MLSTACK_PORT_ARGOCD
+# ray_dashboard: no NodePort (its job API runs code): kubectl -n ray port-forward svc/ray-cluster-kuberay-head-svc $MLSTACK_PORT_RAY_DASHBOARD:8265
 ray_dashboard=http://localhost:$MLSTACK_PORT_RAY_DASHBOARD
 minio_console=http://localhost:$MLSTACK_PORT_MINIO_CONSOLE"
   credentials="# mlstack cluster mode: generated credentials, also stored as Secrets in the cluster
@@ -783,7 +796,8 @@ cluster_up() {
   log "  dashboard      http://localhost:$MLSTACK_PORT_DASHBOARD"
   log "  MLflow         http://localhost:$MLSTACK_PORT_MLFLOW"
   log "  Argo CD        http://localhost:$MLSTACK_PORT_ARGOCD  (admin; password in $OUT/credentials.txt)"
-  log "  Ray dashboard  http://localhost:$MLSTACK_PORT_RAY_DASHBOARD"
+  log "  Ray dashboard  http://localhost:$MLSTACK_PORT_RAY_DASHBOARD  (no NodePort: its job API runs code; first"
+  log "                 kubectl --context $KCTX -n ray port-forward svc/ray-cluster-kuberay-head-svc $MLSTACK_PORT_RAY_DASHBOARD:8265)"
   log "  MinIO console  http://localhost:$MLSTACK_PORT_MINIO_CONSOLE"
   log "API and dashboard admin token: MLSTACK_TOKEN in $OUT/credentials.txt (send Authorization: Bearer <token>)"
   log "Deploy a model: kubectl --context $KCTX apply -k manifests/examples   |   tear down: ./init.sh --down"
