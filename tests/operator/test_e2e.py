@@ -369,9 +369,31 @@ def test_no_op_writes_and_takeover_after_kill_9(k8s, k8s_admin, mlstack_operator
     if not audit.exists():
         pytest.skip("no audit log (MLSTACK_TEST_KUBECONFIG cluster): no-op writes not counted")
     writes = [e for e in audit_events(audit) if e["verb"] in ("patch", "update") and
-              e["objectRef"].get("namespace") == ns and e["objectRef"].get("name") == "quant" and
+              (e.get("objectRef") or {}).get("namespace") == ns and e["objectRef"].get("name") == "quant" and
               e["objectRef"].get("resource") == "deployments"]
     assert writes == [], f"{len(writes)} no-op writes of a Deployment whose quantities the server normalised"
+
+
+def test_a_deleted_namespace_is_left_alone(k8s, k8s_admin, mlstack_operator):
+    """Deleting a namespace: no recreated children, no Events posted into it, no errors in the operator's log."""
+    kube = k8s_admin
+    ns = f"e2e-{secrets.token_hex(2)}-ns-deletion"
+    kube.ensure_namespace(ns)
+    for i in range(3):
+        kube.create(MDS.format(ns=ns), md(f"d{i}", ns))
+    for i in range(3):
+        wait_status(kube, ns, f"d{i}", mlstack_operator, lambda s: s.get("phase") == "Ready", f"d{i} Ready")
+    log_before = len(mlstack_operator.log())
+    kube.delete(f"/api/v1/namespaces/{ns}")
+    wait_until(lambda: kube.get(f"/api/v1/namespaces/{ns}") is None, 90, interval=0.2, what="namespace gone")
+    log = mlstack_operator.log()[log_before:]
+    assert [ln for ln in log.splitlines() if ns in ln and ("ERROR" in ln or "recreated" in ln)] == []
+    audit = k8s.dir / "logs" / "audit.log"
+    if not audit.exists():
+        pytest.skip("no audit log (MLSTACK_TEST_KUBECONFIG cluster): refused writes not counted")
+    refused = [e["requestURI"] for e in audit_events(audit) if (e.get("objectRef") or {}).get("namespace") == ns
+               and e["verb"] == "create" and e["responseStatus"].get("code", 0) >= 400]
+    assert refused == [], f"{len(refused)} creates into the terminating namespace"
 
 
 def audit_events(path) -> list[dict[str, Any]]:
