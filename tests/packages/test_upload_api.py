@@ -242,3 +242,21 @@ def test_copy_errors(api, path, body, status, snapshot):
     r = api.post(path, json=body) if body is not None else api.post(path)
     assert r.status_code == status, r.text
     assert snapshot()["versions"] == before["versions"]
+
+
+def test_seed_000_zip_as_it_is_becomes_a_version_and_serves(api):
+    """seed 000's meta.json (description, setup/start commands, ports; no name, schema or model_file)."""
+    files = zips.seed_files(model=zips.model_bytes())
+    files["meta.json"] = json.dumps({"description": "iris classifier, as seed 000 ships it",
+                                     "setup_commands": ["pip install -r requirements.txt"],
+                                     "start_commands": ["python app.py"], "ports": [8000]}).encode()
+    r = upload(api, zips.build_zip(files), filename="seed000.zip")
+    assert r.status_code == 201, r.text
+    v = r.json()
+    assert v["description"] == "iris classifier, as seed 000 ships it"
+    tags = v["tags"]
+    assert tags["mlstack.package.kind"] == "seed" and tags["mlstack.package.model_file"] == "model.joblib"
+    assert tags["mlstack.package.framework"] == "sklearn"
+    assert json.loads(tags["mlstack.package.start_commands"]) == ["python app.py"]
+    assert tags["mlstack.package.ports"] == "8000"
+    assert predict(api, v["version"]) == [0, 2]

@@ -184,12 +184,12 @@ def test_bad_meta_json_lists_every_field(tmp_path):
     problems = refused(tmp_path, zips.build_zip(files))
     assert "meta.json: name: String should match pattern" in problems[0]
     joined = "\n".join(problems)
-    for needle in ["meta.json: version: Field required", "meta.json: framework: Input should be 'sklearn'",
+    for needle in ["meta.json: framework: Input should be 'sklearn'",
                    "meta.json: model_file: Value error, must be a relative path inside the package",
                    "meta.json: input_schema.features: Value error, feature names must be unique, repeated: a",
                    "meta.json: colour: unknown field"]:
         assert needle in joined
-    assert len(problems) == 6
+    assert len(problems) == 5  # name, framework, model_file, features, colour (version is optional: seed 000)
 
 
 def test_meta_json_not_json():
@@ -249,9 +249,10 @@ def test_requirements():
 def test_every_content_problem_at_once(tmp_path):
     files = zips.seed_files(app="def predict(:\n")
     files["requirements.txt"] = b"-e .\n"
-    files["meta.json"] = b"{}"
+    files["meta.json"] = b'{"name": "bad name!", "ports": [0]}'
     problems = refused(tmp_path, zips.build_zip(files))
     assert any(p.startswith("meta.json: name") for p in problems)
+    assert any(p.startswith("meta.json: ports.0: Input should be greater than or equal to 1") for p in problems)
     assert any(p.startswith("app.py: syntax error") for p in problems)
     assert any(p.startswith("requirements.txt: line 1: pip options") for p in problems)
 
@@ -290,3 +291,28 @@ def test_symlink_bits_without_unix_create_system(tmp_path):
     info = zips.raw_entry("link", stat.S_IFLNK | 0o777)
     info.create_system = 0
     assert "symbolic link" in refused(tmp_path, zips.with_entry(zips.seed_files(), info, b"/etc"))[0]
+
+
+SEED_META = {"description": "iris classifier, as seed 000 ships it",
+             "setup_commands": ["pip install -r requirements.txt"], "start_commands": ["python app.py"],
+             "ports": [8000]}
+
+
+def test_seed_000_meta_json_as_it_is(tmp_path):
+    files = zips.seed_files()
+    files["meta.json"] = json.dumps(SEED_META).encode()
+    (tmp_path / "work").mkdir()
+    p = prepare(zips.write(tmp_path, zips.build_zip(files)), tmp_path / "work", limits())
+    assert p.kind == "seed" and p.meta is not None
+    assert p.meta.model_file == "model.joblib" and p.meta.framework == "sklearn"  # the one weights file
+    assert p.meta.start_commands == ["python app.py"] and p.meta.ports == [8000]
+    assert p.meta.name is None and p.meta.features is None
+
+
+def test_seed_000_meta_json_with_two_weights_files_asks_for_model_file(tmp_path):
+    files = zips.seed_files()
+    files["meta.json"] = json.dumps(SEED_META).encode()
+    files["extra.onnx"] = b"\1\2"
+    assert refused(tmp_path, zips.build_zip(files)) == [
+        "meta.json: no model_file, and the package does not hold exactly one weights file besides meta.json, "
+        "app.py, requirements.txt (found: extra.onnx, model.joblib); name it in meta.json as \"model_file\""]

@@ -20,7 +20,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from mlstack.packages.seed import APP, META, Meta
+from mlstack.packages.seed import APP, META, Meta, complete_meta
 
 ARTIFACT = "package"
 _JOBLIB = {".pkl", ".pickle", ".joblib"}
@@ -57,10 +57,12 @@ def import_app(root: Path) -> Any:
 class SeedPackageModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         root = Path(context.artifacts[ARTIFACT])
-        meta = Meta.model_validate(json.loads((root / META).read_text("utf-8")))
-        self._features = list(meta.input_schema.features)
+        meta, problems = complete_meta(root, Meta.model_validate(json.loads((root / META).read_text("utf-8"))))
+        if meta is None:
+            raise ValueError("; ".join(problems))
+        self._features = meta.features
         app = import_app(root)
-        model_path = root / meta.model_file
+        model_path = root / str(meta.model_file)
         if callable(getattr(app, "predict", None)):
             loader = getattr(app, "load_model", None)
             model = loader(str(model_path)) if callable(loader) else default_loader(model_path, meta.framework)
@@ -74,7 +76,7 @@ class SeedPackageModel(mlflow.pyfunc.PythonModel):
         infer a schema from type hints (the signature is explicit)."""
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(np.asarray(model_input), columns=self._features)
-        out = self._predict(model_input[self._features])
+        out = self._predict(model_input[self._features] if self._features else model_input)
         if isinstance(out, pd.DataFrame | pd.Series):
             return out
         return np.asarray(out)
@@ -84,6 +86,8 @@ def signature_for(meta: Meta):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    if meta.input_schema is None:  # seed 000's meta.json names no features: no signature
+        return None
     return ModelSignature(inputs=Schema([ColSpec(meta.input_schema.dtype, f) for f in meta.input_schema.features]))
 
 

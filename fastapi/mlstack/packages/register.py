@@ -9,6 +9,7 @@ leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -60,9 +61,15 @@ def version_tags(prepared: Prepared, opts: UploadOptions) -> dict[str, str]:
         tags["mlstack.package.flavors"] = ",".join(prepared.flavors)
     if prepared.meta is not None:
         m = prepared.meta
-        tags.update({"mlstack.package.name": m.name, "mlstack.package.version": m.version,
-                     "mlstack.package.framework": m.framework, "mlstack.task": m.task,
-                     "mlstack.features": ",".join(m.input_schema.features)})
+        found = {"mlstack.package.name": m.name, "mlstack.package.version": m.version,
+                 "mlstack.package.framework": m.framework, "mlstack.task": m.task,
+                 "mlstack.package.model_file": m.model_file,
+                 "mlstack.features": ",".join(m.features) if m.features else None,
+                 # seed 000's hints, recorded only: the model server serves the package, nothing runs them
+                 "mlstack.package.setup_commands": json.dumps(m.setup_commands)[:5000] if m.setup_commands else None,
+                 "mlstack.package.start_commands": json.dumps(m.start_commands)[:5000] if m.start_commands else None,
+                 "mlstack.package.ports": ",".join(map(str, m.ports)) if m.ports else None}
+        tags.update({k: str(v) for k, v in found.items() if v is not None})
         from mlstack.packages.seed import unsatisfied
 
         if missing := unsatisfied(prepared.requirements):  # the model server may fail to load it
@@ -99,7 +106,7 @@ def register_upload(client: MlflowClient, experiment: str, name: str, prepared: 
             m = prepared.meta
             client.log_batch(run_id, params=[_param(k, v) for k, v in {
                 "package_name": m.name, "package_version": m.version, "framework": m.framework,
-                "model_file": m.model_file, "features": ",".join(m.input_schema.features)}.items()])
+                "model_file": m.model_file, "features": ",".join(m.features or [])}.items() if v])
         client.log_artifacts(run_id, str(model_dir), ARTIFACT_PATH)
         try:
             client.get_registered_model(name)

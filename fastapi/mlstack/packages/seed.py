@@ -31,6 +31,12 @@ meta.json         {"name": "iris-classifier", "version": "1.0.0", "framework": "
                    "task": "classification",                    # optional
                    "description": "...", "author": "...",       # optional
                    "tags": {"team": "fraud"}}                   # optional, str -> str
+                  seed 000's own meta.json is accepted as it is: {"description": "...",
+                   "setup_commands": ["pip install -r requirements.txt"], "start_commands": ["python app.py"],
+                   "ports": [8000]}; the commands and ports are recorded as tags, never run (the model
+                   server serves the package); name, version, framework, model_file and input_schema are
+                   then optional: the model file is the one weights file beside app.py, the framework
+                   follows its extension, and without input_schema the version has no signature
 app.py            either   def predict(model, data)  (+ optional  def load_model(path))
                   or       class Model:  def __init__(self, model_path)  +  def predict(self, data)
 requirements.txt  PEP 508 requirement lines; no pip options (-r, -e, --index-url...), no URLs
@@ -43,6 +49,12 @@ prediction per row (list, numpy array, pandas Series or DataFrame).
 """
 
 Feature = Annotated[str, Field(min_length=1, max_length=200)]
+Command = Annotated[str, Field(min_length=1, max_length=2000)]
+MAX_COMMANDS = 50
+FRAMEWORK_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".onnx": "onnx",
+                       ".pt": "pytorch", ".pth": "pytorch", ".h5": "tensorflow", ".keras": "tensorflow",
+                       ".ubj": "xgboost", ".bst": "xgboost", ".txt": "lightgbm"}
+NOT_WEIGHTS = {".py", ".md", ".rst", ".cfg", ".toml", ".ini", ".yaml", ".yml", ".sh"}
 
 
 class InputSchema(BaseModel):
@@ -66,20 +78,33 @@ class Meta(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=NAME_PATTERN)
-    version: str = Field(..., min_length=1, max_length=64)
-    framework: Literal[FRAMEWORKS] = Field(..., description=f"one of {', '.join(FRAMEWORKS)}")  # type: ignore[valid-type]
-    model_file: str = Field(..., min_length=1, max_length=255, description="path of the model file in the package")
-    input_schema: InputSchema
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    version: str | None = Field(None, min_length=1, max_length=64)
+    framework: Literal[FRAMEWORKS] | None = Field(  # type: ignore[valid-type]
+        None, description=f"one of {', '.join(FRAMEWORKS)}; default: from the model file's extension")
+    model_file: str | None = Field(None, min_length=1, max_length=255,
+                                   description="path of the model file in the package; default: the only "
+                                               "file beside meta.json, app.py and requirements.txt")
+    input_schema: InputSchema | None = None
     task: Literal["classification", "regression", "other"] = "classification"
     description: str | None = Field(None, max_length=5000)
     author: str | None = Field(None, max_length=200)
     tags: dict[Annotated[str, Field(min_length=1, max_length=250)],
                Annotated[str, Field(max_length=5000)]] = Field(default_factory=dict)
+    # seed 000's deployment hints: recorded (tags), never executed
+    setup_commands: list[Command] = Field(default_factory=list, max_length=MAX_COMMANDS)
+    start_commands: list[Command] = Field(default_factory=list, max_length=MAX_COMMANDS)
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list, max_length=MAX_COMMANDS)
+
+    @property
+    def features(self) -> list[str] | None:
+        return list(self.input_schema.features) if self.input_schema is not None else None
 
     @field_validator("model_file")
     @classmethod
-    def _relative(cls, v: str) -> str:
+    def _relative(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         p = PurePosixPath(v.replace("\\", "/"))
         if p.is_absolute() or ".." in p.parts:
             raise ValueError("must be a relative path inside the package")
@@ -255,9 +280,41 @@ def check_package(root: Path, max_text_bytes: int) -> tuple[Meta | None, list[st
             found = [f"{REQUIREMENTS}: not UTF-8 text"]
         problems += found
     if meta is not None:
-        model = root / meta.model_file
+        meta, found = complete_meta(root, meta)
+        problems += found
+    if meta is not None:
+        model = root / meta.model_file  # type: ignore[operator]
         if not model.is_file():
             problems.append(f"model file {meta.model_file!r} named in {META} is not in the package")
         elif model.stat().st_size == 0:
             problems.append(f"model file {meta.model_file!r} is empty")
     return meta, reqs, problems
+
+
+def _weights_candidates(root: Path) -> list[str]:
+    names = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if (not p.is_file() or rel in REQUIRED_FILES or p.suffix.lower() in NOT_WEIGHTS
+                or any(part.startswith((".", "__")) for part in p.relative_to(root).parts)):
+            continue
+        names.append(rel)
+    return names
+
+
+def complete_meta(root: Path, meta: Meta) -> tuple[Meta | None, list[str]]:
+    """Fill in what seed 000's meta.json leaves out: the model file (the one weights file in the package) and
+    the framework (from its extension). Returns the completed meta, or None with the problems."""
+    update: dict = {}
+    model_file = meta.model_file
+    if model_file is None:
+        found = _weights_candidates(root)
+        if len(found) != 1:
+            listed = ", ".join(found[:10]) if found else "none"
+            return None, [f"{META}: no model_file, and the package does not hold exactly one weights file "
+                          f"besides {', '.join(REQUIRED_FILES)} (found: {listed}); name it in {META} as "
+                          '"model_file"']
+        model_file = update["model_file"] = found[0]
+    if meta.framework is None:
+        update["framework"] = FRAMEWORK_BY_SUFFIX.get(PurePosixPath(model_file).suffix.lower(), "custom")
+    return (meta.model_copy(update=update) if update else meta), []
