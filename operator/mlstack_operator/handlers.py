@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import logging
 from collections import defaultdict
@@ -65,6 +66,7 @@ class Tracked:
     retry: asyncio.Task | None = None  # a scheduled retry of a refused child write (admitted from the queue)
     retries: int = 0
     unschedulable_check: asyncio.Task | None = None
+    follows: tuple[str, str] | None = None  # (model, alias) when the spec follows an alias
 
 
 @dataclasses.dataclass
@@ -78,6 +80,8 @@ class OperatorState:
     admitted: set[Key] = dataclasses.field(default_factory=set)
     ns_locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=lambda: defaultdict(asyncio.Lock))
     terminating: set[str] = dataclasses.field(default_factory=set)  # namespaces being deleted
+    # kopf's indices (live views), kept from the handlers for the work that runs outside them (retries, rolls)
+    indices: tuple[Any, Any] = ({}, {})
     tasks: set[asyncio.Task] = dataclasses.field(default_factory=set)
 
     def spawn(self, coro: Any) -> asyncio.Task:
@@ -163,6 +167,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         resolver=ModelResolver(cfg.effective_registry_uri, cfg.resolve_cache_seconds),
     )
     state.spawn(resync_loop(state))
+    if cfg.alias_poll_seconds > 0:
+        state.spawn(alias_loop(state))
 
 
 @kopf.on.cleanup()
@@ -215,6 +221,7 @@ async def mdep_reconcile(body: kopf.Body, reason: kopf.Reason, memo: kopf.Memo, 
                          mdep_admission: kopf.Index, quota_limits: kopf.Index, retry: int = 0, old: Any = None,
                          **_: Any) -> None:
     state: OperatorState = memo.state
+    state.indices = (mdep_admission, quota_limits)
     tracked = state.track(body)
     raw = dict(body)
     generation = raw["metadata"].get("generation")
@@ -393,6 +400,7 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
     base = Inputs(gen, admitted=True, admission_message=decision.message, rollout_note="" if surge else NO_SURGE)
 
     spec = md.spec
+    tracked.follows = (spec.model.name, spec.model.alias) if spec.model.alias else None
     try:
         version = await state.resolver.resolve(spec.model.name, version=spec.model.version, alias=spec.model.alias)
         canary = await state.resolver.version(spec.model.name, spec.canary.version) if spec.canary else None
@@ -505,6 +513,55 @@ async def resync_loop(state: OperatorState) -> None:
                     logging.getLogger(__name__).warning(f"resync of {child_key}: {e}")
 
 
+async def alias_loop(state: OperatorState) -> None:
+    """Promotion rolls deployments: every ``alias_poll_seconds`` each (model, alias) some deployment follows is
+    re-resolved once (shared by all its followers); followers serving another version roll to the new one (a
+    rolling update of their children), with an Event. The registry unreachable: back off (up to 5 minutes)."""
+    log = logging.getLogger(__name__)
+    delay = state.cfg.alias_poll_seconds
+    while True:
+        await asyncio.sleep(delay)
+        followers: dict[tuple[str, str], list[Tracked]] = defaultdict(list)
+        for t in state.tracked.values():
+            if t.follows and t.inputs is not None and t.inputs.resolved_version and \
+                    t.ref["metadata"]["namespace"] not in state.terminating:
+                followers[t.follows].append(t)
+        delay = state.cfg.alias_poll_seconds
+        for (model, alias), tracked_list in followers.items():
+            try:
+                version = await state.resolver.refresh(model, alias)
+            except RegistryUnavailable as e:
+                delay = min(300.0, max(delay, state.cfg.alias_poll_seconds) * 2)
+                log.warning(f"alias poll: {e}; next poll in {delay:.0f}s")
+                break
+            except ModelNotFound:
+                continue  # the alias was removed: the deployments keep serving what they serve
+            for t in tracked_list:
+                if t.inputs is not None and t.inputs.resolved_version != version:
+                    state.spawn(roll(state, t, alias, version))
+
+
+async def roll(state: OperatorState, tracked: Tracked, alias: str, version: str) -> None:
+    meta = tracked.ref["metadata"]
+    body = await state.kube.get(path_for(API_VERSION, KIND, meta["namespace"], meta["name"]))
+    if body is None or body["metadata"].get("uid") != meta.get("uid"):
+        return
+    before = tracked.inputs.resolved_version if tracked.inputs else None
+    try:
+        md = ModelDeployment.model_validate(body)
+        async with tracked.lock:
+            if tracked.inputs is not None and tracked.inputs.resolved_version == version:
+                return  # rolled meanwhile (a spec change)
+            await reconcile(state, tracked, md, body, *state.indices, create_first=False)
+    except (ChildRefused, ApiError, kopf.TemporaryError):
+        schedule_retry(state, tracked)
+        return
+    except (kopf.PermanentError, ValidationError):
+        return
+    await post_event(state, tracked, "Normal", "Rolled",
+                     f"alias {alias!r} moved: rolling from version {before} to version {version}")
+
+
 def schedule_retry(state: OperatorState, tracked: Tracked) -> None:
     """Re-run the reconcile later with exponential backoff (for work that is not a kopf handler's own)."""
     if tracked.retry is not None and not tracked.retry.done():
@@ -524,7 +581,7 @@ async def retry_later(state: OperatorState, tracked: Tracked, delay: float) -> N
         md = ModelDeployment.model_validate(body)
         async with tracked.lock:
             tracked.retry = None
-            await reconcile(state, tracked, md, body, {}, {}, create_first=False)
+            await reconcile(state, tracked, md, body, *state.indices, create_first=False)
     except (ChildRefused, ApiError, kopf.TemporaryError):
         tracked.retry = None
         schedule_retry(state, tracked)
@@ -596,8 +653,29 @@ async def publish(state: OperatorState, tracked: Tracked, inputs: Inputs) -> Non
     if old_phase != new_phase:
         ready = next((c for c in new["conditions"] if c["type"] == "Ready"), None)
         message = f"{old_phase.value} -> {new_phase.value}" + (f": {ready['message']}" if ready else "")
-        kopf.event(tracked.ref, type="Warning" if new_phase in WARNING_PHASES else "Normal",
-                   reason=new_phase.value, message=message)
+        await post_event(state, tracked, "Warning" if new_phase in WARNING_PHASES else "Normal", new_phase.value,
+                         message)
+
+
+async def post_event(state: OperatorState, tracked: Tracked, type_: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the ModelDeployment, posted directly (kopf.event only works inside kopf's handler
+    context, and these come from watches, retries and rolls too); never into a terminating namespace, never
+    failing the caller."""
+    meta = tracked.ref["metadata"]
+    if meta["namespace"] in state.terminating:
+        return
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {"apiVersion": "v1", "kind": "Event",
+             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+             "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
+                                "namespace": meta["namespace"], "uid": meta.get("uid")},
+             "type": type_, "reason": reason, "message": message[:1024], "count": 1,
+             "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "mlstack-operator"},
+             "reportingComponent": "mlstack-operator"}
+    try:
+        await state.kube.create(event)
+    except ApiError as e:
+        logging.getLogger(__name__).warning(f"event {reason} on {meta['namespace']}/{meta['name']} not posted: {e}")
 
 
 async def refresh_namespace(state: OperatorState, namespace: str, mdep_admission: kopf.Index,

@@ -24,6 +24,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("kubevirt.io/v1", "VirtualMachine"): "virtualmachines",
     ("mlstack.io/v1alpha1", "ModelDeployment"): "modeldeployments",
     ("v1", "ResourceQuota"): "resourcequotas",
+    ("v1", "Event"): "events",
 }
 
 

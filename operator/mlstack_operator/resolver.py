@@ -76,6 +76,11 @@ class ModelResolver:
         self._versions.add((name, version))
         return version
 
+    async def refresh(self, name: str, alias: str) -> str:
+        """The alias's version now (the cache entry is replaced): the alias poll's one call per model/alias."""
+        self._aliases.pop((name, alias), None)
+        return await self.alias(name, alias)
+
     async def resolve(self, name: str, *, version: str | None = None, alias: str | None = None) -> str:
         if version is not None:
             return await self.version(name, version)

@@ -42,6 +42,8 @@ class OperatorSettings(BaseSettings):
     failed_retry_seconds: float = Field(300.0, gt=0, description="slow re-check of Failed deployments")
     resync_seconds: float = Field(300.0, gt=0, description="safety net: re-check every child this often "
                                   "(changes and deletions of children are healed at once from their watch)")
+    alias_poll_seconds: float = Field(10.0, ge=0, description="how often the aliases deployments follow are "
+                                      "re-resolved (one registry call per model/alias, shared); 0: never")
     retry_max_seconds: float = Field(300.0, gt=0, description="backoff cap for a child write the API refused")
     unschedulable_check_seconds: float = Field(3.0, ge=0, description="how long a pod may wait for the "
                                                "scheduler before the operator reads its reason")

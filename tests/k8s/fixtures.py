@@ -139,6 +139,7 @@ class Operator:
             "MLSTACK_OPERATOR_REGISTRY_URI": self.registry,
             "MLSTACK_OPERATOR_FAILED_RETRY_SECONDS": "3",
             "MLSTACK_OPERATOR_RESOLVE_CACHE_SECONDS": "0",
+            "MLSTACK_OPERATOR_ALIAS_POLL_SECONDS": "2",
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]),
             **self.extra_env,

@@ -374,6 +374,35 @@ def test_no_op_writes_and_takeover_after_kill_9(k8s, k8s_admin, mlstack_operator
     assert writes == [], f"{len(writes)} no-op writes of a Deployment whose quantities the server normalised"
 
 
+def test_promotion_rolls_every_follower_and_back(k8s_admin, mlstack_operator, ns, registered_model):
+    """Moving the alias rolls every deployment following it (one registry call per model/alias per poll)."""
+    from mlflow import MlflowClient
+
+    kube = k8s_admin
+    model = f"promo_{secrets.token_hex(3)}"
+    v1, v2 = register(registered_model, model), register(registered_model, model)
+    client = MlflowClient(registered_model)
+    client.set_registered_model_alias(model, "champion", v1)
+    for name in ("p1", "p2"):
+        kube.create(MDS.format(ns=ns), md(name, ns, model={"name": model, "alias": "champion"}))
+    for name in ("p1", "p2"):
+        wait_status(kube, ns, name, mlstack_operator, lambda s: s.get("phase") == "Ready" and
+                    s.get("resolvedVersion") == v1, f"{name} Ready on {v1}")
+
+    for target in (v2, v1):  # promote, then move the alias back: rolls back
+        client.set_registered_model_alias(model, "champion", target)
+        t0 = time.monotonic()
+        for name in ("p1", "p2"):
+            wait_status(kube, ns, name, mlstack_operator, lambda s, t=target: s.get("phase") == "Ready" and
+                        s.get("resolvedVersion") == t, f"{name} rolled to {target}", timeout=30)
+            command = kube.get(DEPS.format(ns=ns) + f"/{name}")["spec"]["template"]["spec"]["containers"][0]["command"]
+            assert f"models:/{model}/{target}" in command
+        assert time.monotonic() - t0 < 30
+    rolled = [e for e in kube.items(f"/api/v1/namespaces/{ns}/events") if e["reason"] == "Rolled"]
+    assert {e["involvedObject"]["name"] for e in rolled} == {"p1", "p2"}
+    assert any(f"from version {v2} to version {v1}" in e["message"] for e in rolled)
+
+
 def test_a_deleted_namespace_is_left_alone(k8s, k8s_admin, mlstack_operator):
     """Deleting a namespace: no recreated children, no Events posted into it, no errors in the operator's log."""
     kube = k8s_admin
