@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from tests.utils.procs import free_port, wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("MLSTACK_SHARED_DIR") or ROOT.parent / "shared")
 SERVICE_CIDR = "10.96.0.0/16"  # room for thousands of Services (a /24 runs out at ~250 ModelDeployments)
@@ -39,12 +40,6 @@ NODES = int(os.environ.get("MLSTACK_K8S_NODES", "2"))
 
 def log(msg: str) -> None:
     print(f"[k8s] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kubectl_bin() -> str:
@@ -302,10 +297,10 @@ class Cluster:
         # discovery follows the CRDs a moment later
         for n in names:
             plural, group = n.split(".", 1)
-            wait_for(lambda g=group, p=plural: any(
+            wait_until(lambda g=group, p=plural: any(
                 r["name"] == p for v in (kube.get(f"/apis/{g}") or {}).get("versions", [])
                 for r in (kube.get(f"/apis/{g}/{v['version']}") or {}).get("resources", [])),
-                timeout, f"discovery of {n}")
+                timeout, what=f"discovery of {n}")
 
 
 def _kube_from_kubeconfig(kubeconfig: Path, workdir: Path) -> Kube:
@@ -328,20 +323,6 @@ def _kube_from_kubeconfig(kubeconfig: Path, workdir: Path) -> Kube:
     cert = material("client-certificate-data", "client-certificate", "admin.crt", user)
     key = material("client-key-data", "client-key", "admin.key", user)
     return Kube(cluster["server"], ca or Path(""), cert, key, user.get("token"))
-
-
-def wait_for(check: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            v = check()
-            if v:
-                return v
-        except Exception as e:  # not up yet
-            last = e
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not ready within {timeout}s (last error: {last!r})")
 
 
 def _spawn(name: str, cmd: list[str], d: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -404,7 +385,8 @@ def up(d: Path, *, kcm_qps: int = 200, audit: bool = True, nodes: int = NODES) -
                                "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
                                "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
                                "--unsafe-no-fsync", "--log-level", "warn"], d)
-        wait_for(lambda: (_alive(etcd, "etcd", d), _ready(f"http://127.0.0.1:{etcd_port}/health"))[1], 30, "etcd")
+        wait_until(lambda: (_alive(etcd, "etcd", d), _ready(f"http://127.0.0.1:{etcd_port}/health"))[1], 30,
+                   what="etcd")
 
         server = f"https://127.0.0.1:{api_port}"
         api_args = [str(bins / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
@@ -424,8 +406,8 @@ def up(d: Path, *, kcm_qps: int = 200, audit: bool = True, nodes: int = NODES) -
         apiserver = _spawn("kube-apiserver", api_args, d)
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        wait_for(lambda: (_alive(apiserver, "kube-apiserver", d), _ready(server + "/readyz", ctx))[1], 120,
-                 "kube-apiserver /readyz")
+        wait_until(lambda: (_alive(apiserver, "kube-apiserver", d), _ready(server + "/readyz", ctx))[1], 120,
+                 what="kube-apiserver /readyz")
         _check_openapi(server, ctx)
 
         kcm_cfg = write_kubeconfig(d / "kcm.kubeconfig", server, pki / "ca.crt", cert=pki / "kcm.crt",
@@ -452,9 +434,9 @@ def up(d: Path, *, kcm_qps: int = 200, audit: bool = True, nodes: int = NODES) -
         cluster = Cluster(d, server, admin_cfg)
         kube = cluster.admin()
         # the controllers are up once the default ServiceAccount exists; the nodes once they are Ready and untainted
-        wait_for(lambda: kube.get("/api/v1/namespaces/default/serviceaccounts/default"), 60,
-                 "kube-controller-manager (default ServiceAccount)")
-        wait_for(lambda: _nodes_ready(kube, nodes), 60, f"{nodes} Ready nodes")
+        wait_until(lambda: kube.get("/api/v1/namespaces/default/serviceaccounts/default"), 60,
+                 what="kube-controller-manager (default ServiceAccount)")
+        wait_until(lambda: _nodes_ready(kube, nodes), 60, what=f"{nodes} Ready nodes")
         install_crds(cluster)
         log(f"control plane ready in {time.monotonic() - t0:.1f}s: {server}")
         return cluster
