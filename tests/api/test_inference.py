@@ -40,7 +40,22 @@ def test_batch_and_version_pinning(client, trained):
 
 @pytest.mark.parametrize("body, status, needle", [
     ({"input_data": SETOSA, "model_version": "9999"}, 404, "no version 9999"),
-    ({"input_data": [1.0, 2.0, 3.0]}, 422, "expects 4"),
+    ({"input_data": [1.0, 2.0, 3.0]}, 422,
+     "expects 4 features (sepal_length, sepal_width, petal_length, petal_width), rows have 3"),
+    ({"input_data": SETOSA, "model": "no_such_model"}, 404, "model 'no_such_model' has no alias @champion"),
+    ({"input_data": SETOSA, "model": "iris_model", "alias": "nope"}, 404, "has no alias @nope"),
+    ({"input_data": SETOSA, "model": "iris_model", "version": "9999"}, 404, "no version 9999"),
+    ({"input_data": SETOSA, "deployment": "models/no-such-deployment"}, 404,
+     "ModelDeployment models/no-such-deployment not found"),
+    ({"input_data": SETOSA, "deployment": "models/x", "model": "iris_model"}, 422, "without model, version or alias"),
+    ({"input_data": SETOSA, "deployment": "no-slash"}, 422, "pattern"),
+    ({"input_data": SETOSA, "version": "1", "alias": "champion"}, 422, "version or alias, not both"),
+    ({"input_data": SETOSA, "version": "1", "model_version": "2"}, 422, "disagree"),
+    ({"input_data": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4}]}, 422,
+     "row 0 does not match the features of model iris_model v"),
+    ({"input_data": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2,
+                      "colour": 1}]}, 422, "unknown colour"),
+    ({"input_data": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4}}, 422, "missing petal_width"),
     ({"input_data": []}, 422, "at least one feature"),
     ({"input_data": [[1, 2, 3, 4], [1, 2]]}, 422, "same number of features"),
     ({"input_data": ["a", "b", "c", "d"]}, 422, "valid number"),
@@ -52,6 +67,21 @@ def test_errors_are_clear(client, trained, body, status, needle):
     r = client.post("/inference", json=body)
     assert r.status_code == status, r.text
     assert needle in r.text
+
+
+def test_any_model_by_name_version_or_alias_with_named_rows(client, trained):
+    champion = client.get("/models/iris_model").json()["aliases"]["champion"]
+    r = client.post("/inference", json={"model": "iris_model", "alias": "champion", "input_data": SETOSA})
+    assert r.status_code == 200, r.text
+    assert r.json()["model_name"] == "iris_model" and r.json()["model_version"] == champion
+    named = [dict(zip(["petal_width", "petal_length", "sepal_width", "sepal_length"], reversed(row), strict=True))
+             for row in (SETOSA, VIRGINICA)]  # objects: any key order
+    r = client.post("/inference", json={"model": "iris_model", "version": trained["version"], "input_data": named})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["predictions"] == [0, 2] and body["model_version"] == trained["version"]
+    r = client.post("/inference", json={"model": "iris_model", "version": trained["version"], "input_data": named[1]})
+    assert r.status_code == 200 and r.json()["prediction"] == 2
 
 
 def _metric(client, name: str) -> float:

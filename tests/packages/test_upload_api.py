@@ -260,3 +260,7 @@ def test_seed_000_zip_as_it_is_becomes_a_version_and_serves(api):
     assert json.loads(tags["mlstack.package.start_commands"]) == ["python app.py"]
     assert tags["mlstack.package.ports"] == "8000"
     assert predict(api, v["version"]) == [0, 2]
+    r = api.post("/inference", json={"model": MODEL, "version": v["version"], "sla_seconds": 120,
+                                     "input_data": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
+                                                     "petal_width": 0.2}]})
+    assert r.status_code == 422 and "records no feature names" in r.json()["detail"], r.text

@@ -64,7 +64,7 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     await start_deployments(svc, stack)  # may swap svc.servers for the cluster's ModelDeployments
     await start_auth(svc, stack)  # cluster mode: shares svc.kube with the deployments
     start_orgs(svc)
-    svc.inference = InferenceClient(settings, svc.registry, svc.servers)
+    svc.inference = InferenceClient(settings, svc.registry, svc.servers, getattr(svc, "deployments", None))
     stack.push_async_callback(svc.inference.aclose)
 
     await start_schedules(svc, stack)
