@@ -184,3 +184,74 @@ def test_restart_brings_deployments_back(api_factory, local_api, model):
         assert c.delete("/deployments/iris-keep", params={"namespace": "team-a"}).status_code == 204
     again.stop()
 
+
+
+def test_alias_move_rolls_without_failed_requests_and_back(client, local_api, mlflow_uri):
+    """Steady load on /inference through the deployment while its alias moves: every answer is a 200, the
+    deployment rolls to the new version (status, alert, old server stopped) within 30 s, and back again.
+    Forward: PUT /models/{name}/aliases/{alias} (wakes the deployment at once). Back: the alias moved in
+    MLflow directly, as a training job's promotion does (seen by the periodic re-resolution)."""
+    import threading
+    import time
+
+    from mlflow import MlflowClient
+
+    from tests.deployments.conftest import register_onnx
+
+    name = f"roll_iris_{uuid.uuid4().hex[:6]}"
+    v1, v2 = register_onnx(mlflow_uri, name), register_onnx(mlflow_uri, name)
+    mlflow = MlflowClient(mlflow_uri)
+    mlflow.set_registered_model_alias(name, "stable", v1)
+    body = {"name": "iris-roll", "spec": {"model": {"name": name, "alias": "stable"}}}
+    assert client.post("/deployments", json=body).status_code == 201
+    assert wait_phase(client, "iris-roll", {"Ready"})["status"]["resolvedVersion"] == v1
+
+    results: list[tuple[float, int, str | None]] = []  # (time, status, model_version)
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(base_url=local_api.url, timeout=60) as c:
+            while not stop.is_set():
+                r = c.post("/inference", json={"deployment": f"{NS}/iris-roll", "input_data": ROWS})
+                mv = r.json().get("model_version") if r.status_code == 200 else None
+                results.append((time.monotonic(), r.status_code, mv))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+
+    def roll(move, old: str, new: str) -> dict:
+        wait_until(lambda: sum(1 for _, _, v in results if v == old) >= 20, 30, what=f"load on v{old}")
+        t0 = time.monotonic()
+        move()
+        obj = wait_until(lambda: (o := client.get("/deployments/iris-roll").json())["status"].get(
+            "resolvedVersion") == new and o["status"]["phase"] == "Ready" and o, 30, interval=0.1,
+            what=f"iris-roll rolled to v{new}")
+        rolled = time.monotonic() - t0
+        wait_until(lambda: [f.name for f in pid_files(local_api.state_dir, NS, "iris-roll")] == [
+            f"{name}-v{new}.pid"], 30, what=f"the v{old} server stopped")
+        wait_until(lambda: sum(1 for ts, _, v in results if v == new and ts > t0) >= 20, 30,
+                   what=f"load served by v{new}")
+        return {"seconds": round(rolled, 2), "url": obj["status"]["url"]}
+
+    try:
+        forward = roll(lambda: client.put(f"/models/{name}/aliases/stable", json={"version": v2}).raise_for_status(),
+                       v1, v2)
+        back = roll(lambda: mlflow.set_registered_model_alias(name, "stable", v1), v2, v1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    failed = [(s, v) for _, s, v in results if s != 200]
+    print(f"\nroll under load: {len(results)} requests, {len(failed)} non-2xx; "
+          f"forward (PUT alias) {forward['seconds']} s, back (alias moved in MLflow) {back['seconds']} s")
+    assert not failed, failed[:10]
+    assert forward["seconds"] < 30 and back["seconds"] < 30
+
+    alerts = client.get("/alerts", params={"limit": 1000}).json()
+    rolls = [(a["data"]["from"], a["data"]["to"]) for a in alerts
+             if a["type"] == "deployment.rolled" and a["deployment"] == "iris-roll"]
+    assert rolls == [(v1, v2), (v2, v1)], rolls
+    phases = [a["data"]["phase"] for a in alerts if a["type"] == "deployment.phase" and a["deployment"] == "iris-roll"]
+    assert phases.count("Ready") == 1 and "Failed" not in phases, phases  # the rolls never left Ready
+    assert client.delete("/deployments/iris-roll").status_code == 204

@@ -86,3 +86,61 @@ async def test_endpoint_prefers_the_callers_namespace_then_the_shared_one_never_
     assert await ep.endpoint("iris", "3") == "http://theirs"  # no caller (internal): any namespace, most replicas
     with pytest.raises(Unavailable, match="namespaces org-a, models"):
         await ep.endpoint("iris", "7", namespace="org-a")
+
+
+class Recorder:
+    """The alert hub's ``emit`` as PhaseAlerts calls it, recorded in this process."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+
+    async def emit(self, type_, severity, title, message, **fields):
+        self.events.append({"type": type_, "severity": severity, "title": title, "message": message, **fields})
+
+
+def rolled_md(version: str, phase: str = "Ready", uid: str = "u-1") -> dict:
+    obj = md("iris", "iris_model", phase, version, "http://iris.models:8080")
+    obj["metadata"]["uid"] = uid
+    obj["spec"]["model"]["alias"] = "champion"
+    return obj
+
+
+async def test_resolved_version_change_becomes_one_rolled_alert_across_replicas(redis_url):
+    """Cluster mode: the operator re-resolved @champion and rolled (status.resolvedVersion 3 -> 4): the API's
+    watch says so once, even with two API replicas polling the same objects (real Redis dedups)."""
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from mlstack.deployments.kube import PhaseAlerts
+
+    redis = aioredis.from_url(redis_url, decode_responses=True)
+    prefix = f"test:rolled:{uuid.uuid4().hex[:6]}"
+    api = FakeApi(items=[rolled_md("3")])
+    a, b = Recorder(), Recorder()
+    watchers = [PhaseAlerts(backend(api), ["models"], redis, rec, 5.0, prefix) for rec in (a, b)]
+    try:
+        for w in watchers:
+            await w.poll(alert=False)  # what exists at start is remembered, not alerted
+        api.items = [rolled_md("4")]
+        for w in watchers:
+            await w.poll()
+        events = a.events + b.events
+        assert [e["type"] for e in events] == ["deployment.rolled"]  # phase stayed Ready: no phase alert
+        e = events[0]
+        assert e["data"] == {"from": "3", "to": "4", "alias": "champion", "mode": "cluster"}
+        assert e["namespace"] == "models" and e["deployment"] == "iris" and e["model"] == "iris_model"
+        assert e["version"] == "4" and "v3 -> v4" in e["title"]
+
+        api.items = [rolled_md("4")]  # no change: nothing
+        await watchers[0].poll()
+        assert len(a.events + b.events) == 1
+        api.items = [rolled_md("3")]  # moving the alias back rolls back: alerted too
+        await watchers[0].poll()
+        assert [(x["data"]["from"], x["data"]["to"]) for x in a.events if x["type"] == "deployment.rolled"][-1] \
+            == ("4", "3")
+        api.items = [rolled_md("5", phase="Deploying", uid="u-2")]  # a new object: its first version is no roll
+        await watchers[0].poll()
+        assert [x["type"] for x in a.events][-1] == "deployment.phase"
+    finally:
+        await redis.aclose()

@@ -16,6 +16,8 @@ type                        producer                                    fields u
 ``schedule.failed``         scheduler, a firing raised                  data.schedule_id, data.kind, data.error
 ``deployment.phase``        operator / local deployments, phase change  namespace, deployment, model, version,
                                                                         data.phase, data.previous, data.reason
+``deployment.rolled``       local deployments / the API's watch of      namespace, deployment, model, version,
+                            the operator's status, alias moved          data.from, data.to, data.alias
 ``alert.manual``            ``POST /alerts`` (operators, demos)        anything
 ==========================  ==========================================  ===========================================
 
@@ -39,9 +41,10 @@ MODEL_STALE = "model.stale"
 SCHEDULE_FIRED = "schedule.fired"
 SCHEDULE_FAILED = "schedule.failed"
 DEPLOYMENT_PHASE = "deployment.phase"
+DEPLOYMENT_ROLLED = "deployment.rolled"
 MANUAL = "alert.manual"
 KNOWN_TYPES = (TRAINING_FINISHED, TRAINING_FAILED, MODEL_ACCURACY, MODEL_STALE, SCHEDULE_FIRED,
-               SCHEDULE_FAILED, DEPLOYMENT_PHASE, MANUAL)
+               SCHEDULE_FAILED, DEPLOYMENT_PHASE, DEPLOYMENT_ROLLED, MANUAL)
 
 TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$"
 STREAM_ID_PATTERN = r"^\d{1,20}(-\d{1,20})?$"

@@ -160,6 +160,10 @@ class PhaseAlerts:
     ``deployments_watch_seconds`` and compares phases with what it saw last. With several API
     replicas each change is alerted once: a Redis ``SET NX`` on (uid, phase, Ready transition time).
     Phases already present when the API starts are remembered, not alerted.
+
+    The same poll turns a changed ``status.resolvedVersion`` (the operator re-resolved a moved alias and
+    rolled) into one ``deployment.rolled`` alert naming both versions (deduplicated across replicas by
+    a short-lived Redis key on (uid, from, to)).
     """
 
     SEVERITY = {"Degraded": "warning", "Failed": "error"}
@@ -173,6 +177,7 @@ class PhaseAlerts:
         self.interval = interval
         self.prefix = dedup_prefix
         self._seen: dict[str, str] = {}
+        self._versions: dict[str, str] = {}  # uid -> status.resolvedVersion last seen
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -197,15 +202,41 @@ class PhaseAlerts:
 
     async def poll(self, alert: bool = True) -> None:
         seen: dict[str, str] = {}
+        versions: dict[str, str] = {}
         for obj in await self.deployments.list_scope(self.namespaces):
             meta, st = obj["metadata"], obj.get("status") or {}
             uid, phase = meta.get("uid") or f"{meta['namespace']}/{meta['name']}", st.get("phase")
+            version = st.get("resolvedVersion")
+            if version:
+                versions[uid] = str(version)
+                previous = self._versions.get(uid)
+                if alert and previous is not None and previous != str(version):
+                    await self._emit_rolled(obj, previous, str(version))
             if not phase:
                 continue
             seen[uid] = phase
             if alert and self._seen.get(uid) != phase:
                 await self._emit(obj, self._seen.get(uid), phase)
         self._seen = seen
+        self._versions = versions
+
+    async def _emit_rolled(self, obj: dict[str, Any], previous: str, version: str) -> None:
+        meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+        key = f"{self.prefix}:{meta.get('uid')}:rolled:{previous}:{version}"
+        # replicas see the change within one interval of each other; a later roll back and forth alerts again
+        if not await self.redis.set(key, "1", nx=True, ex=max(int(self.interval * 6), 30)):
+            return
+        ns, name = meta["namespace"], meta["name"]
+        model = spec.get("model") or {}
+        try:
+            await self.alerts.emit(
+                "deployment.rolled", "info", f"ModelDeployment {ns}/{name} rolled {model.get('name')} "
+                f"v{previous} -> v{version}",
+                f"@{model.get('alias')} moved; serving v{version}" + (f" at {st['url']}" if st.get("url") else ""),
+                namespace=ns, deployment=name, model=model.get("name"), version=version,
+                data={"from": previous, "to": version, "alias": model.get("alias"), "mode": "cluster"})
+        except Exception as e:
+            log.warning("deployment.rolled alert not sent: %s", e)
 
     async def _emit(self, obj: dict[str, Any], previous: str | None, phase: str) -> None:
         meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}

@@ -11,6 +11,13 @@ Each deployment has one supervising task: resolve the model (alias -> version; u
 URL, then watch it (a dead process is restarted; a moved alias rolls to the new version). Status is
 computed by ``mlstack_operator.status.compute``, so phases and conditions match the operator's.
 
+A moved alias (``PUT /models/{name}/aliases/{alias}`` wakes the deployments of that model at once;
+a promotion by a training job is seen by the next re-resolution, every ``deployments_resolve_seconds``,
+through the registry's shared cache, so many deployments of one model cost one MLflow call) rolls the
+deployment without a gap: the new version's server starts beside the old one, ``status.url`` and
+``status.resolvedVersion`` switch once it is ready (the phase stays ``Ready``), then the old one is
+stopped gracefully (in-flight requests finish); a ``deployment.rolled`` alert names both versions.
+
 Records live in a Redis hash (``namespace/name`` -> JSON object incl. status): reads come from
 Redis and an API restart re-creates every recorded deployment. Phase changes emit
 ``deployment.phase`` alerts.
@@ -57,6 +64,9 @@ class Child(Protocol):
     async def wait_exit(self) -> str:
         """Return (with a reason) when the child stops serving; never returns while it is healthy."""
 
+    async def retire(self, keep: str) -> None:
+        """After a roll to ``keep`` (traffic already switched): stop what serves any other version."""
+
     async def stop(self) -> None: ...
 
 
@@ -76,8 +86,13 @@ class ProcessChild:
             await self.pool.stop(srv.name, srv.version)
 
     async def start(self, version: str, replicas: int) -> str:
-        await self._stop_servers()
+        # beside any other version's server: a roll switches traffic before the old one stops (retire)
         return await self.pool.endpoint(self.model, version)
+
+    async def retire(self, keep: str) -> None:
+        for srv in self.pool.servers():
+            if srv.version != keep:
+                await self.pool.stop(srv.name, srv.version)  # SIGTERM: uvicorn finishes in-flight requests
 
     async def wait_exit(self) -> str:
         servers = self.pool.servers()
@@ -168,6 +183,9 @@ class RayServeChild:
             raise Unavailable(f"Ray Serve application {self.app} failed: {str(e)[-1000:]}") from None
         return self.rs.base_url + self.prefix
 
+    async def retire(self, keep: str) -> None:
+        return None  # serve.run of the same application is itself a rolling update
+
     def _app_status(self) -> str | None:
         from ray import serve
 
@@ -207,6 +225,7 @@ class Entry:
     task: asyncio.Task | None = None
     deleted: bool = False
     notes: list[str] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when the model's alias moved
 
     @property
     def namespace(self) -> str:
@@ -301,6 +320,12 @@ class LocalDeployments:
             await self.redis.hdel(self.ds.deployments_redis_key, key)
         log.info("deleted local ModelDeployment %s", key)
 
+    def alias_moved(self, model: str) -> None:
+        """An alias of ``model`` moved (the API moved it): its deployments re-resolve now, not at the next tick."""
+        for e in self._entries.values():
+            if e.spec.model.name == model and e.spec.model.alias is not None:
+                e.wake.set()
+
     # -- /inference routing --------------------------------------------------------------------------
     def ready_url(self, model: str, version: str) -> str | None:
         """URL of a Ready local deployment serving ``model`` ``version`` (or None)."""
@@ -377,11 +402,25 @@ class LocalDeployments:
         except Exception as e:  # alerts are best effort; serving goes on
             log.warning("deployment.phase alert not sent: %s", e)
 
+    async def _rolled(self, entry: Entry, previous: str, status: dict[str, Any]) -> None:
+        version = status.get("resolvedVersion")
+        try:
+            await self.alerts.emit(
+                "deployment.rolled", "info",
+                f"ModelDeployment {entry.namespace}/{entry.name} rolled {entry.spec.model.name} "
+                f"v{previous} -> v{version}",
+                f"@{entry.spec.model.alias} moved; serving v{version} at {status.get('url')}",
+                namespace=entry.namespace, deployment=entry.name, model=entry.spec.model.name, version=version,
+                data={"from": previous, "to": version, "alias": entry.spec.model.alias, "mode": "local"})
+        except Exception as e:  # alerts are best effort; serving goes on
+            log.warning("deployment.rolled alert not sent: %s", e)
+
     async def _supervise(self, entry: Entry) -> None:
         spec, gen = entry.spec, 1
         notes = "; ".join(entry.notes)
         replicas = self._replicas(spec)
         backoff, child_failed = 1.0, False
+        serving: str | None = None  # the version that is Ready now (a roll keeps it until the next one is)
         name = f"{entry.child.kind}/{entry.namespace}--{entry.name}"
         while True:
             try:
@@ -400,15 +439,25 @@ class LocalDeployments:
             base = dict(generation=gen, admitted=True, admission_message=notes, resolved_version=version)
             if replicas == 0:
                 await entry.child.stop()
+                serving = None
                 await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, 0, 0, True),)))
-                await self._alias_moved(spec, version)
+                await self._alias_moved(entry, version)
                 continue
-            if not child_failed:  # after a child failure stay Failed until it is Ready again (no alert flapping)
+            rolling = serving is not None and serving != version
+            # after a child failure stay Failed until it is Ready again (no alert flapping); a roll stays Ready
+            # on the old version until the new one is
+            if not child_failed and not rolling:
                 await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, replicas, 0,
                                                                            False),)))
             try:
                 url = await entry.child.start(version, replicas)
             except Unavailable as e:
+                if rolling:  # the old version keeps serving; try again after the backoff
+                    log.warning("local ModelDeployment %s/%s: v%s did not start, v%s keeps serving: %s",
+                                entry.namespace, entry.name, version, serving, e.message)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
+                    continue
                 await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, replicas, 0,
                                                                            False),)),
                                 failed=("ServerFailed", e.message))
@@ -418,9 +467,15 @@ class LocalDeployments:
                 continue
             backoff, child_failed = 1.0, False
             ready = ChildState(entry.child.kind, name, replicas, replicas, True)
-            await self._set(entry, Inputs(**base, url=url, children=(ready,)))
+            await self._set(entry, Inputs(**base, url=url, children=(ready,)))  # traffic switches here
+            if rolling:
+                await entry.child.retire(version)
+                log.info("local ModelDeployment %s/%s rolled v%s -> v%s", entry.namespace, entry.name, serving,
+                         version)
+                await self._rolled(entry, str(serving), entry.obj.get("status") or {})
+            serving = version
             exit_task = asyncio.create_task(entry.child.wait_exit())
-            moved_task = asyncio.create_task(self._alias_moved(spec, version))
+            moved_task = asyncio.create_task(self._alias_moved(entry, version))
             try:
                 done, _ = await asyncio.wait({exit_task, moved_task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -433,17 +488,20 @@ class LocalDeployments:
                 await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, replicas, 0,
                                                                            False),)),
                                 failed=("ServerExited", reason))
-                child_failed = True
+                child_failed, serving = True, None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
             else:
                 log.info("local ModelDeployment %s/%s: alias moved; rolling to the new version",
                          entry.namespace, entry.name)
 
-    async def _alias_moved(self, spec: ModelDeploymentSpec, version: str) -> bool:
+    async def _alias_moved(self, entry: Entry, version: str) -> bool:
         """Wait until the alias the spec follows points at another version (never returns for a pinned one)."""
+        spec = entry.spec
         while True:
-            await asyncio.sleep(self.ds.deployments_resolve_seconds)
+            with contextlib.suppress(TimeoutError):  # woken by alias_moved, else the next tick
+                await asyncio.wait_for(entry.wake.wait(), self.ds.deployments_resolve_seconds)
+            entry.wake.clear()
             if spec.model.alias is None:
                 continue
             try:

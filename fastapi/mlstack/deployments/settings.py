@@ -20,7 +20,8 @@ class DeploymentSettings(BaseSettings):
     deployments_retry_seconds: float = Field(
         30.0, gt=0, description="local mode: re-check of a Failed deployment (the model may appear)")
     deployments_resolve_seconds: float = Field(
-        30.0, gt=0, description="local mode: how often a Ready deployment following an alias re-resolves it")
+        5.0, gt=0, description="local mode: how often a Ready deployment following an alias re-resolves it "
+                               "(through the registry's cache; an alias moved through the API wakes it at once)")
     deployments_local_max_replicas: int = Field(
         1, ge=1, le=16, description="local mode: replicas are capped at this (one process for onnx)")
 

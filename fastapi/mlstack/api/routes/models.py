@@ -51,10 +51,19 @@ async def edit_version(name: ModelName, version: Version, body: EditBody, svc: S
 @router.put("/{name}/aliases/{alias}", dependencies=[allow("update", "models")],
             summary="Point an alias (e.g. champion) at a version")
 async def set_alias(name: ModelName, alias: Alias, body: AliasBody, svc: ServicesDep) -> dict:
-    return await asyncio.to_thread(svc.registry.set_alias, name, alias, body.version)
+    model = await asyncio.to_thread(svc.registry.set_alias, name, alias, body.version)
+    _alias_moved(svc, name)
+    return model
+
+
+def _alias_moved(svc, name: str) -> None:
+    """Local deployments following an alias of ``name`` roll now (cluster mode: the operator re-resolves)."""
+    if callable(notify := getattr(svc.deployments, "alias_moved", None)):
+        notify(name)
 
 
 @router.delete("/{name}/aliases/{alias}", dependencies=[allow("update", "models")],
                status_code=status.HTTP_204_NO_CONTENT, summary="Delete an alias")
 async def delete_alias(name: ModelName, alias: Alias, svc: ServicesDep) -> None:
     await asyncio.to_thread(svc.registry.delete_alias, name, alias)
+    _alias_moved(svc, name)
