@@ -163,29 +163,6 @@ def test_crashed_server_is_restarted(client, local_api, model):
     assert client.delete("/deployments/iris-crash").status_code == 204
 
 
-def test_restart_brings_deployments_back(api_factory, local_api, model):
-    with local_api.client() as c:
-        r = c.post("/deployments", json={"name": "iris-keep", "namespace": "team-a",
-                                         "spec": {"model": {"name": model.name, "version": model.version}}})
-        assert r.status_code == 201, r.text
-        before = wait_phase(c, "iris-keep", {"Ready"}, namespace="team-a")
-    [pid_file] = pid_files(local_api.state_dir, "team-a", "iris-keep")
-    old_pid = int(pid_file.read_text())
-    local_api.stop()  # its model servers stop with it; the record stays in Redis
-    wait_until(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE,
-               30, what="old model server gone")
-
-    again = api_factory("local-restarted", local_api.env)
-    with again.client() as c:
-        after = wait_phase(c, "iris-keep", {"Ready"}, namespace="team-a")
-        assert after["metadata"]["uid"] == before["metadata"]["uid"]
-        pred = httpx.post(f"{after['status']['url']}/predict", json={"instances": ROWS}, timeout=30)
-        assert pred.status_code == 200 and pred.json()["predictions"] == [0, 2]
-        assert c.delete("/deployments/iris-keep", params={"namespace": "team-a"}).status_code == 204
-    again.stop()
-
-
-
 def test_alias_move_rolls_without_failed_requests_and_back(client, local_api, mlflow_uri):
     """Steady load on /inference through the deployment while its alias moves: every answer is a 200, the
     deployment rolls to the new version (status, alert, old server stopped) within 30 s, and back again.
@@ -255,3 +232,27 @@ def test_alias_move_rolls_without_failed_requests_and_back(client, local_api, ml
     phases = [a["data"]["phase"] for a in alerts if a["type"] == "deployment.phase" and a["deployment"] == "iris-roll"]
     assert phases.count("Ready") == 1 and "Failed" not in phases, phases  # the rolls never left Ready
     assert client.delete("/deployments/iris-roll").status_code == 204
+
+
+def test_restart_brings_deployments_back(api_factory, local_api, model):
+    with local_api.client() as c:
+        r = c.post("/deployments", json={"name": "iris-keep", "namespace": "team-a",
+                                         "spec": {"model": {"name": model.name, "version": model.version}}})
+        assert r.status_code == 201, r.text
+        before = wait_phase(c, "iris-keep", {"Ready"}, namespace="team-a")
+    [pid_file] = pid_files(local_api.state_dir, "team-a", "iris-keep")
+    old_pid = int(pid_file.read_text())
+    local_api.stop()  # its model servers stop with it; the record stays in Redis
+    wait_until(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE,
+               30, what="old model server gone")
+
+    again = api_factory("local-restarted", local_api.env)
+    with again.client() as c:
+        after = wait_phase(c, "iris-keep", {"Ready"}, namespace="team-a")
+        assert after["metadata"]["uid"] == before["metadata"]["uid"]
+        pred = httpx.post(f"{after['status']['url']}/predict", json={"instances": ROWS}, timeout=30)
+        assert pred.status_code == 200 and pred.json()["predictions"] == [0, 2]
+        assert c.delete("/deployments/iris-keep", params={"namespace": "team-a"}).status_code == 204
+    again.stop()
+
+
