@@ -3,13 +3,15 @@
 What to serve: ``model`` (a registered name; default ``MLSTACK_MODEL_NAME``) with ``version`` or ``alias``
 (default ``@champion``; the seed's ``model_version`` is ``version``), or ``deployment`` ("namespace/name"):
 the request goes to that ModelDeployment's ``status.url`` (its canary included). Rows are lists or objects
-keyed by feature name; they are checked against the version's features (its signature, recorded as the
-``mlstack.features`` tag by training and uploads) before a model server is called.
+keyed by feature name; they are checked against the version's features before a model server is called:
+the ``mlstack.features`` tag (training and uploads record the signature's columns there), else the
+signature in the version's ``MLmodel`` (column names, or a ``[-1, n]`` tensor's width), read once per version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Annotated
 
@@ -22,6 +24,7 @@ from mlstack.errors import InvalidInput, NotFound, Unavailable
 from mlstack.registry import CHAMPION, Registry
 from mlstack.settings import Settings
 
+log = logging.getLogger(__name__)
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 RETRIES = Counter("mlstack_inference_retries_total", "Inference attempts that failed and were retried")
 FAILURES = Counter("mlstack_inference_unavailable_total", "Inference requests that ran out of retries or SLA")
@@ -30,6 +33,7 @@ LATENCY = Histogram("mlstack_inference_seconds", "End-to-end /inference latency"
 MAX_ROWS = 1000
 MAX_FEATURES = 1000
 FEATURES_TAG = "mlstack.features"
+FEATURES_RETRY_SECONDS = 30.0
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 DEPLOYMENT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 Row = list[Finite] | dict[Annotated[str, Field(min_length=1, max_length=200)], Finite]
@@ -88,8 +92,10 @@ class InferenceRequest(BaseModel):
     def raw_rows(self) -> list:
         return [self.input_data] if self.single else list(self.input_data)  # type: ignore[arg-type]
 
-    def rows(self, features: list[str] | None = None, what: str = "the model") -> list[list[float]]:
-        """Rows as lists in the model's feature order; checked against ``features`` when known (422)."""
+    def rows(self, features: list[str] | None = None, what: str = "the model",
+             width: int | None = None) -> list[list[float]]:
+        """Rows as lists in the model's feature order; checked against ``features`` (or only their number,
+        ``width``) when known (422)."""
         rows = self.raw_rows()
         if isinstance(rows[0], dict):
             if not features:
@@ -109,6 +115,8 @@ class InferenceRequest(BaseModel):
         if features and len(rows[0]) != len(features):
             raise InvalidInput(f"{what} expects {len(features)} features ({', '.join(features)}), "
                                f"rows have {len(rows[0])}")
+        if not features and width and len(rows[0]) != width:
+            raise InvalidInput(f"{what} expects {width} features (its signature), rows have {len(rows[0])}")
         return rows
 
 
@@ -130,7 +138,8 @@ class InferenceClient:
         self.registry = registry
         self.servers = servers
         self.deployments = deployments  # /deployments backend: requests naming a deployment
-        self._features: dict[tuple[str, str], list[str] | None] = {}
+        self._features: dict[tuple[str, str], tuple[list[str] | None, int | None]] = {}
+        self._features_retry: dict[tuple[str, str], float] = {}  # failed lookups: not again before then
         # aiohttp, not httpx, on the hot path: ~0.4 ms vs ~2.4 ms per call to a local model server
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
                                           headers={"content-type": "application/json"})
@@ -142,17 +151,38 @@ class InferenceClient:
         hit = self.registry.cached(name, version, alias)
         return hit if hit is not None else await asyncio.to_thread(self.registry.resolve, name, version, alias)
 
-    async def features(self, name: str, version: str) -> list[str] | None:
-        """The version's feature names (the ``mlstack.features`` tag mirrors its signature); None: unknown."""
+    async def features(self, name: str, version: str) -> tuple[list[str] | None, int | None]:
+        """``(names, width)`` of the version's input; ``(None, None)``: unknown (the model server still checks)."""
         key = (name, version)
         if key not in self._features:
+            now = time.monotonic()
+            # MLflow just failed (the registry serves last known versions) or this lookup failed moments ago:
+            # do not wait for it on the hot path
+            if now < self.registry._down_until or now < self._features_retry.get(key, 0.0):
+                return None, None
             try:
-                mv = await asyncio.to_thread(self.registry.client.get_model_version, name, version)
-            except Exception:  # MLflow down or odd answer: the model server still checks the width
-                return None
-            raw = (mv.tags or {}).get(FEATURES_TAG) or ""
-            self._features[key] = [f for f in raw.split(",") if f] or None
+                found = await asyncio.to_thread(self._read_features, name, version)
+            except Exception as e:  # MLflow down or an odd model: not cached, the model server checks the width
+                log.info("no input schema for %s v%s: %s", name, version, e)
+                self._features_retry[key] = time.monotonic() + FEATURES_RETRY_SECONDS
+                return None, None
+            self._features[key] = found
         return self._features[key]
+
+    def _read_features(self, name: str, version: str) -> tuple[list[str] | None, int | None]:
+        mv = self.registry.client.get_model_version(name, version)
+        names = [f for f in ((mv.tags or {}).get(FEATURES_TAG) or "").split(",") if f]
+        if names:
+            return names, len(names)
+        sig = _signature(self.registry.client, self.settings.mlflow_tracking_uri, mv.source)
+        if sig is None or sig.inputs is None:
+            return None, None
+        if sig.inputs.is_tensor_spec():
+            specs = sig.inputs.inputs
+            shape = specs[0].shape if len(specs) == 1 else None
+            return None, (shape[1] if shape is not None and len(shape) == 2 and shape[1] > 0 else None)
+        cols = [c for c in sig.inputs.input_names() if isinstance(c, str)]
+        return (cols or None), (len(cols) or None)
 
     async def _deployment(self, ref: str, namespace: str | None) -> tuple[str, str, str]:
         """``(model, version, url)`` of a Ready ModelDeployment "namespace/name"."""
@@ -179,7 +209,8 @@ class InferenceClient:
         else:
             name, fixed_url = req.model or self.settings.model_name, None
             version = await self.resolve(name, req.version, req.alias or CHAMPION)
-        rows = req.rows(await self.features(name, version), f"model {name} v{version}")
+        names, width = await self.features(name, version)
+        rows = req.rows(names, f"model {name} v{version}", width)
         body = orjson.dumps({"instances": rows})
         attempts, delay, last = 0, 0.05, ""
         while True:
@@ -220,6 +251,23 @@ class InferenceClient:
             RETRIES.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _signature(client, tracking_uri: str, source: str):
+    """The signature in a version's ``MLmodel`` (MLflow 3: ``models:/m-…`` is a logged model; uploads point at
+    run artifacts); only that one small file is downloaded."""
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    location = source
+    if source.startswith("models:/m-"):
+        location = client.get_logged_model(source[len("models:/"):]).artifact_location
+    with tempfile.TemporaryDirectory(prefix="mlstack-mlmodel-") as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=location.rstrip("/") + "/MLmodel", dst_path=tmp,
+                                                   tracking_uri=tracking_uri)
+        return Model.load(path).signature
 
 
 def _error_text(content: bytes) -> str:

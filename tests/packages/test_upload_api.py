@@ -59,6 +59,10 @@ def test_mlflow_sklearn_zip_becomes_a_version_and_serves(api, tmp_path, snapshot
     assert mlflow_client.get_run(v["run_id"]).info.status == "FINISHED"
     assert after["tmp"] == before["tmp"]  # the upload's private temp dir is gone
     assert predict(api, v["version"]) == [0, 2]
+    # its signature (a [-1, 4] tensor, no tag) is checked before any model server is asked
+    r = api.post("/inference", json={"model": MODEL, "version": v["version"], "input_data": [5.1, 3.5, 1.4]})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == f"model {MODEL} v{v['version']} expects 4 features (its signature), rows have 3"
 
 
 def test_seed_package_becomes_a_pyfunc_version_and_serves(api, seed_version, mlflow_client):
