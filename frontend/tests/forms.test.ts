@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { className, formatTags, HYPERPARAMETER_DEFAULTS, parseDeployment, parseHyperparameters, parsePrediction, parseTags } from "../src/lib/forms";
+import { classLabels, className, featureFields, formatTags, HYPERPARAMETER_DEFAULTS, parseDeployment, parseHyperparameters, parsePrediction, parseTags, parseTarget } from "../src/lib/forms";
 
 describe("parseHyperparameters", () => {
   it("uses the API defaults for empty fields", () => {
@@ -104,5 +104,39 @@ describe("showFieldErrors", () => {
     const el = h("p", null, "<img src=x onerror=alert(1)>");
     expect(el.querySelector("img")).toBeNull();
     expect(el.textContent).toBe("<img src=x onerror=alert(1)>");
+  });
+});
+
+describe("predict form for any model", () => {
+  const iris = { tags: { "mlstack.features": "sepal_length,sepal_width,petal_length,petal_width" } };
+
+  it("builds its fields from the version's recorded features (iris labels where they match)", () => {
+    const fields = featureFields(iris);
+    expect(fields?.map((f) => f.label)).toEqual(["Sepal length (cm)", "Sepal width (cm)", "Petal length (cm)", "Petal width (cm)"]);
+    expect(classLabels(fields)).toEqual(["setosa", "versicolor", "virginica"]);
+    const churn = featureFields({ tags: { "mlstack.features": "tenure, monthly_charges" } });
+    expect(churn).toEqual([{ name: "tenure", label: "tenure", example: "" }, { name: "monthly_charges", label: "monthly_charges", example: "" }]);
+    expect(classLabels(churn)).toEqual([]);
+    expect(featureFields({ tags: {} })).toBeNull();
+    expect(featureFields(null)).toBeNull();
+  });
+
+  it("sends the chosen model and version or alias, or the deployment", () => {
+    const churn = featureFields({ tags: { "mlstack.features": "tenure,monthly_charges" } });
+    const r = parsePrediction({ tenure: "12", monthly_charges: "70.5" }, churn, parseTarget("model:churn_model", "@champion"));
+    expect(r).toEqual({ ok: true, value: { input_data: [12, 70.5], model: "churn_model", alias: "champion" } });
+    expect(parseTarget("model:churn_model", "3")).toEqual({ model: "churn_model", version: "3" });
+    expect(parseTarget("deployment:models/iris", "3")).toEqual({ deployment: "models/iris" });
+    expect(parseTarget("", "")).toBeNull();
+    const bad = parsePrediction({ tenure: "", monthly_charges: "x" }, churn, null);
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) expect(Object.keys(bad.errors).sort()).toEqual(["monthly_charges", "tenure"]);
+  });
+
+  it("takes comma-separated values for a model without recorded features", () => {
+    expect(parsePrediction({ values: "1, 2.5,3" }, null, { model: "m" })).toEqual({ ok: true, value: { input_data: [1, 2.5, 3], model: "m" } });
+    const r = parsePrediction({ values: "1,a" }, null);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.errors.values).toMatch(/Numbers only/);
   });
 });

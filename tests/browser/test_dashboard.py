@@ -138,6 +138,26 @@ def test_predict_shows_a_class(page, watch):
     expect(page.locator("#predict-result .probs li")).to_have_count(3)
 
 
+def test_predict_with_a_chosen_model_and_version(page, watch, api_url):
+    """The form lists the registered models and their versions and builds its fields from the chosen
+    version's features; the answer names that model and version."""
+    watch.phase = "predict-model"
+    version = httpx.get(f"{api_url}/models/browser_iris", timeout=30).json()["versions"][-1]["version"]
+    target = page.locator("#predict-target")
+    target.focus()  # reloads models and deployments
+    expect(target.locator('option[value="model:browser_iris"]')).to_have_count(1, timeout=30_000)
+    target.select_option("model:browser_iris")
+    page.locator("#predict-version").select_option(version)
+    form = page.locator("#predict-form")
+    expect(form.locator("#predict-features input")).to_have_count(4)
+    form.get_by_label("Petal width (cm)").fill("2.1")
+    form.get_by_label("Petal length (cm)").fill("5.4")
+    form.get_by_role("button", name="Predict").click()
+    expect(page.locator("#predict-result")).to_contain_text(f"browser_iris v{version}", timeout=180_000)
+    expect(page.locator("#pred-class")).to_have_text(IRIS)
+    page.locator("#predict-target").select_option("")  # back to the default for the tests after this one
+
+
 def test_a_reconnect_replays_missed_alerts_without_duplicates(page, dashboard, api_url, watch):
     conn = page.locator("#conn")
     expect(conn).to_have_attribute("data-state", "live")

@@ -1,6 +1,6 @@
 // Form parsing and validation, mirroring the API's bounds so that most mistakes are caught before a
 // request (the API still has the last word: its 422 messages are shown as they come).
-import type { DeploymentCreate, Hyperparameters, InferenceRequest } from "./types";
+import type { DeploymentCreate, Hyperparameters, InferenceRequest, ModelVersion } from "./types";
 
 export type Errors = Record<string, string>;
 export type Result<T> = { ok: true; value: T } | { ok: false; errors: Errors };
@@ -83,14 +83,69 @@ export const IRIS_FEATURES = [
 
 export const IRIS_CLASSES = ["setosa", "versicolor", "virginica"];
 
-/** Predict form → `/inference` body: four finite measurements, optional numeric version. */
-export function parsePrediction(raw: Raw): Result<InferenceRequest> {
+export const FEATURES_TAG = "mlstack.features";
+
+export interface FeatureField {
+  name: string;
+  label: string;
+  example: number | "";
+}
+
+const IRIS_FIELDS: FeatureField[] = IRIS_FEATURES.map((f) => ({ ...f }));
+
+/** The input fields of a model version: its feature names (the `mlstack.features` tag mirrors its signature),
+ * with the iris labels and examples where the names are iris's; null when the version records none. */
+export function featureFields(version?: Pick<ModelVersion, "tags"> | null): FeatureField[] | null {
+  const raw = version?.tags?.[FEATURES_TAG] ?? "";
+  const names = raw.split(",").map((s) => s.trim()).filter(Boolean);
+  if (!names.length) return null;
+  return names.map((name) => {
+    const iris = IRIS_FEATURES.find((f) => f.name === name);
+    return iris ? { ...iris } : { name, label: name, example: "" };
+  });
+}
+
+/** Class labels a model's answers can be shown with: iris names for the iris features, else none. */
+export function classLabels(fields: FeatureField[] | null): readonly string[] {
+  const iris = IRIS_FEATURES.map((f) => f.name);
+  return fields && fields.length === iris.length && fields.every((f, i) => f.name === iris[i]) ? IRIS_CLASSES : [];
+}
+
+/** What serves a prediction: a model (with a version or an alias) or a deployment "namespace/name". */
+export type PredictTarget = { model: string; version?: string; alias?: string } | { deployment: string };
+
+/** "model:NAME" / "deployment:NS/NAME" (the predict form's select values) → a target; "" → the API default. */
+export function parseTarget(target: string, version: string): PredictTarget | null {
+  if (target.startsWith("deployment:")) return { deployment: target.slice("deployment:".length) };
+  if (!target.startsWith("model:")) return null;
+  const model = target.slice("model:".length);
+  if (version.startsWith("@")) return { model, alias: version.slice(1) };
+  return /^\d+$/.test(version) ? { model, version } : { model };
+}
+
+/** Predict form → `/inference` body: one finite value per feature (or, for a model without recorded features,
+ * a comma-separated `values` field), an optional numeric version, and what serves it. */
+export function parsePrediction(
+  raw: Raw,
+  fields: FeatureField[] | null = IRIS_FIELDS,
+  target: PredictTarget | null = null,
+): Result<InferenceRequest> {
   const e: Errors = {};
-  const row = IRIS_FEATURES.map((f) => floatField(raw[f.name], f.name, 0, 100, e));
+  let row: number[];
+  if (fields) {
+    row = fields.map((f) => floatField(raw[f.name], f.name, -1e12, 1e12, e));
+  } else {
+    const parts = (raw.values ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+    row = parts.map(Number);
+    if (!parts.length) e.values = "Required: the feature values, comma-separated, in the model's order.";
+    else if (row.some((n) => !Number.isFinite(n))) e.values = "Numbers only, comma-separated.";
+  }
   const version = (raw.model_version ?? "").trim();
   if (version && !/^\d+$/.test(version)) e.model_version = "A version number, or empty for the champion.";
   if (Object.keys(e).length) return { ok: false, errors: e };
-  return { ok: true, value: version ? { input_data: row, model_version: version } : { input_data: row } };
+  const body: InferenceRequest = { input_data: row, ...(target ?? {}) };
+  if (version) body.model_version = version;
+  return { ok: true, value: body };
 }
 
 /** A class label for a prediction: iris names for 0..2, else the value as given. */

@@ -85,8 +85,14 @@ export interface TrainingJob {
 }
 
 export interface InferenceRequest {
-  input_data: number[] | number[][];
+  input_data: number[] | number[][] | Record<string, number> | Record<string, number>[];
   model_version?: string;
+  /** a registered model (with `version` or `alias`; default: the API's model at @champion) */
+  model?: string;
+  version?: string;
+  alias?: string;
+  /** "namespace/name" of a ModelDeployment: served through it */
+  deployment?: string;
 }
 
 export interface InferenceResponse {
