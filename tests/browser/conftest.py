@@ -5,6 +5,7 @@ it serving the built front end, and the system Chromium driven by Playwright (ne
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -54,7 +55,9 @@ def api_url(stack_env, workdir):
     # its own registered model and experiment: other modules' versions must not move the chart
     env = {**stack_env, "MLSTACK_RAY_TEMP_DIR": str(ray_dir), "MLSTACK_STATE_DIR": str(workdir / "state-browser"),
            "MLSTACK_MODEL_NAME": "browser_iris", "MLSTACK_MLFLOW_EXPERIMENT": "browser-tests",
-           "MLSTACK_SERVE_PORT_RANGE": "[26000, 26999]"}
+           "MLSTACK_SERVE_PORT_RANGE": "[26000, 26999]",
+           # its own deployments: the panel starts empty whatever other modules left in the session's Redis
+           "MLSTACK_DEPLOYMENTS_REDIS_KEY": f"mlstack:deployments:browser-{secrets.token_hex(4)}"}
     proc, url = start_api(workdir / "browser-api.log", env, ready_path="/readyz", timeout=180,
                           args=("--log-level", "warning"))
     yield url
