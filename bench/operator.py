@@ -6,6 +6,8 @@ Starts a real Kubernetes control plane (tests/k8s/controlplane.py: etcd, kube-ap
 kube-scheduler, fake nodes that make pods Ready), a real `mlflow server` with the model registered, and the
 operator (`mlstack operator run`) as its own ServiceAccount. Creates N ModelDeployments spread over namespaces and
 reports: operator CPU per create (psutil, operator process only, from the first create until it is idle again),
+watch events the operator gets per object (counted on the same streams) and its writes per object (from the API
+server's audit log),
 create -> Ready p50/p99/max (the time from each POST to the first poll that sees it Ready; polled every 0.2 s),
 time until all are Ready, and RSS of the operator and the API server. Time to Ready is bounded by the controllers'
 client rate (kube-controller-manager --kube-api-qps, default 20 in Kubernetes; --kcm-qps sets it here).
@@ -52,6 +54,65 @@ def md(name: str, ns: str) -> dict:
             "spec": {"model": {"name": "bench", "version": "1"}, "resources": {"cpu": "100m", "memory": "128Mi"}}}
 
 
+WATCHED = [("/apis/mlstack.io/v1alpha1/modeldeployments", None),
+           ("/apis/apps/v1/deployments", "app.kubernetes.io/managed-by=mlstack-operator"),
+           ("/api/v1/services", "app.kubernetes.io/managed-by=mlstack-operator"),
+           ("/apis/autoscaling/v2/horizontalpodautoscalers", "app.kubernetes.io/managed-by=mlstack-operator")]
+
+
+class EventCounter:
+    """Counts the watch events of the bench namespaces on the streams the operator watches (same selectors)."""
+
+    def __init__(self, kube: controlplane.Kube) -> None:
+        import threading
+
+        self.count = 0
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._watch, args=(kube, path, sel), daemon=True)
+                        for path, sel in WATCHED]
+        for t in self.threads:
+            t.start()
+
+    def _watch(self, kube: controlplane.Kube, path: str, selector: str | None) -> None:
+        import urllib.request
+        from urllib.parse import urlencode
+
+        rv = kube.request("GET", path, params={"limit": "1"})["metadata"]["resourceVersion"]
+        params = {"watch": "1", "resourceVersion": rv, "timeoutSeconds": "1800"}
+        if selector:
+            params["labelSelector"] = selector
+        req = urllib.request.Request(f"{kube.server}{path}?{urlencode(params)}")
+        with urllib.request.urlopen(req, context=kube._context(), timeout=1900) as r:
+            for line in r:
+                if self.stopped.is_set():
+                    return
+                ev = json.loads(line)
+                if ev["object"].get("metadata", {}).get("namespace", "").startswith("bench-"):
+                    with self.lock:
+                        self.count += 1
+
+    def stop(self) -> int:
+        self.stopped.set()
+        return self.count
+
+
+def count_writes(audit: Path, offset: int) -> int:
+    """The operator's write requests (create, patch, update, delete) in the bench namespaces, from the audit log."""
+    if not audit.exists():
+        return 0
+    n = 0
+    with open(audit) as f:
+        f.seek(offset)
+        for line in f:
+            e = json.loads(line)
+            ns = (e.get("objectRef") or {}).get("namespace", "")
+            if e.get("stage") == "ResponseComplete" and ns.startswith("bench-") and \
+                    e.get("verb") in ("create", "patch", "update", "delete"):
+                n += 1
+    return n
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
@@ -72,7 +133,7 @@ def mlflow_with_model(workdir: Path):
 
 def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
-    cluster = controlplane.up(workdir / "k8s", kcm_qps=kcm_qps, audit=False)
+    cluster = controlplane.up(workdir / "k8s", kcm_qps=kcm_qps)  # audited: the operator's writes are counted
     mlflow_proc = op = None
     try:
         mlflow_proc, mlflow_uri = mlflow_with_model(workdir)
@@ -98,6 +159,9 @@ def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
                    120, what="warm-up Ready")
         wait_until(lambda: idle(proc), 60, interval=0, what="operator idle")
 
+        counter = EventCounter(kube)  # the same watch streams the operator gets: events it handles per object
+        audit = cluster.dir / "logs" / "audit.log"
+        audit_mark = audit.stat().st_size if audit.exists() else 0
         created: dict[tuple[str, str], float] = {}
         ready: dict[tuple[str, str], float] = {}
         cpu0, t0 = cpu(proc), time.monotonic()
@@ -119,11 +183,14 @@ def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
         t_ready = time.monotonic() - t0
         wait_until(lambda: idle(proc), 120, interval=0, what="operator idle")
         cpu_used = cpu(proc) - cpu0
+        events = counter.stop()
+        writes = count_writes(audit, audit_mark)
         latencies = [ready[k] - created[k] for k in created]
         return {
             "n": n, "namespaces": namespaces, "kcm_qps": kcm_qps, "posted_s": t_posted, "all_ready_s": t_ready,
             "ready_p50_s": statistics.median(latencies), "ready_p99_s": pct(latencies, 0.99),
             "ready_max_s": max(latencies), "cpu_s": cpu_used, "cpu_ms_per_create": 1000 * cpu_used / n,
+            "events_per_object": events / n, "writes_per_object": writes / n,
             "operator_rss_mib": proc.memory_info().rss / (1 << 20),
             "apiserver_rss_mib": apiserver.memory_info().rss / (1 << 20),
         }
@@ -146,10 +213,12 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
     args = p.parse_args()
     r = run(args.n, args.namespaces, args.kcm_qps)
-    print(f"| N (namespaces) | operator CPU / create | create -> Ready p50 / p99 / max | all Ready | operator RSS "
-          f"| apiserver RSS | kcm qps |\n|---|---|---|---|---|---|---|\n"
+    print(f"| N (namespaces) | operator CPU / create | create -> Ready p50 / p99 / max | all Ready "
+          f"| events / object | writes / object | operator RSS | apiserver RSS | kcm qps |\n"
+          f"|---|---|---|---|---|---|---|---|---|\n"
           f"| {r['n']} ({r['namespaces']}) | {r['cpu_ms_per_create']:.1f} ms | {r['ready_p50_s']:.1f} / "
           f"{r['ready_p99_s']:.1f} / {r['ready_max_s']:.1f} s | {r['all_ready_s']:.1f} s "
+          f"| {r['events_per_object']:.1f} | {r['writes_per_object']:.1f} "
           f"| {r['operator_rss_mib']:.0f} MiB | {r['apiserver_rss_mib']:.0f} MiB | {r['kcm_qps']} |")
     if args.json:
         print(json.dumps(r))
