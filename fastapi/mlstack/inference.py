@@ -219,6 +219,8 @@ class InferenceClient:
             try:
                 if req.deployment and attempts > 1:  # it may have rolled meanwhile: follow its status
                     name, version, fixed_url = await self._deployment(req.deployment, namespace)
+                elif attempts > 1 and not req.version:  # the alias may have moved (a deployment rolled)
+                    version = await self.resolve(name, None, req.alias or CHAMPION)
                 url = fixed_url or await self.servers.endpoint(name, version, timeout=remaining, namespace=namespace)
                 per_try = max(remaining / (req.retries - attempts + 2), min(remaining, 1.0))
                 async with self.http.post(f"{url}/predict", data=body,

@@ -186,14 +186,16 @@ def test_alias_move_rolls_without_failed_requests_and_back(client, local_api, ml
     results: list[tuple[float, int, str | None]] = []  # (time, status, model_version)
     stop = threading.Event()
 
-    def load():
+    def load(target: dict):
         with httpx.Client(base_url=local_api.url, timeout=60) as c:
             while not stop.is_set():
-                r = c.post("/inference", json={"deployment": f"{NS}/iris-roll", "input_data": ROWS})
+                r = c.post("/inference", json={**target, "input_data": ROWS})
                 mv = r.json().get("model_version") if r.status_code == 200 else None
                 results.append((time.monotonic(), r.status_code, mv))
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
+    # 3 clients through the deployment, 1 by model and alias (served by the deployment too, never a 2nd server)
+    targets = [{"deployment": f"{NS}/iris-roll"}] * 3 + [{"model": name, "alias": "stable"}]
+    threads = [threading.Thread(target=load, args=(t,)) for t in targets]
     for t in threads:
         t.start()
 
@@ -224,6 +226,7 @@ def test_alias_move_rolls_without_failed_requests_and_back(client, local_api, ml
           f"forward (PUT alias) {forward['seconds']} s, back (alias moved in MLflow) {back['seconds']} s")
     assert not failed, failed[:10]
     assert forward["seconds"] < 30 and back["seconds"] < 30
+    assert not list((local_api.state_dir / "servers").glob(f"{name}-*.pid"))  # no pool server was started
 
     alerts = client.get("/alerts", params={"limit": 1000}).json()
     rolls = [(a["data"]["from"], a["data"]["to"]) for a in alerts

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -226,6 +227,7 @@ class Entry:
     deleted: bool = False
     notes: list[str] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when the model's alias moved
+    rolling_to: str | None = None  # the version a roll is starting beside the one that serves
 
     @property
     def namespace(self) -> str:
@@ -335,6 +337,13 @@ class LocalDeployments:
                     and st.get("url")):
                 return st["url"]
         return None
+
+    def follows_alias(self, model: str) -> bool:
+        return any(e.spec.model.name == model and e.spec.model.alias is not None for e in self._entries.values())
+
+    def rolling_to(self, model: str, version: str) -> bool:
+        """Whether a local deployment is starting ``model`` ``version`` in a roll (it serves it in moments)."""
+        return any(e.spec.model.name == model and e.rolling_to == version for e in self._entries.values())
 
     # -- supervision ---------------------------------------------------------------------------------
     def _make_child(self, namespace: str, name: str, spec: ModelDeploymentSpec) -> Child:
@@ -449,9 +458,11 @@ class LocalDeployments:
             if not child_failed and not rolling:
                 await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, replicas, 0,
                                                                            False),)))
+            entry.rolling_to = version if rolling else None
             try:
                 url = await entry.child.start(version, replicas)
             except Unavailable as e:
+                entry.rolling_to = None
                 if rolling:  # the old version keeps serving; try again after the backoff
                     log.warning("local ModelDeployment %s/%s: v%s did not start, v%s keeps serving: %s",
                                 entry.namespace, entry.name, version, serving, e.message)
@@ -468,6 +479,7 @@ class LocalDeployments:
             backoff, child_failed = 1.0, False
             ready = ChildState(entry.child.kind, name, replicas, replicas, True)
             await self._set(entry, Inputs(**base, url=url, children=(ready,)))  # traffic switches here
+            entry.rolling_to = None
             if rolling:
                 await entry.child.retire(version)
                 log.info("local ModelDeployment %s/%s rolled v%s -> v%s", entry.namespace, entry.name, serving,
@@ -514,14 +526,31 @@ class LocalDeployments:
 class LocalRouter:
     """``svc.servers`` in local mode: a Ready local deployment of the version if any, else the shared pool."""
 
+    GRACE_SECONDS = 1.0
+
     def __init__(self, deployments: LocalDeployments, pool: ServerPool):
         self.deployments = deployments
         self.pool = pool
 
     async def endpoint(self, name: str, version: str, timeout: float | None = None,
                        namespace: str | None = None) -> str:
-        """Local mode is one tenant: any Ready local deployment of the version, else a pool server."""
-        return self.deployments.ready_url(name, version) or await self.pool.endpoint(name, version, timeout=timeout)
+        """Local mode is one tenant: any Ready local deployment of the version, else a pool server. A version a
+        deployment is rolling to is waited for (within ``timeout``) rather than started a second time."""
+        if url := self.deployments.ready_url(name, version):
+            return url
+        if self.pool.get(name, version) is None and self.deployments.follows_alias(name):
+            # the version may be where an alias just moved (this request saw it before the deployment's next
+            # re-resolution): wake the deployments and give them a moment to start rolling to it
+            self.deployments.alias_moved(name)
+            now = time.monotonic()
+            deadline, grace = now + (timeout or 60.0), now + self.GRACE_SECONDS
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                if url := self.deployments.ready_url(name, version):
+                    return url
+                if not self.deployments.rolling_to(name, version) and time.monotonic() > grace:
+                    break
+        return await self.pool.endpoint(name, version, timeout=timeout)
 
     async def stop_all(self) -> None:
         await self.pool.stop_all()
