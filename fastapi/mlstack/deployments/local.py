@@ -81,14 +81,17 @@ class ProcessChild:
         self.pool = ServerPool(s, reserved_ports=reserved)  # ports shared with its siblings
         self.model = model
         self.reserved = reserved
-
-    async def _stop_servers(self) -> None:
-        for srv in self.pool.servers():
-            await self.pool.stop(srv.name, srv.version)
+        self.version: str | None = None  # the version started last
 
     async def start(self, version: str, replicas: int) -> str:
-        # beside any other version's server: a roll switches traffic before the old one stops (retire)
-        return await self.pool.endpoint(self.model, version)
+        # beside any other version's live server: a roll switches traffic before the old one stops (retire);
+        # a dead one of another version (crashed, then the alias moved) only gives its port back
+        for srv in self.pool.servers():
+            if srv.version != version and not srv.alive():
+                await self.pool.stop(srv.name, srv.version)
+        url = await self.pool.endpoint(self.model, version)
+        self.version = version
+        return url
 
     async def retire(self, keep: str) -> None:
         for srv in self.pool.servers():
@@ -96,7 +99,7 @@ class ProcessChild:
                 await self.pool.stop(srv.name, srv.version)  # SIGTERM: uvicorn finishes in-flight requests
 
     async def wait_exit(self) -> str:
-        servers = self.pool.servers()
+        servers = [s for s in self.pool.servers() if s.version == self.version] or self.pool.servers()
         if not servers:
             return "no model server process"
         srv = servers[0]
