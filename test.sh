@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 log() { printf '[test.sh] %s\n' "$*"; }
 
-APT_PACKAGES=(redis-server shellcheck chromium nginx-light wrk)
+APT_PACKAGES=(redis-server shellcheck chromium nginx-light wrk cloud-init)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -68,9 +68,18 @@ describe("parseDeployment", () => {
     });
   });
 
-  it("builds a vm spec with a version and a namespace, without a server", () => {
-    const r = parseDeployment({ name: "iris-vm", namespace: "models", model: "iris_model", ref: "version", ref_value: "3", runtime: "vm", server: "onnx" });
-    expect(r).toEqual({ ok: true, value: { name: "iris-vm", namespace: "models", spec: { model: { name: "iris_model", version: "3" }, runtime: "vm", replicas: 1 } } });
+  it("builds a vm spec with a version, a namespace and spec.vm, without a server", () => {
+    const r = parseDeployment({ name: "iris-vm", namespace: "models", model: "iris_model", ref: "version", ref_value: "3", runtime: "vm", server: "onnx", vm_image: "quay.io/containerdisks/debian:12", vm_cores: "2", vm_memory: "4Gi" });
+    expect(r).toEqual({
+      ok: true,
+      value: { name: "iris-vm", namespace: "models", spec: { model: { name: "iris_model", version: "3" }, runtime: "vm", replicas: 1, vm: { image: "quay.io/containerdisks/debian:12", cores: 2, memory: "4Gi" } } },
+    });
+  });
+
+  it("asks for the VM's image (the API refuses runtime: vm without spec.vm)", () => {
+    const r = parseDeployment({ name: "iris-vm", model: "iris_model", ref: "alias", ref_value: "champion", runtime: "vm", vm_memory: "lots" });
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(Object.keys(r.errors).sort()).toEqual(["vm_image", "vm_memory"]);
   });
 
   it("rejects names Kubernetes would reject", () => {

@@ -360,10 +360,16 @@ def build_rayservice(md: ModelDeployment, versions: Versions, settings: Operator
 
 
 def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings) -> str:
-    """cloud-config that installs mlstack in a venv and runs ``mlstack serve`` as a systemd service."""
+    """cloud-config that runs the platform's own model-server image (``vm_server_image``, else ``server_image``:
+    pinned, by digest in production) with podman as a systemd service. Nothing of the platform is installed by name
+    from a public index (the old ``pip install mlstack==0.1.0`` resolved to a stranger's project on PyPI); podman
+    itself comes from the VM image's own distribution."""
     port = settings.server_port
     argv = _serve_command(md, version, port)
-    command = " ".join(["/opt/mlstack/bin/" + argv[0], *argv[1:]])
+    run = ["/usr/bin/podman", "run", "--rm", "--name", "mlstack-serve", "--network", "host", "--read-only",
+           "--tmpfs", "/tmp", "--user", "10001:10001", "--security-opt", "no-new-privileges",
+           "-e", f"MLSTACK_MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri}",
+           "-e", "MLSTACK_MODEL_CACHE_DIR=/tmp/models", "-e", "HOME=/tmp", settings.effective_vm_image, *argv]
     unit = "\n".join([
         "[Unit]",
         "Description=mlstack model server",
@@ -371,11 +377,9 @@ def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings) ->
         "After=network-online.target",
         "",
         "[Service]",
-        f'Environment="MLSTACK_MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri}"',
-        'Environment="MLSTACK_MODEL_CACHE_DIR=/var/lib/mlstack/models"',
-        "User=mlstack",
-        "StateDirectory=mlstack",
-        f"ExecStart={command}",
+        "ExecStartPre=-/usr/bin/podman rm -f mlstack-serve",
+        f"ExecStart={' '.join(run)}",
+        "ExecStop=/usr/bin/podman stop -t 10 mlstack-serve",
         "Restart=always",
         "RestartSec=5",
         "",
@@ -384,12 +388,11 @@ def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings) ->
         "",
     ])
     config = {
-        "users": ["default", {"name": "mlstack", "system": True, "shell": "/usr/sbin/nologin"}],
+        "package_update": True,
+        "packages": ["podman"],
         "write_files": [{"path": "/etc/systemd/system/mlstack-serve.service", "permissions": "0644",
                          "content": unit}],
         "runcmd": [
-            ["python3", "-m", "venv", "/opt/mlstack"],
-            ["/opt/mlstack/bin/pip", "install", "--no-cache-dir", settings.vm_install_spec],
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", "mlstack-serve.service"],
         ],

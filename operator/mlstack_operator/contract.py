@@ -96,7 +96,8 @@ class Canary(_Strict):
 
 
 class VMSpec(_Strict):
-    image: str = Field(..., min_length=1, max_length=512, description="containerDisk image with Python 3.11+")
+    image: str = Field(..., min_length=1, max_length=512,
+                       description="containerDisk image of a Linux distribution with podman and cloud-init")
     cores: StrictInt = Field(1, ge=1, le=64)
     memory: MemoryQuantity = "2Gi"
 

@@ -30,7 +30,9 @@ class OperatorSettings(BaseSettings):
         "http://mlflow.mlflow.svc.cluster.local:5000",
         description="MLflow as the children reach it (MLSTACK_MLFLOW_TRACKING_URI in their env)",
     )
-    vm_install_spec: str = Field("mlstack==0.1.0", description="pip requirement cloud-init installs in VMs")
+    vm_server_image: str | None = Field(None, description="the model server image a VM runs (with podman); unset: "
+                                        "server_image. Pin it by digest (@sha256:...) so a VM runs exactly the "
+                                        "platform's build: nothing is installed by name from a public index")
     cluster_domain: str = "cluster.local"
 
     # How the operator reaches MLflow for alias -> version resolution (default: mlflow_tracking_uri)
@@ -53,13 +55,19 @@ class OperatorSettings(BaseSettings):
     kube_server: str | None = Field(None, description="API server URL; unset: in-cluster or kubeconfig")
     kube_insecure: bool = False
 
-    @field_validator("server_image", "ray_image")
+    @field_validator("server_image", "ray_image", "vm_server_image")
     @classmethod
-    def _pinned(cls, v: str) -> str:
+    def _pinned(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         tail = v.rsplit("/", 1)[-1]
         if "@" not in tail and (":" not in tail or tail.endswith(":latest")):
             raise ValueError(f"image {v!r} must be pinned to a tag or digest (not :latest)")
         return v
+
+    @property
+    def effective_vm_image(self) -> str:
+        return self.vm_server_image or self.server_image
 
     @property
     def effective_registry_uri(self) -> str:

@@ -191,3 +191,32 @@ def test_settings_refuse_latest():
     with pytest.raises(ValueError, match="pinned"):
         OperatorSettings(server_image="ghcr.io/mlstack/model-server")
     assert OperatorSettings(server_image="registry:5000/model-server@sha256:abc").server_image
+
+
+def test_vm_cloud_init_runs_the_platforms_pinned_image_and_validates_with_cloud_init(tmp_path):
+    """The VM runs exactly the platform's build (the pinned model-server image, with podman), never a package
+    resolved by name on PyPI; the user-data passes `cloud-init schema` (Debian's cloud-init, installed by test.sh)."""
+    import shutil
+    import subprocess
+
+    settings = OperatorSettings(server_image="ghcr.io/mlstack/model-server@sha256:" + "a" * 64,
+                                mlflow_tracking_uri="http://mlflow:5000")
+    (vm, _svc) = build_children(CASES["vm"], Versions("3"), settings)
+    volumes = vm["spec"]["template"]["spec"]["volumes"]
+    user_data = next(v["cloudInitNoCloud"]["userData"] for v in volumes if "cloudInitNoCloud" in v)
+    assert "pip" not in user_data and "mlstack==" not in user_data
+    assert f"{settings.server_image} mlstack serve --model models:/iris_model/3" in user_data
+    exe = shutil.which("cloud-init")
+    assert exe, "cloud-init is missing: test.sh installs Debian's cloud-init package"
+    path = tmp_path / "user-data"
+    path.write_text(user_data)
+    out = subprocess.run([exe, "schema", "--config-file", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "Valid cloud-config" in out.stdout, out.stdout + out.stderr
+    path.write_text(user_data.replace("packages:", "packages: 7\nbogus_packages:"))
+    bad = subprocess.run([exe, "schema", "--config-file", str(path)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0  # the check does reject a broken one
+
+
+def test_an_unpinned_vm_image_is_refused():
+    with pytest.raises(ValueError, match="must be pinned"):
+        OperatorSettings(vm_server_image="ghcr.io/mlstack/model-server:latest")

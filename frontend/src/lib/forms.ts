@@ -181,6 +181,7 @@ export function formatTags(tags: Record<string, string> | undefined | null, syst
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const MEMORY_PATTERN = /^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$/; // the contract's MEMORY_PATTERN
 export const ALIAS_PATTERN = /^[A-Za-z_][A-Za-z0-9_-]{0,254}$/;
 
 /** Deployment form → `POST /deployments` body (a ModelDeployment's name and spec). */
@@ -201,6 +202,17 @@ export function parseDeployment(raw: Raw): Result<DeploymentCreate> {
   const runtime = raw.runtime === "vm" ? "vm" : "pod";
   const server = raw.server === "rayserve" ? "rayserve" : "onnx";
   const replicas = intField(raw.replicas, "replicas", 0, 100, e, 1) as number;
+  let vm: DeploymentCreate["spec"]["vm"];
+  if (runtime === "vm") {
+    // spec.vm is required with runtime: vm (the CRD refuses one without the other)
+    const image = (raw.vm_image ?? "").trim();
+    if (!image) e.vm_image = "Required for a VM: a containerDisk image, e.g. quay.io/containerdisks/debian:12.";
+    else if (image.length > 512 || /\s/.test(image)) e.vm_image = "An image reference without spaces.";
+    const cores = intField(raw.vm_cores, "vm_cores", 1, 64, e, 1) as number;
+    const memory = (raw.vm_memory ?? "").trim() || "2Gi";
+    if (!MEMORY_PATTERN.test(memory)) e.vm_memory = "A memory quantity, e.g. 2Gi.";
+    vm = { image, cores, memory };
+  }
   if (Object.keys(e).length) return { ok: false, errors: e };
   const spec: DeploymentCreate["spec"] = {
     model: ref === "alias" ? { name: model, alias: refValue } : { name: model, version: refValue },
@@ -208,5 +220,6 @@ export function parseDeployment(raw: Raw): Result<DeploymentCreate> {
     replicas,
   };
   if (runtime === "pod") spec.server = server;
+  if (vm) spec.vm = vm;
   return { ok: true, value: namespace ? { name, namespace, spec } : { name, spec } };
 }

@@ -109,6 +109,7 @@ export interface DeploymentSpec {
   runtime: "pod" | "vm";
   server?: "onnx" | "rayserve";
   replicas?: number;
+  vm?: { image: string; cores: number; memory: string };
   [key: string]: unknown;
 }
 

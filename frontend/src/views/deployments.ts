@@ -72,13 +72,25 @@ export function mountDeployments(): { refresh: () => Promise<void> } {
       h("label", { class: "field" }, h("span", null, "Runtime"), h("select", { name: "runtime" }, h("option", { value: "pod" }, "pod"), h("option", { value: "vm" }, "vm (KubeVirt)"))),
       h("label", { class: "field" }, h("span", null, "Server (pod)"), h("select", { name: "server" }, h("option", { value: "onnx" }, "onnx"), h("option", { value: "rayserve" }, "rayserve"))),
       h("label", { class: "field" }, h("span", null, "Replicas"), h("input", { name: "replicas", type: "number", min: 0, max: 100, step: 1, value: 1 })),
+      h(
+        "fieldset",
+        { class: "field vm-only", hidden: true },
+        h("legend", null, "Virtual machine (KubeVirt)"),
+        h("label", { class: "field" }, h("span", null, "containerDisk image"), h("input", { name: "vm_image", type: "text", placeholder: "quay.io/containerdisks/debian:12", autocomplete: "off" })),
+        h("label", { class: "field" }, h("span", null, "Cores"), h("input", { name: "vm_cores", type: "number", min: 1, max: 64, step: 1, value: 1 })),
+        h("label", { class: "field" }, h("span", null, "Memory"), h("input", { name: "vm_memory", type: "text", value: "2Gi" })),
+      ),
     ),
     h("div", { class: "actions" }, h("button", { type: "submit", class: "btn primary" }, "Create deployment")),
   );
   // the server choice only applies to the pod runtime
   const runtime = form.querySelector<HTMLSelectElement>("select[name=runtime]")!;
   const server = form.querySelector<HTMLSelectElement>("select[name=server]")!;
-  runtime.addEventListener("change", () => (server.disabled = runtime.value === "vm"));
+  const vmFields = form.querySelector<HTMLFieldSetElement>("fieldset.vm-only")!;
+  runtime.addEventListener("change", () => {
+    server.disabled = runtime.value === "vm";
+    vmFields.hidden = runtime.value !== "vm"; // a VM needs its image and size (spec.vm)
+  });
   const formNote = h("p", { class: "form-note", role: "status" });
   const create = h("details", { class: "create" }, h("summary", null, "New deployment"), form, formNote);
   render($("#deployments-root"), note, table, create);
