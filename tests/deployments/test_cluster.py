@@ -172,6 +172,27 @@ def test_inference_goes_to_a_ready_deployment(client, k8s_admin: Kube, ns, model
         assert r.json()["predictions"] == [0, 2] and r.json()["model_version"] == model.version
         st = client.get("/deployments/iris-live").json()["status"]
         assert st["phase"] == "Ready" and st["url"] == f"http://127.0.0.1:{port}"
+
+        # by deployment name: straight to its status.url; an unknown one is a 404 naming it
+        r = client.post("/inference", json={"deployment": f"{ns}/iris-live", "input_data": ROWS, "retries": 0})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == [0, 2] and r.json()["model_name"] == model.name
+        assert r.json()["model_version"] == model.version
+        r = client.post("/inference", json={"deployment": f"{ns}/no-such", "input_data": ROWS})
+        assert r.status_code == 404 and r.json()["detail"] == f"ModelDeployment {ns}/no-such not found"
+
+        # status.resolvedVersion changing (what the operator writes when a followed alias moved) becomes one
+        # deployment.rolled alert from the API's status watch
+        k8s_admin.patch(MDS.format(ns=ns) + "/iris-live/status", {"status": {"resolvedVersion": "999"}})
+
+        def rolled_alert():
+            alerts = client.get("/alerts", params={"limit": 1000}).json()
+            return [a for a in alerts if a["type"] == "deployment.rolled" and a["deployment"] == "iris-live"
+                    and a["namespace"] == ns]
+
+        [rolled] = wait_until(rolled_alert, 30, interval=0.2, what="deployment.rolled alert")
+        assert rolled["data"]["from"] == model.version and rolled["data"]["to"] == "999"
+        assert rolled["data"]["mode"] == "cluster" and rolled["version"] == "999"
     finally:
         server.stop()
         client.delete("/deployments/iris-live")
