@@ -11,7 +11,8 @@ def _serve(args: argparse.Namespace) -> int:
     from mlstack.settings import get_settings
 
     host = args.host or get_settings().serve_host
-    return run(model_uri=args.model, host=host, port=args.port, name=args.name, max_batch=args.max_batch)
+    return run(model_uri=args.model, host=host, port=args.port, name=args.name, max_batch=args.max_batch,
+               grpc_port=args.grpc_port)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--name", default=None, help="model name in v2 URLs (default: the registered name)")
     s.add_argument("--max-batch", type=int, default=64, help="largest dynamic batch in rows")
+    s.add_argument("--grpc-port", type=int, default=0, help="also serve v2 over gRPC on this port (0: off)")
     s.set_defaults(func=_serve)
 
     a = sub.add_parser("api", help="run the FastAPI service (Swagger at /docs)")

@@ -1,0 +1,214 @@
+"""Open Inference Protocol v2 over gRPC (the KServe/Triton ``inference.GRPCInferenceService``).
+
+Runs on the same event loop as the HTTP app and submits to the same ``ModelService`` batcher, so HTTP
+and gRPC requests are batched together and the model is loaded once. ``ModelInfer`` takes raw
+(``raw_input_contents``) or typed (``contents``) inputs and answers in the same form. Errors are gRPC
+status codes with a message: unknown model or version NOT_FOUND, a bad shape, datatype or input
+INVALID_ARGUMENT, a model still loading (or failed) UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+
+from mlstack.serving import v2
+from mlstack.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+from mlstack.serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from mlstack.serving.predictor import PredictError
+from mlstack.serving.service import SERVER_NAME, ClientError, ModelService, _server_version
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # as the HTTP body limit
+
+# v2 datatype -> the InferTensorContents field holding it (FP16 travels raw only)
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
+    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+    "FP32": "fp32_contents", "FP64": "fp64_contents",
+}
+# gRPC code -> the HTTP status the request counts as in /metrics
+_HTTP_STATUS = {
+    grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.INTERNAL: 500,
+}
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _decode_input(t: Any, raw: bytes | None) -> np.ndarray:
+    where = f"input {t.name!r}"
+    if t.datatype == "BYTES":
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                     f"{where}: datatype BYTES is not supported by this model (numeric tensors only)")
+    dtype = v2.V2_TO_NP.get(t.datatype)
+    if dtype is None:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                     f"{where}: unknown datatype {t.datatype!r} (expected one of {', '.join(v2.V2_TO_NP)})")
+    shape = tuple(t.shape)
+    if any(d < 0 for d in shape):
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: shape {list(shape)} has a negative dimension")
+    size = math.prod(shape)
+    if raw is not None:
+        expected = size * dtype.itemsize
+        if len(raw) != expected:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"{where}: raw contents hold {len(raw)} bytes but shape {list(shape)} of {t.datatype} "
+                         f"needs {expected}")
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    field = _CONTENTS_FIELD.get(t.datatype)
+    if field is None:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {t.datatype} must be sent as raw_input_contents")
+    values = getattr(t.contents, field)
+    if len(values) != size:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                     f"{where}: contents.{field} has {len(values)} elements but shape {list(shape)} needs {size}")
+    return np.array(values, dtype=dtype).reshape(shape)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The v2 gRPC endpoints of one ``ModelService``."""
+
+    def __init__(self, service: ModelService):
+        self.service = service
+        self._server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=_server_version(),
+                                                      extensions=["binary_tensor_data"])
+
+    def _check_model(self, name: str, version: str) -> None:
+        s = self.service
+        if name != s.name:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} not found (this server serves {s.name!r})")
+        if version and s.version is not None and version != s.version:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"version {version!r} of model {name!r} not found "
+                                                    f"(this server serves version {s.version})")
+
+    def _not_ready(self) -> _Abort:
+        s = self.service
+        if s.load_error:
+            return _Abort(grpc.StatusCode.UNAVAILABLE, f"model {s.name!r} failed to load: {s.load_error}")
+        return _Abort(grpc.StatusCode.UNAVAILABLE, f"model {s.name!r} is loading")
+
+    async def _run(self, endpoint: str, context: grpc.aio.ServicerContext, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            result = fn(*args)
+            return await result if inspect.isawaitable(result) else result
+        except _Abort as e:
+            code, message = e.code, e.message
+        except ClientError as e:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, e.message
+        except v2.V2Error as e:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, e.message
+        except PredictError as e:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, f"the model rejected the input: {e}"
+        except Exception as e:  # a bug: say so, keep serving
+            log.exception("error handling gRPC %s", endpoint)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"
+        finally:
+            self.service.metrics.observe_request(endpoint, _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
+        await context.abort(code, message)
+
+    # -- health and metadata ------------------------------------------------------------------------
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.service.ready)
+
+    async def ServerMetadata(self, request, context):
+        return self._server_meta
+
+    async def ModelReady(self, request, context):
+        def ready() -> pb.ModelReadyResponse:
+            self._check_model(request.name, request.version)
+            return pb.ModelReadyResponse(ready=self.service.ready)
+
+        return await self._run("grpc_model_ready", context, ready)
+
+    async def ModelMetadata(self, request, context):
+        def metadata() -> pb.ModelMetadataResponse:
+            self._check_model(request.name, request.version)
+            s, p = self.service, self.service.predictor
+            if p is None:
+                raise self._not_ready()
+            tensors = [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
+                       for t in (*p.inputs, *p.outputs)]
+            return pb.ModelMetadataResponse(name=s.name, versions=[s.version] if s.version else [],
+                                            platform=p.platform, inputs=tensors[:len(p.inputs)],
+                                            outputs=tensors[len(p.inputs):])
+
+        return await self._run("grpc_model_metadata", context, metadata)
+
+    # -- inference ----------------------------------------------------------------------------------
+
+    async def ModelInfer(self, request, context):
+        return await self._run("grpc_infer", context, self._infer, request)
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        s = self.service
+        self._check_model(request.model_name, request.model_version)
+        batcher = s.batcher
+        if batcher is None:
+            raise self._not_ready()
+        inputs = request.inputs
+        if len(inputs) != 1:
+            raise ClientError(f"the model takes one input {s.input_name!r}, got {len(inputs)}", 400)
+        raw_contents = request.raw_input_contents
+        raw = bool(raw_contents)
+        if raw and len(raw_contents) != len(inputs):
+            raise ClientError(f"raw_input_contents has {len(raw_contents)} entries for {len(inputs)} inputs", 400)
+        t = inputs[0]
+        x = s.check_input(t.name, _decode_input(t, raw_contents[0] if raw else None))
+        outputs = await batcher.submit(x)
+        if request.outputs:
+            names = [o.name for o in request.outputs]
+            for n in names:
+                if n not in outputs:
+                    raise ClientError(f"unknown output {n!r}; the model has {', '.join(outputs)}", 400)
+        else:
+            names = list(outputs)
+        resp = pb.ModelInferResponse(model_name=s.name, model_version=s.version or "", id=request.id)
+        for n in names:
+            a = outputs[n]
+            datatype = v2.datatype_of(a.dtype)
+            o = resp.outputs.add(name=n, datatype=datatype, shape=a.shape)
+            field = _CONTENTS_FIELD.get(datatype)
+            if raw or field is None:  # answer in the form asked (raw for raw requests, as Triton does)
+                resp.raw_output_contents.append(np.ascontiguousarray(a).tobytes())
+            else:
+                getattr(o.contents, field).extend(a.reshape(-1).tolist())
+        return resp
+
+
+async def start_grpc_server(service: ModelService, host: str, port: int) -> grpc.aio.Server:
+    """Start serving ``service`` on ``host:port`` on the running event loop (raises if the port is taken)."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),  # a taken port is an error, not a second listener
+    ])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise OSError(f"could not bind gRPC to {address}: {e}") from None
+    if bound == 0:
+        raise OSError(f"could not bind gRPC to {address}")
+    await server.start()
+    return server
