@@ -32,6 +32,7 @@ class Server:
     proc: Proc
     base: str
     name: str
+    grpc: str | None = None  # host:port of the v2 gRPC endpoint, when started with grpc=True
 
     @property
     def hostport(self) -> str:
@@ -112,7 +113,7 @@ def serve(workdir) -> Iterator[ServeFactory]:
     procs: list[Proc] = []
 
     def _serve(model: str, name: str | None = None, env: dict[str, str] | None = None, max_batch: int | None = None,
-               wait_ready: bool = True, timeout: float = 120) -> Server:
+               wait_ready: bool = True, timeout: float = 120, grpc: bool = False) -> Server:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "mlstack", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port)]
@@ -120,6 +121,11 @@ def serve(workdir) -> Iterator[ServeFactory]:
             cmd += ["--name", name]
         if max_batch:
             cmd += ["--max-batch", str(max_batch)]
+        grpc_target = None
+        if grpc:
+            grpc_port = free_port()
+            cmd += ["--grpc-port", str(grpc_port)]
+            grpc_target = f"127.0.0.1:{grpc_port}"
         path = "/v2/health/ready" if wait_ready else "/v2/health/live"
         proc = start(
             cmd, workdir / "serving-logs" / f"serve-{port}.log", ready=lambda: http_ok(base + path),
@@ -128,7 +134,7 @@ def serve(workdir) -> Iterator[ServeFactory]:
                  **(env or {})},
         )
         procs.append(proc)
-        return Server(proc, base, name or parse_model_uri(model).name)
+        return Server(proc, base, name or parse_model_uri(model).name, grpc_target)
 
     yield _serve
     for p in procs:

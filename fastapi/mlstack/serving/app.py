@@ -45,6 +45,10 @@ class ServingApp:
         self.on_load_error = on_load_error
         self._max_body = max_body_bytes
         self.loaded = threading.Event()  # set when loading finished (either way)
+        # Open Inference Protocol v2 over gRPC on this port (0: off), on the same loop and batcher
+        self.grpc_host = "127.0.0.1"
+        self.grpc_port = 0
+        self._grpc: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -96,12 +100,23 @@ class ServingApp:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
+                if self.grpc_port:
+                    from mlstack.serving.grpc_server import start_grpc_server
+
+                    try:
+                        self._grpc = await start_grpc_server(self.service, self.grpc_host, self.grpc_port)
+                    except Exception as e:
+                        await send({"type": "lifespan.startup.failed", "message": f"gRPC: {e}"})
+                        return
+                    log.info("Open Inference Protocol v2 over gRPC on %s:%d", self.grpc_host, self.grpc_port)
                 if self._loader is not None:
                     self._start_loading(asyncio.get_running_loop())
                 else:
                     self.loaded.set()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                if self._grpc is not None:
+                    await self._grpc.stop(grace=2)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -35,8 +35,12 @@ def build_app(
     return ServingApp(service, loader=loader), service
 
 
-def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch: int | None = None) -> int:
-    """Serve until SIGINT/SIGTERM; returns 1 if the model failed to load, 2 on a bad URI."""
+def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch: int | None = None,
+        grpc_port: int = 0) -> int:
+    """Serve until SIGINT/SIGTERM; returns 1 if the model failed to load, 2 on a bad URI.
+
+    ``grpc_port`` > 0 also serves Open Inference Protocol v2 over gRPC there (same model, same batcher).
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,6 +49,7 @@ def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch
     except ValueError as e:
         print(f"mlstack serve: {e}", file=sys.stderr)
         return 2
+    app.grpc_host, app.grpc_port = host, grpc_port
     config = uvicorn.Config(
         app,
         host=host,
@@ -70,6 +75,8 @@ def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch
     log.info("serving %r as %r on http://%s:%d (max batch %d)", model_uri, service.name, host, port,
              service.max_batch)
     server.run()
+    if not server.started and not failed:
+        return 1  # the port (HTTP or gRPC) could not be bound; uvicorn logged why
     if failed:
         print(f"mlstack serve: could not load {model_uri!r}: {service.load_error}", file=sys.stderr)
         return 1

@@ -219,6 +219,21 @@ class ModelService:
             x = np.ascontiguousarray(x, dtype=np.float32)
         return x
 
+    def check_input(self, name: str, x: np.ndarray) -> np.ndarray:
+        """The v2 input ``name`` as the predictor takes it (C-contiguous float32 rows); ClientError if not."""
+        if name != self._input_name:
+            raise ClientError(f"unknown input {name!r}; the model's input is {self._input_name!r}", 400)
+        return self._check_rows(x, f"input {name!r}")
+
+    @property
+    def input_name(self) -> str:
+        return self._input_name
+
+    @property
+    def batcher(self) -> Batcher | None:
+        """The dynamic batcher every transport (HTTP, gRPC) submits to; None until the model is loaded."""
+        return self._batcher
+
     async def _infer(self, body: bytes, header_length: int | None) -> Response:
         if self._batcher is None:
             return self._not_ready()
@@ -226,10 +241,7 @@ class ModelService:
         if len(req.inputs) != 1:
             raise ClientError(f"the model takes one input {self._input_name!r}, got {len(req.inputs)}", 400)
         in_name, x = req.inputs[0]
-        if in_name != self._input_name:
-            raise ClientError(f"unknown input {in_name!r}; the model's input is {self._input_name!r}", 400)
-        x = self._check_rows(x, f"input {in_name!r}")
-        outputs = await self._batcher.submit(x)
+        outputs = await self._batcher.submit(self.check_input(in_name, x))
         payload, hlen = v2.encode_infer_response(self.name, self.version, outputs, req)
         return Response(200, payload, OCTET if hlen is not None else JSON, hlen)
 
