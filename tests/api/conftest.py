@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 
 import httpx
@@ -27,7 +28,9 @@ def data_dir(workdir):
 @pytest.fixture(scope="session")
 def api_url(stack_env, workdir, data_dir):
     env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "api-tests", "MLSTACK_SERVE_PORT_RANGE": "[23000, 23999]",
-           "MLSTACK_DATA_DIR": str(data_dir)}
+           "MLSTACK_DATA_DIR": str(data_dir),
+           # deployments of their own (schemathesis creates some): not the session Redis' default key
+           "MLSTACK_DEPLOYMENTS_REDIS_KEY": f"mlstack:deployments:api-{secrets.token_hex(4)}"}
     proc, url = start_api(workdir / "api.log", env)
     yield url
     proc.stop(timeout=30)

@@ -38,7 +38,9 @@ def api_url(stack_env, workdir):
               {"name": "vic", "role": "viewer", "token": VIEWER_TOKEN}]
     env = {**stack_env, "MLSTACK_RAY_TEMP_DIR": str(ray_dir), "MLSTACK_STATE_DIR": str(workdir / "state-auth"),
            "MLSTACK_MODEL_NAME": "auth_iris", "MLSTACK_MLFLOW_EXPERIMENT": "browser-auth-tests",
-           "MLSTACK_SERVE_PORT_RANGE": "[27000, 27999]", "MLSTACK_AUTH_TOKENS": json.dumps(tokens)}
+           "MLSTACK_SERVE_PORT_RANGE": "[27000, 27999]", "MLSTACK_AUTH_TOKENS": json.dumps(tokens),
+           # its own deployments: the panel's empty state must not depend on other modules
+           "MLSTACK_DEPLOYMENTS_REDIS_KEY": f"mlstack:deployments:browser-auth-{secrets.token_hex(4)}"}
     proc, url = start_api(workdir / "browser-auth-api.log", env, ready_path="/readyz", timeout=180,
                           args=("--log-level", "warning"))
     yield url
