@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -50,6 +51,72 @@ def _operator(argv: list[str]) -> int:
     return operator_main(argv)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from mlstack.settings import get_settings
+
+    return predict_file(args.model, args.input, args.output, args.api_url or _default_api_url(get_settings()),
+                        args.token or os.environ.get("MLSTACK_TOKEN"), args.format)
+
+
+def _default_api_url(s) -> str:
+    return os.environ.get("MLSTACK_API_URL") or f"http://{s.api_host}:{s.api_port}"
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version, alias)."""
+    if not uri.startswith("models:/"):
+        raise ValueError(f"--model must be models:/NAME@ALIAS or models:/NAME/VERSION, not {uri[:80]!r}")
+    rest = uri[len("models:/"):]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, None, alias
+    name, _, version = rest.partition("/")
+    if not version.isdigit():
+        raise ValueError(f"--model must be models:/NAME@ALIAS or models:/NAME/VERSION, not {uri[:80]!r}")
+    return name, version, None
+
+
+def predict_file(model_uri: str, input_path: str, output_path: str, api_url: str, token: str | None,
+                 fmt: str = "csv") -> int:
+    """Score a CSV through the API's ``POST /predict``: the file is uploaded and the answer written to
+    ``output_path`` as it streams in (neither is held in memory)."""
+    import httpx
+
+    try:
+        name, version, alias = parse_model_uri(model_uri)
+    except ValueError as e:
+        print(f"mlstack predict: {e}", file=sys.stderr)
+        return 2
+    data = {"model": name, **({"version": version} if version else {}), **({"alias": alias} if alias else {})}
+    headers = {"Accept": "application/json" if fmt == "json" else "text/csv"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    tmp = output_path + ".part"
+    with open(input_path, "rb") as fh, httpx.Client(timeout=httpx.Timeout(600, connect=10)) as client:
+        files = {"file": (os.path.basename(input_path), fh, "text/csv")}
+        with client.stream("POST", api_url.rstrip("/") + "/predict", data=data, files=files,
+                           headers=headers) as r:
+            if r.status_code != 200:
+                r.read()
+                print(f"mlstack predict: {r.status_code}: {r.text[:2000]}", file=sys.stderr)
+                return 1
+            with open(tmp, "wb") as out:
+                for chunk in r.iter_bytes():
+                    out.write(chunk)
+    if fmt == "csv":
+        with open(tmp, "rb") as f:  # a model server that failed mid-stream leaves a last "# error:" line
+            f.seek(max(0, os.path.getsize(tmp) - 400))
+            tail = f.read().decode(errors="replace")
+        if "# error:" in tail:
+            print(f"mlstack predict: {tail[tail.index('# error:'):].strip()}", file=sys.stderr)
+            os.unlink(tmp)
+            return 1
+    os.replace(tmp, output_path)
+    print(f"{r.headers.get('x-model-name')} v{r.headers.get('x-model-version')}: predictions in {output_path}",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlstack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--api-url", default=None, help="default: http://MLSTACK_API_HOST:MLSTACK_API_PORT")
     d.add_argument("--dist", default=None, help="built dashboard directory (default: frontend/dist)")
     d.set_defaults(func=_dashboard)
+
+    pr = sub.add_parser("predict", help="score a CSV file through the API's POST /predict (batch scoring)")
+    pr.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    pr.add_argument("--input", required=True, help="CSV: a header naming the model's features, one row per line")
+    pr.add_argument("--output", required=True, help="where to write the predictions")
+    pr.add_argument("--format", choices=("csv", "json"), default="csv")
+    pr.add_argument("--api-url", default=None, help="default: MLSTACK_API_URL, else http://MLSTACK_API_HOST:PORT")
+    pr.add_argument("--token", default=None, help="bearer token (default: MLSTACK_TOKEN)")
+    pr.set_defaults(func=_predict)
 
     sub.add_parser("operator", help="the ModelDeployment operator: 'render FILE' or 'run'", add_help=False)
     return p

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
         default_factory=lambda: {"POST /inference": 16 * 1024 * 1024},
         description='per-route body limits, "METHOD /path/{template}" -> bytes (the uploads default to their own '
                     "limits: MAX_CSV_BYTES for /train, MLSTACK_PACKAGE_MAX_UPLOAD_BYTES for model packages)")
+    predict_max_upload_bytes: int = Field(2 * 1024 ** 3, ge=1024, description="largest CSV for POST /predict "
+                                          "(batch scoring; spooled to disk, streamed back in batches)")
     api_max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024,
                                       description="largest request line + headers (uvicorn h11); more is a 400")
     registry_cache_seconds: float = Field(5.0, ge=0, description="alias -> version cache for /inference")

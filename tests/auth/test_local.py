@@ -28,6 +28,7 @@ MATRIX = [
     ("POST", "/models/auth_nope/versions/1/copy", None, "deployer"),
     ("GET", "/get_metrics?model_name=auth_nope", None, "viewer"),
     ("POST", "/inference", {"data": "not rows"}, "viewer"),
+    ("POST", "/predict", {"data": "not a form"}, "viewer"),
     ("POST", "/trigger_training", {"hyperparameters": {"n_estimators": -1}}, "deployer"),
     ("POST", "/train", None, "deployer"),
     ("GET", "/training", None, "viewer"),

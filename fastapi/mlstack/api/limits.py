@@ -54,6 +54,7 @@ def body_limits(settings: Settings) -> dict[str, int]:
     pkg = limits_from(settings)
     return {"POST /train": MAX_CSV_BYTES + MiB,
             "POST /models/{name}/versions": pkg.max_upload_bytes + pkg.form_overhead_bytes,
+            "POST /predict": settings.predict_max_upload_bytes + MiB,
             **settings.api_body_limits}
 
 

@@ -19,8 +19,8 @@ from mlstack.settings import Settings, get_settings
 log = logging.getLogger("mlstack.api")
 
 # one module per resource under mlstack.api.routes, each exporting ``router``
-ROUTERS = ["health", "training", "inference", "models", "packages", "metrics", "alerts", "schedules", "deployments",
-           "auth", "orgs"]
+ROUTERS = ["health", "training", "inference", "batch", "models", "packages", "metrics", "alerts", "schedules",
+           "deployments", "auth", "orgs"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,0 +1,43 @@
+"""``POST /predict``: batch scoring of a CSV upload (seed endpoint 003), streamed back as CSV or JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, UploadFile
+from fastapi.responses import StreamingResponse
+
+from mlstack.api.deps import ServicesDep, allow
+from mlstack.auth import Caller
+from mlstack.batch import BatchScorer, negotiate
+from mlstack.errors import InvalidInput
+from mlstack.inference import NAME
+
+router = APIRouter(tags=["inference"])
+
+
+@router.post("/predict", response_class=StreamingResponse,
+             responses={200: {"description": "one prediction per row, in the file's order",
+                              "content": {"text/csv": {}, "application/json": {}}},
+                        404: {"description": "unknown model, version or alias"},
+                        406: {"description": "Accept names neither text/csv nor application/json"},
+                        413: {"description": "file larger than the limit (MLSTACK_PREDICT_MAX_UPLOAD_BYTES)"},
+                        422: {"description": "bad CSV: the line and column that do not fit the model"},
+                        503: {"description": "model server unavailable"}},
+             summary="Score a CSV file (header + one row per line) with a model version or alias")
+async def predict(svc: ServicesDep, caller: Annotated[Caller, allow("create", "inferences")],
+                  file: Annotated[UploadFile, File(description="CSV: a header naming the model's features, "
+                                                   "then one row of numbers per line")],
+                  model: Annotated[str, Form(pattern=NAME, description="registered model name")],
+                  version: Annotated[str | None, Form(pattern=r"^[0-9]{1,9}$")] = None,
+                  alias: Annotated[str | None, Form(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,99}$",
+                                                    description="default: champion")] = None,
+                  accept: Annotated[str | None, Header()] = None) -> StreamingResponse:
+    media_type = negotiate(accept)
+    if version and alias:
+        raise InvalidInput("send version or alias, not both")
+    scorer = BatchScorer(svc.inference)
+    namespace = caller.principal.namespace
+    resolved, batches = await scorer.prepare(file, model, version, alias, namespace)
+    return StreamingResponse(scorer.stream(batches, model, resolved, namespace, media_type), media_type=media_type,
+                             headers={"X-Model-Name": model, "X-Model-Version": resolved})
