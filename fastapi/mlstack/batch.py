@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import math
 from collections import deque
 from collections.abc import AsyncIterator
@@ -88,7 +89,10 @@ class CsvBatches:
         self.rows = 0
 
     def _header(self, line: str) -> None:
-        cols = [c.strip() for c in next(csv.reader([line]), [])]
+        try:
+            cols = [c.strip() for c in next(csv.reader([line]), [])]
+        except csv.Error as e:
+            raise InvalidInput(f"line 1 (header): not a CSV row ({_short(str(e))})") from None
         if not cols or not any(cols):
             raise InvalidInput("line 1: the CSV needs a header line naming the feature columns")
         self.columns = cols
@@ -112,7 +116,7 @@ class CsvBatches:
         try:
             arr = pd.read_csv(io.StringIO(text), header=None, dtype=np.float64, engine="c",
                               skip_blank_lines=True).to_numpy()
-        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        except Exception:  # anything pandas refuses: the exact parser below names it
             return None
         if arr.ndim != 2 or arr.shape[1] != len(self.columns) or not np.isfinite(arr).all():
             return None  # short rows come back as NaN; NaN/inf are refused by name below
@@ -122,8 +126,15 @@ class CsvBatches:
         n = len(self.columns)
         out: list[list[float]] = []
         line_nos: list[int] = []
-        for i, row in enumerate(csv.reader(lines)):
+        reader = csv.reader(lines)
+        for i in itertools.count():
             line_no = first_line + i
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise InvalidInput(f"line {line_no}: not a CSV row ({_short(str(e))})") from None
             if not row:
                 continue
             if len(row) != n:
@@ -222,8 +233,11 @@ class BatchScorer:
         version = await inf.resolve(model, version, alias or CHAMPION)
         names, width = await inf.features(model, version)
         batches = CsvBatches(file, names, width, f"model {model} v{version}")
-        async for _ in batches:  # the checking pass
-            pass
+        probe = None
+        async for arr in batches:  # the checking pass
+            probe = arr[:1] if probe is None else probe
+        if names is None and width is None and probe is not None:
+            await self._score(model, version, namespace, probe)  # no recorded features: the model server judges
         return version, batches
 
     async def _score(self, model: str, version: str, namespace: str | None, arr: np.ndarray) -> list:
@@ -237,9 +251,10 @@ class BatchScorer:
                     status, content = resp.status, await resp.read()
                 if status == 200:
                     return orjson.loads(content)["predictions"]
-                last = f"model server answered {status}: {content[:300].decode(errors='replace')}"
+                text = content[:300].decode(errors="replace")
                 if status in (400, 404, 422):
-                    break
+                    raise InvalidInput(f"model {model} v{version} rejected the rows: {text}")
+                last = f"model server answered {status}: {text}"
             except (aiohttp.ClientError, TimeoutError, Unavailable) as e:
                 last = f"{type(e).__name__}: {e}"
             await asyncio.sleep(0.1 * 2 ** attempt)

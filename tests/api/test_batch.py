@@ -87,6 +87,7 @@ def test_alias_and_accept_q_values(bclient):
     (iris_csv(2) + b"5.1,abc,1.4,0.2\n", 422, "line 4, column 'sepal_width': 'abc' is not a number"),
     (iris_csv(2) + b"5.1,3.5,1.4\n", 422, "line 4: 3 columns, the header has 4"),
     (iris_csv(2) + b"5.1,3.5,nan,0.2\n", 422, "line 4, column 'petal_length': nan is not a finite number"),
+    (iris_csv(1) + b'"1' + b"9" * 200_000 + b'",2,3,4\n', 422, "line 3: not a CSV row (field larger than"),
     (b"", 422, "the file is empty"),
     (b"sepal_length,sepal_width,petal_length,petal_width\n", 422, "no rows"),
     (b"\xff\xfe" + iris_csv(2), 422, "not UTF-8"),
