@@ -153,10 +153,11 @@ def _container_security() -> Manifest:
     }
 
 
-def _serve_command(md: ModelDeployment, version: str, port: int) -> list[str]:
+def _serve_command(md: ModelDeployment, version: str, port: int, grpc_port: int = 0) -> list[str]:
     name = md.spec.model.name
+    grpc = ["--grpc-port", str(grpc_port)] if grpc_port else []
     return ["mlstack", "serve", "--model", model_uri(name, version), "--host", "0.0.0.0", "--port", str(port),
-            "--name", name]
+            *grpc, "--name", name]
 
 
 def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettings, *, track: str = STABLE,
@@ -170,13 +171,14 @@ def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettin
         "name": CONTAINER_NAME,
         "image": settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": _serve_command(md, version, port),
+        "command": _serve_command(md, version, port, settings.grpc_port),
         "env": [
             {"name": "MLSTACK_MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
             {"name": "MLSTACK_MODEL_CACHE_DIR", "value": "/tmp/models"},
             {"name": "HOME", "value": "/tmp"},
         ],
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}] + (
+            [{"name": "grpc", "containerPort": settings.grpc_port, "protocol": "TCP"}] if settings.grpc_port else []),
         # Loading a model from MLflow can take a while: the startup probe holds liveness off until then.
         "startupProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "failureThreshold": 60,
                          **probe_common},
@@ -216,8 +218,14 @@ def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettin
     }
 
 
-def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_port: int | str = "http") -> Manifest:
-    """One Service over every track (stable and canary): traffic follows ready endpoints."""
+def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_port: int | str = "http",
+                  grpc_target: int | str = "grpc") -> Manifest:
+    """One Service over every track (stable and canary): traffic follows ready endpoints. HTTP and, when the
+    model server has one, its gRPC v2 port (``appProtocol: grpc`` for meshes and gateways)."""
+    ports = [{"name": "http", "port": settings.server_port, "targetPort": target_port, "protocol": "TCP"}]
+    if settings.grpc_port:
+        ports.append({"name": "grpc", "port": settings.grpc_port, "targetPort": grpc_target, "protocol": "TCP",
+                      "appProtocol": "grpc"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -225,7 +233,7 @@ def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_por
         "spec": {
             "type": "ClusterIP",
             "selector": {LABEL_DEPLOYMENT: md.name},
-            "ports": [{"name": "http", "port": settings.server_port, "targetPort": target_port, "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 
@@ -365,7 +373,7 @@ def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings) ->
     from a public index (the old ``pip install mlstack==0.1.0`` resolved to a stranger's project on PyPI); podman
     itself comes from the VM image's own distribution."""
     port = settings.server_port
-    argv = _serve_command(md, version, port)
+    argv = _serve_command(md, version, port, settings.grpc_port)
     run = ["/usr/bin/podman", "run", "--rm", "--name", "mlstack-serve", "--network", "host", "--read-only",
            "--tmpfs", "/tmp", "--user", "10001:10001", "--security-opt", "no-new-privileges",
            "-e", f"MLSTACK_MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri}",
@@ -470,7 +478,8 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
         children.append(build_virtualmachine(md, versions.stable, settings))
         if canary is not None:
             children.append(build_virtualmachine(md, canary, settings, track=CANARY))
-        children.append(build_service(md, settings, target_port=settings.server_port))
+        children.append(build_service(md, settings, target_port=settings.server_port,
+                                      grpc_target=settings.grpc_port))
         return children
 
     # With autoscaling the HPA owns the stable track's replica count within the stable share of the bounds; a

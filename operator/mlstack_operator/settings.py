@@ -26,6 +26,7 @@ class OperatorSettings(BaseSettings):
     ray_serve_deployment: str = Field("ModelServer", description="the Serve deployment inside ray_serve_app")
     image_pull_policy: str = Field("IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     server_port: int = Field(8080, ge=1, le=65535)
+    grpc_port: int = Field(8081, ge=0, le=65535, description="the model server's gRPC v2 port (0: HTTP only)")
     mlflow_tracking_uri: str = Field(
         "http://mlflow.mlflow.svc.cluster.local:5000",
         description="MLflow as the children reach it (MLSTACK_MLFLOW_TRACKING_URI in their env)",

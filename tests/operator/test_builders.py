@@ -64,7 +64,11 @@ def test_onnx_children():
     c = pod["containers"][0]
     assert c["image"] == SETTINGS.server_image and not c["image"].endswith(":latest")
     assert c["command"] == ["mlstack", "serve", "--model", "models:/iris_model/3", "--host", "0.0.0.0", "--port",
-                            "8080", "--name", "iris_model"]
+                            "8080", "--grpc-port", "8081", "--name", "iris_model"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "grpc": 8081}
+    svc = next(o for o in children("onnx") if o["kind"] == "Service")
+    assert {p["name"]: (p["port"], p["targetPort"], p.get("appProtocol")) for p in svc["spec"]["ports"]} == {
+        "http": (8080, "http", None), "grpc": (8081, "grpc", "grpc")}  # the model server's gRPC v2
     assert {"name": "MLSTACK_MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in c["env"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
