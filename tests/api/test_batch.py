@@ -225,3 +225,28 @@ def test_cli_predict(batch_api, tmp_path, trained):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "422" in p.stderr and "missing column(s)" in p.stderr
     assert not Path(tmp_path / "x.csv").exists()
+
+
+def test_model_server_killed_mid_stream_is_restarted(bclient, stack_env, trained, client):
+    """SIGKILL the model server while the answer streams: the batches in flight retry on the restarted server and
+    the answer is complete and right."""
+    from tests.api.conftest import model_server_pid
+
+    champion = client.get("/models/iris_model").json()["aliases"]["champion"]
+    assert post(bclient, iris_csv(10)).status_code == 200  # a server for the champion is up
+    pid = model_server_pid(stack_env["MLSTACK_STATE_DIR"], "iris_model", champion)
+    n = 400_000
+    lines, killed, tail = 0, False, b""
+    with bclient.stream("POST", "/predict", files={"file": ("in.csv", iris_csv(n), "text/csv")},
+                        data={"model": "iris_model"}, headers={"Accept": "text/csv"}) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_bytes():
+            if not killed:
+                psutil.Process(pid).kill()
+                killed = True
+            lines += chunk.count(b"\n")
+            tail = (tail + chunk)[-200:]
+    assert killed and b"# error" not in tail, tail
+    assert lines == n + 1
+    new_pid = model_server_pid(stack_env["MLSTACK_STATE_DIR"], "iris_model", champion)
+    assert new_pid != pid
