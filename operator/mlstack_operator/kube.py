@@ -1,7 +1,7 @@
 """A thin async Kubernetes client (aiohttp, raw JSON dicts) for the children and the status.
 
 Raw dicts keep the per-request CPU low (no model (de)serialisation). Connection: the settings'
-``kube_server`` (emulators, tests), else in-cluster service account, else kubeconfig (both loaded
+``kube_server`` (e.g. `kubectl proxy`), else in-cluster service account, else kubeconfig (both loaded
 by the ``kubernetes`` package, which also refreshes rotated service-account tokens).
 """
 

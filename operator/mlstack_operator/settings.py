@@ -52,7 +52,7 @@ class OperatorSettings(BaseSettings):
                                                "scheduler before the operator reads its reason")
     post_info_events: bool = Field(False, description="also post kopf's per-handler Normal events")
 
-    # Connection override (emulators, tests, benchmarks): otherwise in-cluster or kubeconfig
+    # Connection override (e.g. `kubectl proxy` on localhost): otherwise in-cluster or kubeconfig
     kube_server: str | None = Field(None, description="API server URL; unset: in-cluster or kubeconfig")
     kube_insecure: bool = False
 
