@@ -263,10 +263,6 @@ def backoff(attempt: int, cap: float) -> float:
     return float(min(cap, 2 ** min(attempt, 16)))
 
 
-CHILD_KINDS = {("apps", "deployments"), ("", "services"), ("autoscaling", "horizontalpodautoscalers"),
-               ("ray.io", "rayservices"), ("kubevirt.io", "virtualmachines")}
-
-
 @kopf.on.event("apps", "v1", "deployments", labels=builders.MANAGED_BY)
 @kopf.on.event("", "v1", "services", labels=builders.MANAGED_BY)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=builders.MANAGED_BY)
