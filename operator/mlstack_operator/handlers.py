@@ -67,6 +67,7 @@ class Tracked:
     retries: int = 0
     unschedulable_check: asyncio.Task | None = None
     follows: tuple[str, str] | None = None  # (model, alias) when the spec follows an alias
+    pruned: tuple[int | None, set[tuple[str, str, str]]] = (None, set())  # (generation, deleted): no re-DELETE
 
 
 @dataclasses.dataclass
@@ -420,7 +421,10 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
             if cs is not None:
                 state.children[key][(cs.kind, cs.name)] = cs
         wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in children}
-        await prune_children(state, md, stale - wanted)
+        if tracked.pruned[0] != gen:
+            tracked.pruned = (gen, set())
+        await prune_children(state, md, stale - wanted - tracked.pruned[1])  # a retried pass deletes nothing twice
+        tracked.pruned[1].update(stale - wanted)
     except ApiError as e:
         if md.namespace in state.terminating:
             return
