@@ -348,6 +348,12 @@ class ChildRefused(Exception):
     """The API server refused a child write; the status says so and the write is retried with backoff."""
 
 
+def candidates(state: OperatorState, namespace: str, mdep_admission: kopf.Index) -> list[Candidate]:
+    """The namespace's ModelDeployments for admission, counting those this operator admitted already."""
+    return [dataclasses.replace(c, admitted=c.admitted or (namespace, c.name) in state.admitted)
+            for c in mdep_admission.get(namespace, [])]
+
+
 async def admit(state: OperatorState, namespace: str, mdep_admission: kopf.Index, quota_limits: kopf.Index,
                 name: str | None = None) -> dict[str, Decision]:
     """Decisions for the namespace (only ``name``'s when there is no quota: everything is admitted)."""
@@ -356,11 +362,7 @@ async def admit(state: OperatorState, namespace: str, mdep_admission: kopf.Index
         return {name: NO_QUOTA}
     async with state.ns_locks[namespace]:
         limits = merge_limits(quota_limits.get(namespace, []))
-        candidates = [
-            dataclasses.replace(c, admitted=c.admitted or (namespace, c.name) in state.admitted)
-            for c in mdep_admission.get(namespace, [])
-        ]
-        decisions = decide(candidates, limits)
+        decisions = decide(candidates(state, namespace, mdep_admission), limits)
         state.admitted.update((namespace, n) for n, d in decisions.items() if d.admitted)
         return decisions
 
@@ -371,9 +373,7 @@ def surge_fits(state: OperatorState, md: ModelDeployment, mdep_admission: kopf.I
     if md.namespace not in quota_limits:
         return True
     limits = merge_limits(quota_limits.get(md.namespace, []))
-    candidates = [dataclasses.replace(c, admitted=c.admitted or (md.namespace, c.name) in state.admitted)
-                  for c in mdep_admission.get(md.namespace, [])]
-    return room_for_one_more(candidates, limits, md)
+    return room_for_one_more(candidates(state, md.namespace, mdep_admission), limits, md)
 
 
 NO_SURGE = "rolling updates replace one pod at a time without an extra one (the quota has no room for it)"
