@@ -78,19 +78,20 @@ class Registry:
         if (hit := self.cached(name, version, alias)) is not None:
             return hit
         key = (name, _ref(version, alias))
-        try:
-            if time.monotonic() < self._down_until and key in self._known:
-                raise Unavailable("MLflow was unreachable moments ago")
-            return self._resolve(name, version, alias)
-        except Unavailable:
-            self._down_until = max(self._down_until, time.monotonic() + max(self.cache_seconds, DOWN_SECONDS))
-            known = self._known.get(key)
-            if known is None:
-                raise
-            log.warning("MLflow unreachable: serving %s %s as v%s (last known, stale)", name, key[1], known)
-            self._cache[key] = (time.monotonic() + self.cache_seconds, known)
-            self._stale.add(key)
-            return known
+        known = self._known.get(key)
+        if known is None or time.monotonic() >= self._down_until:
+            try:
+                return self._resolve(name, version, alias)
+            except Unavailable:
+                # only a real failed attempt opens the window; answers served inside it never extend it,
+                # or steady traffic would keep MLflow from being asked again after it is back
+                self._down_until = time.monotonic() + max(self.cache_seconds, DOWN_SECONDS)
+                if known is None:
+                    raise
+        log.warning("MLflow unreachable: serving %s %s as v%s (last known, stale)", name, key[1], known)
+        self._cache[key] = (time.monotonic() + self.cache_seconds, known)
+        self._stale.add(key)
+        return known
 
     def _resolve(self, name: str, version: str | None, alias: str) -> str:
         try:
