@@ -22,6 +22,7 @@ import pytest
 import redis
 import yaml
 
+from mlstack.orgs.builders import model_servers_policy_spec
 from tests.k8s.controlplane import Cluster, Kube
 from tests.k8s.fixtures import MODEL, TEST_USERS_NS, user_name, user_token
 from tests.utils.kube_api import As, start_cluster_api, unique
@@ -123,6 +124,9 @@ def test_create_org_makes_namespace_quota_and_admin_binding(api, users, pat, k8s
     (binding,) = k8s_admin.items(f"{RBAC}/namespaces/{ns}/rolebindings", labelSelector="mlstack.io/role")
     assert binding["roleRef"]["name"] == "mlstack-admin"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pat", "namespace": TEST_USERS_NS}]
+    # the organisation's model servers get what the shared namespace's get (created as the API, admitted)
+    policy = k8s_admin.get(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/mlstack-model-servers")
+    assert policy["spec"] == model_servers_policy_spec()
 
     r = pat.post("/orgs", json={"name": name})
     assert r.status_code == 409 and "already exists" in r.json()["detail"]

@@ -25,6 +25,7 @@ API_NEEDS = {
     ("authorization.k8s.io", "subjectaccessreviews", ()): {"create"},  # every action
     ("", "namespaces", ()): READ | {"create", "delete"},  # POST/GET/DELETE /orgs
     ("", "resourcequotas", ()): READ | {"create", "update", "patch"},  # mlstack-budget
+    ("networking.k8s.io", "networkpolicies", ()): {"create"},  # the org's model servers' NetworkPolicy
     ("", "serviceaccounts", ()): {"get", "list", "create", "delete"},  # POST /orgs/join: one per member
     ("", "serviceaccounts/token", ()): {"create"},  # ...and its token (TokenRequest)
     ("rbac.authorization.k8s.io", "rolebindings", ()): {"get", "list", "create", "delete"},  # membership
@@ -35,7 +36,8 @@ API_NEEDS = {
     ("", "services", ()): READ,
 }
 # the API's writes that its admission policy confines to organisation namespaces (RBAC verb -> operation)
-CONFINED = {"namespaces", "serviceaccounts", "serviceaccounts/token", "rolebindings", "resourcequotas"}
+CONFINED = {"namespaces", "serviceaccounts", "serviceaccounts/token", "rolebindings", "resourcequotas",
+            "networkpolicies"}
 OPERATION = {"create": "CREATE", "update": "UPDATE", "patch": "UPDATE", "delete": "DELETE"}
 
 

@@ -14,11 +14,18 @@ from pathlib import Path
 
 import yaml
 
+from mlstack.orgs.builders import model_servers_policy_spec
 from mlstack_operator.builders import Versions, build_deployment, build_rayservice
 from mlstack_operator.contract import ModelDeployment
 from mlstack_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_models_namespace_and_organisations_get_the_same_model_server_policy():
+    """One source: the API builds each organisation's policy; the shared namespace's manifest says the same."""
+    manifest = yaml.safe_load((ROOT / "manifests/namespaces/model-servers-networkpolicy.yaml").read_text())
+    assert manifest["spec"] == model_servers_policy_spec()
 
 
 def _selector(sel: dict) -> str:

@@ -1,4 +1,5 @@
-"""Pure builders: an organisation's Kubernetes objects (Namespace, ResourceQuota, RoleBindings, ServiceAccount)."""
+"""Pure builders: an organisation's Kubernetes objects (Namespace, ResourceQuota, the model servers'
+NetworkPolicy, RoleBindings, ServiceAccount)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ MANAGED = {"app.kubernetes.io/managed-by": "mlstack-api", "app.kubernetes.io/par
 # KubeVirt's virt-launcher pods (runtime: vm) do not meet it
 POD_SECURITY = {"pod-security.kubernetes.io/warn": "restricted"}
 QUOTA_NAME = "mlstack-budget"
+MODEL_SERVERS_POLICY = "mlstack-model-servers"
+MODEL_SERVER_APP = "mlstack-model-server"  # app.kubernetes.io/name of every pod the operator's builders make
 SA_PREFIX = "system:serviceaccount:"
 
 
@@ -35,6 +38,42 @@ def quota(ns: str, org: str, budget: Budget) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": {"name": QUOTA_NAME, "namespace": ns, "labels": {ORG_LABEL: org, **MANAGED}},
             "spec": {"hard": quota_hard(budget)}}
+
+
+def model_servers_policy_spec() -> dict[str, Any]:
+    """What model-server pods (running uploaded package code) may reach, in every namespace that holds them: the
+    shared ``models`` namespace (manifests/namespaces/model-servers-networkpolicy.yaml, the same spec: a test
+    keeps them equal) and each organisation's. Ingress: the mlstack API, the namespace's other model-server pods
+    (a RayService's head and workers; a stable track forwarding its canary share), KubeRay's operator. Egress:
+    DNS, MLflow (the model's artifacts), the namespace's other model-server pods. Not Redis, MinIO, the
+    Kubernetes API or the internet. KubeVirt's virt-launcher pods are left out (the VM pulls its image)."""
+    server = {"matchLabels": {"app.kubernetes.io/name": MODEL_SERVER_APP}}
+    api = "mlstack-api"
+
+    def ns(name: str) -> dict[str, Any]:
+        return {"matchLabels": {"kubernetes.io/metadata.name": name}}
+
+    return {
+        "podSelector": {**server, "matchExpressions": [{"key": "kubevirt.io", "operator": "DoesNotExist"}]},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [
+            {"namespaceSelector": ns("mlstack"), "podSelector": {"matchLabels": {"app.kubernetes.io/name": api}}},
+            {"podSelector": server},
+            {"namespaceSelector": ns("ray-system")},
+        ]}],
+        "egress": [
+            {"to": [{"namespaceSelector": ns("kube-system"), "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            {"to": [{"namespaceSelector": ns("mlflow")}], "ports": [{"protocol": "TCP", "port": 5000}]},
+            {"to": [{"podSelector": server}]},
+        ],
+    }
+
+
+def model_servers_policy(ns: str, org: str) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": MODEL_SERVERS_POLICY, "namespace": ns, "labels": {ORG_LABEL: org, **MANAGED}},
+            "spec": model_servers_policy_spec()}
 
 
 def subject(username: str) -> dict[str, Any]:

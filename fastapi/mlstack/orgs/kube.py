@@ -1,5 +1,6 @@
 """Organisations in Kubernetes: a Namespace labelled ``mlstack.io/org`` with a ResourceQuota (its budget,
-which the operator's admission enforces on ModelDeployments) and RoleBindings of the mlstack roles.
+which the operator's admission enforces on ModelDeployments), the model servers' NetworkPolicy and
+RoleBindings of the mlstack roles.
 
 Invites are one-time codes in Redis (only their SHA-256 is stored). Redeeming swaps the record for a
 "used" marker atomically (``SET ... GET KEEPTTL``), so two concurrent joins cannot both win; if
@@ -44,6 +45,7 @@ class KubeOrgs:
 
         self.core = k8s.CoreV1Api(api_client)
         self.rbac = k8s.RbacAuthorizationV1Api(api_client)
+        self.networking = k8s.NetworkingV1Api(api_client)
         self.redis = redis
         self.s = settings
         self.timeout = timeout
@@ -94,6 +96,8 @@ class KubeOrgs:
         try:
             await self._k(f"create ResourceQuota {ns}/{b.QUOTA_NAME}", self.core.create_namespaced_resource_quota,
                           ns, b.quota(ns, org, budget))
+            await self._k(f"create NetworkPolicy {ns}/{b.MODEL_SERVERS_POLICY}",
+                          self.networking.create_namespaced_network_policy, ns, b.model_servers_policy(ns, org))
             name = f"mlstack-admin-{hashlib.sha256(creator.encode()).hexdigest()[:10]}"
             await self._k(f"create RoleBinding {ns}/{name}", self.rbac.create_namespaced_role_binding,
                           ns, b.role_binding(ns, org, name, "admin", b.subject(creator)))
