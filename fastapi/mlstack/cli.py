@@ -13,7 +13,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     host = args.host or get_settings().serve_host
     return run(model_uri=args.model, host=host, port=args.port, name=args.name, max_batch=args.max_batch,
-               grpc_port=args.grpc_port)
+               grpc_port=args.grpc_port, canary_url=args.canary_url, canary_percent=args.canary_percent,
+               canary_grpc=args.canary_grpc)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -128,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default=None, help="model name in v2 URLs (default: the registered name)")
     s.add_argument("--max-batch", type=int, default=64, help="largest dynamic batch in rows")
     s.add_argument("--grpc-port", type=int, default=0, help="also serve v2 over gRPC on this port (0: off)")
+    s.add_argument("--canary-url", default=None, help="forward --canary-percent of inference requests to the "
+                   "canary's model server at this URL (default: MLSTACK_SERVE_CANARY_URL)")
+    s.add_argument("--canary-percent", type=int, default=None, choices=range(1, 100), metavar="1..99",
+                   help="exactly this many of every 100 requests go to the canary (MLSTACK_SERVE_CANARY_PERCENT)")
+    s.add_argument("--canary-grpc", default=None, help="HOST:PORT of the canary's gRPC v2 port: gRPC ModelInfer "
+                   "splits too (MLSTACK_SERVE_CANARY_GRPC)")
     s.set_defaults(func=_serve)
 
     a = sub.add_parser("api", help="run the FastAPI service (Swagger at /docs)")

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     serve_max_batch: int = Field(64, ge=1)
     serve_batch_window_ms: float = Field(0.0, ge=0, le=100, description="extra wait to fill a batch (0: one loop turn)")
     serve_intra_op_threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per model server")
+    serve_canary_url: str | None = Field(None, description="mlstack serve: the canary's model server URL")
+    serve_canary_percent: int | None = Field(None, ge=1, le=99, description="mlstack serve: exactly this many of "
+                                             "every 100 inference requests are forwarded to the canary")
+    serve_canary_grpc: str | None = Field(None, description="mlstack serve: HOST:PORT of the canary's gRPC v2 port")
+    serve_canary_timeout_seconds: float = Field(2.0, gt=0, le=60, description="mlstack serve: a forwarded request "
+                                                "the canary has not answered by then is answered by stable")
     state_dir: Path = Path("outputs/state")
     serve_sandbox_user: str = Field("mlstack-sandbox", description="when the API runs as root, model servers run "
                                     "as this unprivileged user (created if missing; empty: as root)")

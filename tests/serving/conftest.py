@@ -113,7 +113,8 @@ def serve(workdir) -> Iterator[ServeFactory]:
     procs: list[Proc] = []
 
     def _serve(model: str, name: str | None = None, env: dict[str, str] | None = None, max_batch: int | None = None,
-               wait_ready: bool = True, timeout: float = 120, grpc: bool = False) -> Server:
+               wait_ready: bool = True, timeout: float = 120, grpc: bool = False,
+               args: list[str] | None = None) -> Server:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "mlstack", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port)]
@@ -126,6 +127,7 @@ def serve(workdir) -> Iterator[ServeFactory]:
             grpc_port = free_port()
             cmd += ["--grpc-port", str(grpc_port)]
             grpc_target = f"127.0.0.1:{grpc_port}"
+        cmd += args or []
         path = "/v2/health/ready" if wait_ready else "/v2/health/live"
         proc = start(
             cmd, workdir / "serving-logs" / f"serve-{port}.log", ready=lambda: http_ok(base + path),

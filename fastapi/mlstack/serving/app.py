@@ -12,6 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from mlstack.serving.canary import CANARY, STABLE, TRACK_HEADER, VERSION_HEADER, CanaryForwarder, GrpcCanary, splits
 from mlstack.serving.service import ModelService, Response, error
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class ServingApp:
         self.grpc_host = "127.0.0.1"
         self.grpc_port = 0
         self._grpc: Any = None
+        # exact canary split (mlstack serve --canary-url/--canary-percent): forwards the canary's share of
+        # /predict and v2 infer (and gRPC ModelInfer with canary_grpc) to the canary's own server
+        self.canary: CanaryForwarder | None = None
+        self.canary_grpc: GrpcCanary | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -93,18 +98,41 @@ class ServingApp:
             body = b"".join(chunks)
         elif msg["type"] == "http.disconnect":
             return
-        resp = await self.service.handle(scope["method"], scope["path"], body, header_length)
-        await _send(send, resp)
+        method, path = scope["method"], scope["path"]
+        extra: list[tuple[bytes, bytes]] = []
+        if self.canary is not None and splits(method, path):
+            if self.canary.take():
+                fwd = await self.canary.forward(method, path, body, scope["headers"])
+                if fwd is not None:
+                    status, headers, content = fwd
+                    headers += [(_CONTENT_LENGTH, b"%d" % len(content)), (TRACK_HEADER, CANARY)]
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": content})
+                    return
+            extra.append((TRACK_HEADER, STABLE))
+        resp = await self.service.handle(method, path, body, header_length)
+        version = self.service.version
+        if version is not None:
+            extra.append((VERSION_HEADER, version.encode()))
+        await _send(send, resp, extra)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
+                if self.canary is not None:  # one pooled keep-alive session for the life of the server
+                    await self.canary.start()
+                    log.info("canary: %d%% of inference requests forwarded to %s", self.canary.percent,
+                             self.canary.url)
+                if self.canary_grpc is not None:
+                    await self.canary_grpc.start()
                 if self.grpc_port:
                     from mlstack.serving.grpc_server import start_grpc_server
 
                     try:
-                        self._grpc = await start_grpc_server(self.service, self.grpc_host, self.grpc_port)
+                        self._grpc = await start_grpc_server(self.service, self.grpc_host, self.grpc_port,
+                                                             canary=self.canary if self.canary_grpc else None,
+                                                             canary_grpc=self.canary_grpc)
                     except Exception as e:
                         await send({"type": "lifespan.startup.failed", "message": f"gRPC: {e}"})
                         return
@@ -117,6 +145,10 @@ class ServingApp:
             elif msg["type"] == "lifespan.shutdown":
                 if self._grpc is not None:
                     await self._grpc.stop(grace=2)
+                if self.canary is not None:
+                    await self.canary.close()
+                if self.canary_grpc is not None:
+                    await self.canary_grpc.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -139,9 +171,11 @@ class ServingApp:
         threading.Thread(target=work, name="model-loader", daemon=True).start()
 
 
-async def _send(send: Send, resp: Response) -> None:
+async def _send(send: Send, resp: Response, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     headers = [(b"content-type", resp.content_type), (b"content-length", b"%d" % len(resp.body))]
     if resp.header_length is not None:
         headers.append((_HEADER_LENGTH, b"%d" % resp.header_length))
+    if extra:
+        headers += extra
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
     await send({"type": "http.response.body", "body": resp.body})

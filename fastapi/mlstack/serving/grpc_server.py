@@ -82,8 +82,11 @@ def _decode_input(t: Any, raw: bytes | None) -> np.ndarray:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The v2 gRPC endpoints of one ``ModelService``."""
 
-    def __init__(self, service: ModelService):
+    def __init__(self, service: ModelService, canary: Any = None, canary_grpc: Any = None):
         self.service = service
+        # exact canary split: the HTTP forwarder's counter (one count for both transports) and a gRPC channel
+        self.canary = canary if canary_grpc is not None else None
+        self.canary_grpc = canary_grpc
         self._server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=_server_version(),
                                                       extensions=["binary_tensor_data"])
 
@@ -157,6 +160,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- inference ----------------------------------------------------------------------------------
 
     async def ModelInfer(self, request, context):
+        c = self.canary
+        if c is not None and not request.model_version and c.take():
+            try:
+                resp = await self.canary_grpc.infer(request)
+                c.forwarded += 1
+                await context.send_initial_metadata((("x-model-track", "canary"),))
+                return resp
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                    c.forwarded += 1  # the canary's own answer to this input
+                    await context.abort(e.code(), e.details() or "")
+                c.fell_back(f"gRPC {e.code().name}: {e.details()}")
         return await self._run("grpc_infer", context, self._infer, request)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
@@ -195,14 +210,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return resp
 
 
-async def start_grpc_server(service: ModelService, host: str, port: int) -> grpc.aio.Server:
+async def start_grpc_server(service: ModelService, host: str, port: int, canary: Any = None,
+                            canary_grpc: Any = None) -> grpc.aio.Server:
     """Start serving ``service`` on ``host:port`` on the running event loop (raises if the port is taken)."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),  # a taken port is an error, not a second listener
     ])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service, canary, canary_grpc), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

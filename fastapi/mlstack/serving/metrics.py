@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, exposition, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -52,6 +53,7 @@ class ServingMetrics(Collector):
         self.batch_rows = FastHistogram(BATCH_BUCKETS)
         self.batch_requests = FastHistogram(BATCH_BUCKETS)
         self.ready = False
+        self.canary: Any = None  # a CanaryForwarder when this server splits traffic with a canary
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -89,6 +91,13 @@ class ServingMetrics(Collector):
             fam = HistogramMetricFamily(name, doc, labels=["model"])
             fam.add_metric([m], h.buckets(), h.total)
             yield fam
+        if self.canary is not None:
+            cf = CounterMetricFamily("mlstack_serve_canary_requests", "inference requests whose turn was the "
+                                     "canary's: forwarded (the canary answered) or fallback (stable answered)",
+                                     labels=["model", "result"])
+            cf.add_metric([m, "forwarded"], self.canary.forwarded)
+            cf.add_metric([m, "fallback"], self.canary.fallbacks)
+            yield cf
         g = GaugeMetricFamily("mlstack_serve_model_ready", "1 once the model is loaded", labels=["model"])
         g.add_metric([m], 1.0 if self.ready else 0.0)
         yield g

@@ -4,8 +4,9 @@
 (``import_path: mlstack.serving.rayserve:build_app``, ``args: {model_uri, name}``) and used by local
 mode. With ``canary_model_uri`` and ``canary_traffic_percent`` a ``CanaryRouter`` ingress sends exactly
 that share of requests (smooth weighted round-robin, exact over every 100 requests per router
-replica) to a second ``ModelServerCanary`` deployment; the response header ``X-Model-Track`` says
-which track answered. Each replica loads the model once (``ModelService.load``) and answers the same routes as
+replica, the same ``canary_turn`` rule as ``mlstack serve --canary-url``) to a second ``ModelServerCanary``
+deployment; the response headers ``X-Model-Track`` and ``X-Model-Version`` say which track and version
+answered. Each replica loads the model once (``ModelService.load``) and answers the same routes as
 ``mlstack serve``: ``/predict``, the v2 endpoints (JSON and binary tensors) and ``/metrics``; dynamic
 batching happens per replica with the same ``Batcher``.
 """
@@ -20,6 +21,7 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mlstack.serving.canary import canary_turn
 from mlstack.serving.resolve import parse_model_uri
 from mlstack.serving.service import ModelService
 
@@ -61,7 +63,7 @@ class ModelDeployment:
     async def handle_raw(self, method: str, path: str, body: bytes, header_length: int | None) -> tuple:
         """(status, body, content type, header length): what a router forwards through a handle."""
         resp = await self.service.handle(method, path, body, header_length)
-        return resp.status, resp.body, resp.content_type.decode(), resp.header_length
+        return resp.status, resp.body, resp.content_type.decode(), resp.header_length, self.service.version
 
     async def __call__(self, request: Request) -> Response:
         parsed = await _parse(request)
@@ -91,16 +93,13 @@ async def _parse(request: Request) -> tuple[str, str, bytes, int | None] | Respo
 
 
 def _response(result: tuple, track: str | None = None) -> Response:
-    status, body, content_type, header_length = result
+    status, body, content_type, header_length, version = result
     headers = {} if header_length is None else {"Inference-Header-Content-Length": str(header_length)}
     if track:
         headers["X-Model-Track"] = track
+    if version:
+        headers["X-Model-Version"] = version
     return Response(body, status, headers=headers, media_type=content_type)
-
-
-def canary_turn(n: int, percent: int) -> bool:
-    """Whether request number ``n`` (0-based) goes to the canary: exactly ``percent`` of every 100."""
-    return (n + 1) * percent // 100 > n * percent // 100
 
 
 @serve.deployment(name="CanaryRouter", ray_actor_options={"num_cpus": 0.1})

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from mlstack.serving.app import ServingApp
+from mlstack.serving.canary import CanaryForwarder, GrpcCanary
 from mlstack.serving.resolve import parse_model_uri
 from mlstack.serving.service import ModelService
 
@@ -17,11 +18,27 @@ def build_app(
     model_uri: str,
     name: str | None = None,
     max_batch: int | None = None,
+    canary_url: str | None = None,
+    canary_percent: int | None = None,
+    canary_grpc: str | None = None,
 ) -> tuple[ServingApp, ModelService]:
-    """The ASGI app for ``model_uri``, loading it in the background at startup (settings from env)."""
+    """The ASGI app for ``model_uri``, loading it in the background at startup (settings from env).
+
+    ``canary_url`` + ``canary_percent`` (default: ``MLSTACK_SERVE_CANARY_URL``/``_PERCENT``): forward exactly
+    that share of inference requests to the canary's server (``canary_grpc`` HOST:PORT: gRPC ModelInfer too).
+    """
     from mlstack.settings import get_settings
 
     s = get_settings()
+    canary_url = canary_url or s.serve_canary_url
+    canary_percent = canary_percent if canary_percent is not None else s.serve_canary_percent
+    canary_grpc = canary_grpc or s.serve_canary_grpc
+    if bool(canary_url) != bool(canary_percent):
+        raise ValueError("--canary-url and --canary-percent go together")
+    if canary_grpc and not canary_url:
+        raise ValueError("--canary-grpc needs --canary-url and --canary-percent")
+    if canary_url and not canary_url.startswith(("http://", "https://")):
+        raise ValueError(f"--canary-url must be an http(s) URL, got {canary_url!r}")
     ref = parse_model_uri(model_uri)
     service = ModelService(
         ref, name=name, max_batch=max_batch or s.serve_max_batch,
@@ -32,11 +49,18 @@ def build_app(
     def loader() -> None:
         service.load(s.mlflow_tracking_uri, s.model_cache_dir, intra_op_threads=threads)
 
-    return ServingApp(service, loader=loader), service
+    app = ServingApp(service, loader=loader)
+    if canary_url and canary_percent:
+        app.canary = CanaryForwarder(canary_url, canary_percent, timeout_s=s.serve_canary_timeout_seconds)
+        service.metrics.canary = app.canary
+        if canary_grpc:
+            app.canary_grpc = GrpcCanary(canary_grpc, timeout_s=s.serve_canary_timeout_seconds)
+    return app, service
 
 
 def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch: int | None = None,
-        grpc_port: int = 0) -> int:
+        grpc_port: int = 0, canary_url: str | None = None, canary_percent: int | None = None,
+        canary_grpc: str | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns 1 if the model failed to load, 2 on a bad URI.
 
     ``grpc_port`` > 0 also serves Open Inference Protocol v2 over gRPC there (same model, same batcher).
@@ -45,7 +69,8 @@ def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app, service = build_app(model_uri, name=name, max_batch=max_batch)
+        app, service = build_app(model_uri, name=name, max_batch=max_batch, canary_url=canary_url,
+                                 canary_percent=canary_percent, canary_grpc=canary_grpc)
     except ValueError as e:
         print(f"mlstack serve: {e}", file=sys.stderr)
         return 2
