@@ -128,7 +128,7 @@ def platform(stack_env, workdir, secret_redis, sandbox_base):
                  home / "api.log", ready=lambda: http_ok(f"{base}/healthz"), timeout=120, env=env, cwd=home,
                  what="mlstack api (sandbox)")
     yield {"url": base, "home": home, "tokens": tokens, "creds": creds, "redis_port": secret_redis,
-           "state": home / "outputs" / "local" / "api", "sandbox": sandbox_base}
+           "state": home / "outputs" / "local" / "api", "sandbox": sandbox_base, "proc": proc}
     proc.stop(timeout=30)
 
 
@@ -167,3 +167,12 @@ def test_uploaded_code_gets_none_of_the_platforms_secrets(platform):
     # the server's private directory is closed to everyone else
     sandbox_dirs = [p for p in platform["sandbox"].iterdir() if p.is_dir()]
     assert sandbox_dirs and all(oct(p.stat().st_mode & 0o777) == "0o700" for p in sandbox_dirs)
+
+
+def test_the_private_directory_goes_with_the_api(platform):
+    """Last in the module: the API stops (SIGTERM), its model servers with it, and the copies of models and the
+    temp files they kept under the sandbox directory are removed."""
+    assert [p for p in platform["sandbox"].iterdir() if p.is_dir()], "the servers ran in a private directory"
+    platform["proc"].stop(timeout=30)
+    assert platform["proc"].popen.returncode is not None
+    assert [p.name for p in platform["sandbox"].iterdir()] == []

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import shutil
 import signal
 import socket
 import sys
@@ -184,3 +185,6 @@ class ServerPool:
         servers, self._servers = list(self._servers.values()), {}
         await asyncio.gather(*(self._terminate(s) for s in servers), return_exceptions=True)
         await self._http.aclose()
+        if self._sandbox is not None:  # the models' copies and temp files the servers left: nothing outlives them
+            await asyncio.to_thread(shutil.rmtree, self._sandbox.dir, True)
+            self._sandbox = None
