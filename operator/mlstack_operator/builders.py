@@ -7,10 +7,13 @@ prints the same dicts. Children per runtime:
 * ``pod`` + ``rayserve``: a KubeRay RayService whose ``serveConfigV2`` runs the same predictor.
 * ``vm``: a KubeVirt VirtualMachine (containerDisk + cloud-init starting ``mlstack serve``) + Service.
 
-Canary traffic: ``rayserve`` splits exactly inside Ray Serve (the application gets the canary
-model URI and percentage). ``onnx`` and ``vm`` run a second, canary set of replicas behind the
-same Service, so the split is replica-proportional (``canary_split``) and coarse with few replicas;
-the effective share is written to the ``mlstack.io/canary-effective-percent`` annotation.
+Canary traffic, exact on every runtime: ``rayserve`` splits inside Ray Serve (the application gets the canary
+model URI and percentage: ``CanaryRouter``). ``onnx`` and ``vm`` run the canary as its own replica set (own
+Deployment and HPA, or VM) behind its own ``<name>-canary`` Service; the main Service selects only the stable
+track, and every stable replica (``mlstack serve --canary-url <canary Service> --canary-percent P``) forwards
+exactly P of every 100 inference requests it gets to the canary Service. Both use ``canary_turn``
+(``mlstack.serving.canary``), so the share does not depend on replica counts or autoscaling; the replica split
+(``canary_split``) only sizes the canary for its share of the load.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ LABEL_DEPLOYMENT = f"{LABEL_PREFIX}/deployment"
 LABEL_TRACK = f"{LABEL_PREFIX}/track"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack-operator"}
 ANNOTATION_MODEL_URI = f"{LABEL_PREFIX}/model-uri"
-ANNOTATION_CANARY_PERCENT = f"{LABEL_PREFIX}/canary-effective-percent"
+ANNOTATION_CANARY_PERCENT = f"{LABEL_PREFIX}/canary-percent"  # the canary's exact share of requests
 # On a Deployment whose replica count an HPA owns: spec.replicas is only the starting count (the HPA's minimum,
 # so the Deployment starts at its minimum scale, not at 1), never patched back (drift.py).
 ANNOTATION_REPLICAS_FROM = f"{LABEL_PREFIX}/replicas-from"
@@ -98,11 +101,9 @@ def base_replicas(md: ModelDeployment) -> int:
 
 
 def canary_split(total: int, percent: int) -> tuple[int, int]:
-    """(stable, canary) replica counts approximating ``percent`` of traffic for the canary.
-
-    The canary always gets at least one replica (when ``total`` > 0); the stable track keeps at
-    least one. With ``total`` = 1 that is 1 + 1, i.e. 50 %: replica-proportional splits are coarse.
-    """
+    """(stable, canary) replica counts: the canary sized for its ``percent`` of the load, at least one replica
+    (when ``total`` > 0); the stable track keeps at least one. Capacity only: the traffic share is exact whatever
+    these are (the stable replicas forward exactly ``percent`` of requests to the canary's Service)."""
     if total <= 0:
         return 0, 0
     canary = max(1, round(total * percent / 100))
@@ -115,6 +116,23 @@ def url(md: ModelDeployment, settings: OperatorSettings) -> str:
     if md.spec.runtime == Runtime.pod and md.spec.server == Server.rayserve:
         return f"http://{md.name}-serve-svc.{md.namespace}.svc.{domain}:{RAY_SERVE_PORT}"
     return f"http://{md.name}.{md.namespace}.svc.{domain}:{settings.server_port}"
+
+
+def canary_host(md: ModelDeployment, settings: OperatorSettings) -> str:
+    """The DNS name of the ``<name>-canary`` Service (onnx and vm runtimes)."""
+    return f"{child_name(md, CANARY)}.{md.namespace}.svc.{settings.cluster_domain}"
+
+
+def canary_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
+    """``mlstack serve`` arguments of the stable track when there is a canary: forward exactly its share."""
+    if md.spec.canary is None:
+        return []
+    host = canary_host(md, settings)
+    out = ["--canary-url", f"http://{host}:{settings.server_port}", "--canary-percent",
+           str(md.spec.canary.traffic_percent)]
+    if settings.grpc_port:
+        out += ["--canary-grpc", f"{host}:{settings.grpc_port}"]
+    return out
 
 
 def _meta(md: ModelDeployment, name: str, track: str | None, annotations: dict[str, str] | None = None) -> Manifest:
@@ -153,11 +171,12 @@ def _container_security() -> Manifest:
     }
 
 
-def _serve_command(md: ModelDeployment, version: str, port: int, grpc_port: int = 0) -> list[str]:
+def _serve_command(md: ModelDeployment, version: str, port: int, grpc_port: int = 0,
+                   extra: list[str] | None = None) -> list[str]:
     name = md.spec.model.name
     grpc = ["--grpc-port", str(grpc_port)] if grpc_port else []
     return ["mlstack", "serve", "--model", model_uri(name, version), "--host", "0.0.0.0", "--port", str(port),
-            *grpc, "--name", name]
+            *grpc, "--name", name, *(extra or [])]
 
 
 def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettings, *, track: str = STABLE,
@@ -167,11 +186,12 @@ def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettin
     requests, limits = _requests(md)
     port = settings.server_port
     probe_common = {"periodSeconds": 5, "timeoutSeconds": 2}
+    extra = canary_args(md, settings) if track == STABLE else []
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": _serve_command(md, version, port, settings.grpc_port),
+        "command": _serve_command(md, version, port, settings.grpc_port, extra),
         "env": [
             {"name": "MLSTACK_MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
             {"name": "MLSTACK_MODEL_CACHE_DIR", "value": "/tmp/models"},
@@ -219,9 +239,10 @@ def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettin
 
 
 def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_port: int | str = "http",
-                  grpc_target: int | str = "grpc") -> Manifest:
-    """One Service over every track (stable and canary): traffic follows ready endpoints. HTTP and, when the
-    model server has one, its gRPC v2 port (``appProtocol: grpc`` for meshes and gateways)."""
+                  grpc_target: int | str = "grpc", track: str = STABLE) -> Manifest:
+    """The Service of one track: ``<name>`` selects the stable pods only (they forward the canary's share),
+    ``<name>-canary`` the canary's (what the stable pods forward to). HTTP and, when the model server has one,
+    its gRPC v2 port (``appProtocol: grpc`` for meshes and gateways)."""
     ports = [{"name": "http", "port": settings.server_port, "targetPort": target_port, "protocol": "TCP"}]
     if settings.grpc_port:
         ports.append({"name": "grpc", "port": settings.grpc_port, "targetPort": grpc_target, "protocol": "TCP",
@@ -229,31 +250,47 @@ def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_por
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(md, md.name, None),
+        "metadata": _meta(md, child_name(md, track), None if track == STABLE else track),
         "spec": {
             "type": "ClusterIP",
-            "selector": {LABEL_DEPLOYMENT: md.name},
+            "selector": {LABEL_DEPLOYMENT: md.name, LABEL_TRACK: track},
             "ports": ports,
         },
     }
 
 
-def build_hpa(md: ModelDeployment, canary_replicas: int = 0) -> Manifest:
-    """The stable track's HPA. With a canary of ``canary_replicas`` fixed replicas, the HPA's bounds are the
-    stable track's share of the spec's (so stable + canary = ``minReplicas`` at minimum scale, as admission and
-    the quota controller count, and the effective canary share at minimum scale is the annotated one)."""
+def hpa_bounds(md: ModelDeployment) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """((min, max) of the stable HPA, (min, max) of the canary's or None). At minimum scale stable + canary =
+    ``minReplicas`` (as admission and the quota controller count); at maximum scale at most ``maxReplicas``
+    (the canary's maximum sized for its share of the load). The traffic share is exact at any scale."""
     auto = md.spec.autoscaling
     assert auto is not None
-    lo = max(1, auto.min_replicas - canary_replicas)
-    hi = max(lo, auto.max_replicas - canary_replicas)
+    if md.spec.canary is None:
+        return (auto.min_replicas, max(auto.min_replicas, auto.max_replicas)), None
+    pct = md.spec.canary.traffic_percent
+    _, canary_lo = canary_split(auto.min_replicas, pct)
+    canary_hi = max(canary_lo, -(-auto.max_replicas * pct // 100))
+    lo = max(1, auto.min_replicas - canary_lo)
+    hi = max(lo, auto.max_replicas - canary_hi)
+    return (lo, hi), (canary_lo, canary_hi)
+
+
+def build_hpa(md: ModelDeployment, track: str = STABLE) -> Manifest:
+    """The HPA of one track (``hpa_bounds``); each track scales on its own CPU, neither changes the share."""
+    auto = md.spec.autoscaling
+    assert auto is not None
+    stable, canary = hpa_bounds(md)
+    bounds = stable if track == STABLE else canary
+    assert bounds is not None
+    name = child_name(md, track)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(md, md.name, STABLE),
+        "metadata": _meta(md, name, track),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": md.name},
-            "minReplicas": lo,
-            "maxReplicas": hi,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": bounds[0],
+            "maxReplicas": bounds[1],
             "metrics": [{
                 "type": "Resource",
                 "resource": {"name": "cpu", "target": {"type": "Utilization",
@@ -367,13 +404,13 @@ def build_rayservice(md: ModelDeployment, versions: Versions, settings: Operator
     }
 
 
-def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings) -> str:
+def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings, track: str = STABLE) -> str:
     """cloud-config that runs the platform's own model-server image (``vm_server_image``, else ``server_image``:
     pinned, by digest in production) with podman as a systemd service. Nothing of the platform is installed by name
     from a public index (the old ``pip install mlstack==0.1.0`` resolved to a stranger's project on PyPI); podman
     itself comes from the VM image's own distribution."""
     port = settings.server_port
-    argv = _serve_command(md, version, port, settings.grpc_port)
+    argv = _serve_command(md, version, port, settings.grpc_port, canary_args(md, settings) if track == STABLE else [])
     run = ["/usr/bin/podman", "run", "--rm", "--name", "mlstack-serve", "--network", "host", "--read-only",
            "--tmpfs", "/tmp", "--user", "10001:10001", "--security-opt", "no-new-privileges",
            "-e", f"MLSTACK_MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri}",
@@ -450,7 +487,8 @@ def build_virtualmachine(md: ModelDeployment, version: str, settings: OperatorSe
                     "terminationGracePeriodSeconds": 30,
                     "volumes": [
                         {"name": "containerdisk", "containerDisk": {"image": vm.image}},
-                        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": cloud_init(md, version, settings)}},
+                        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": cloud_init(md, version, settings,
+                                                                                              track)}},
                     ],
                 },
             },
@@ -480,23 +518,32 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
             children.append(build_virtualmachine(md, canary, settings, track=CANARY))
         children.append(build_service(md, settings, target_port=settings.server_port,
                                       grpc_target=settings.grpc_port))
+        if canary is not None:
+            children.append(build_service(md, settings, target_port=settings.server_port,
+                                          grpc_target=settings.grpc_port, track=CANARY))
         return children
 
-    # With autoscaling the HPA owns the stable track's replica count within the stable share of the bounds; a
-    # canary keeps its fixed share of minReplicas (so the effective percentage shrinks as the stable track scales
-    # out: exact weighted routing is not done here).
+    # With autoscaling each track's HPA owns its replica count (hpa_bounds); the share stays exact at any scale
+    # because the stable replicas forward it, whatever the counts.
     stable = build_deployment(md, versions.stable, settings, replicas=stable_n, surge=surge)
     if spec.autoscaling:
         stable["metadata"]["annotations"][ANNOTATION_REPLICAS_FROM] = f"HorizontalPodAutoscaler/{md.name}"
     children.append(stable)
     if canary is not None:
+        assert spec.canary is not None
         dep = build_deployment(md, canary, settings, track=CANARY, replicas=canary_n, surge=surge)
-        share = round(100 * canary_n / max(1, stable_n + canary_n))
-        dep["metadata"]["annotations"][ANNOTATION_CANARY_PERCENT] = str(share)
+        dep["metadata"]["annotations"][ANNOTATION_CANARY_PERCENT] = str(spec.canary.traffic_percent)
+        if spec.autoscaling:
+            dep["metadata"]["annotations"][ANNOTATION_REPLICAS_FROM] = \
+                f"HorizontalPodAutoscaler/{child_name(md, CANARY)}"
         children.append(dep)
     children.append(build_service(md, settings))
+    if canary is not None:
+        children.append(build_service(md, settings, track=CANARY))
     if spec.autoscaling:
-        children.append(build_hpa(md, canary_n))
+        children.append(build_hpa(md))
+        if canary is not None:
+            children.append(build_hpa(md, CANARY))
     return children
 
 
@@ -513,7 +560,9 @@ def possible_children(md: ModelDeployment) -> list[tuple[str, str, str]]:
         ("apps/v1", "Deployment", md.name),
         ("apps/v1", "Deployment", canary),
         ("v1", "Service", md.name),
+        ("v1", "Service", canary),
         ("autoscaling/v2", "HorizontalPodAutoscaler", md.name),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", canary),
         ("ray.io/v1", "RayService", md.name),
         ("kubevirt.io/v1", "VirtualMachine", md.name),
         ("kubevirt.io/v1", "VirtualMachine", canary),

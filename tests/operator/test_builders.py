@@ -76,7 +76,7 @@ def test_onnx_children():
     assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["allowPrivilegeEscalation"] is False
     assert dep["spec"]["replicas"] == 1
     svc = children("onnx")[1]
-    assert svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris"}
+    assert svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris", builders.LABEL_TRACK: "stable"}
 
 
 def test_gpu_requests_and_limits():
@@ -94,33 +94,52 @@ def test_autoscaling_adds_hpa_and_leaves_replicas_to_it():
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
 
 
-def test_onnx_canary_is_a_second_replica_set_behind_the_same_service():
+def test_onnx_canary_is_its_own_replica_set_and_service_and_stable_forwards_its_share():
     objs = children("onnx-canary")
-    assert kinds(objs) == ["Deployment/iris", "Deployment/iris-canary", "Service/iris"]
-    stable, canary, svc = objs
-    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (9, 1)
-    assert canary["spec"]["template"]["spec"]["containers"][0]["command"][3] == "models:/iris_model/4"
+    assert kinds(objs) == ["Deployment/iris", "Deployment/iris-canary", "Service/iris", "Service/iris-canary"]
+    stable, canary, svc, canary_svc = objs
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (9, 1)  # capacity only, not the share
+    canary_cmd = canary["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert canary_cmd[3] == "models:/iris_model/4" and "--canary-url" not in canary_cmd
+    stable_cmd = stable["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert stable_cmd[3] == "models:/iris_model/3"
+    assert stable_cmd[stable_cmd.index("--canary-url") + 1] == "http://iris-canary.models.svc.cluster.local:8080"
+    assert stable_cmd[stable_cmd.index("--canary-percent") + 1] == "10"
+    assert stable_cmd[stable_cmd.index("--canary-grpc") + 1] == "iris-canary.models.svc.cluster.local:8081"
     assert canary["metadata"]["annotations"][builders.ANNOTATION_CANARY_PERCENT] == "10"
     assert stable["spec"]["selector"]["matchLabels"][builders.LABEL_TRACK] == "stable"
     assert canary["spec"]["selector"]["matchLabels"][builders.LABEL_TRACK] == "canary"
-    assert builders.LABEL_TRACK not in svc["spec"]["selector"]
+    # the main Service reaches only stable pods (which forward exactly 10 %); the canary's only the canary's
+    assert svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris", builders.LABEL_TRACK: "stable"}
+    assert canary_svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris", builders.LABEL_TRACK: "canary"}
+    assert [p["name"] for p in canary_svc["spec"]["ports"]] == ["http", "grpc"]
+    no_grpc = OperatorSettings(server_image=SETTINGS.server_image, grpc_port=0)
+    cmd = build_children(CASES["onnx-canary"], Versions("3", "4"), no_grpc)[0]["spec"]["template"]["spec"][
+        "containers"][0]["command"]
+    assert "--canary-grpc" not in cmd and "--canary-url" in cmd
 
 
-def test_canary_with_autoscaling_counts_the_canary_inside_the_bounds():
-    # minReplicas 4 at 25 %: stable 3 (the HPA's minimum) + canary 1 = 4 pods, 25 % of them canary; what
-    # admission demands (4 x 500m) is what the quota controller will count for those pods
+def test_canary_with_autoscaling_has_its_own_hpa_within_the_bounds():
+    # minReplicas 4 at 25 %: stable 3 (its HPA's minimum) + canary 1 = 4 pods at minimum scale, as admission (4 x
+    # 500m) and the quota controller count; maxReplicas 8: stable up to 6 + canary up to 2 = 8
     from mlstack_operator.admission import demand
 
     objs = children("onnx-canary-autoscaling")
-    assert kinds(objs) == ["Deployment/iris", "Deployment/iris-canary", "Service/iris", "HorizontalPodAutoscaler/iris"]
-    stable, canary, _, hpa = objs
+    assert kinds(objs) == ["Deployment/iris", "Deployment/iris-canary", "Service/iris", "Service/iris-canary",
+                           "HorizontalPodAutoscaler/iris", "HorizontalPodAutoscaler/iris-canary"]
+    stable, canary, _, _, hpa, canary_hpa = objs
     assert stable["spec"]["replicas"] == 3 and canary["spec"]["replicas"] == 1
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 6)
+    assert (canary_hpa["spec"]["minReplicas"], canary_hpa["spec"]["maxReplicas"]) == (1, 2)
+    assert canary_hpa["spec"]["scaleTargetRef"]["name"] == "iris-canary"
+    assert canary["metadata"]["annotations"][builders.ANNOTATION_REPLICAS_FROM] == \
+        "HorizontalPodAutoscaler/iris-canary"
     assert canary["metadata"]["annotations"][builders.ANNOTATION_CANARY_PERCENT] == "25"
-    pods = hpa["spec"]["minReplicas"] + canary["spec"]["replicas"]
+    pods = hpa["spec"]["minReplicas"] + canary_hpa["spec"]["minReplicas"]
     cpu = sum(float(builders._cpu_float(o["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]))
               * n for o, n in ((stable, hpa["spec"]["minReplicas"]), (canary, 1)))
     assert pods == 4 and demand(CASES["onnx-canary-autoscaling"]).cpu == pytest.approx(cpu)
+    assert hpa["spec"]["maxReplicas"] + canary_hpa["spec"]["maxReplicas"] == 8
 
 
 @pytest.mark.parametrize("total,pct,expected", [(10, 10, (9, 1)), (1, 10, (1, 1)), (4, 25, (3, 1)),
@@ -177,12 +196,36 @@ def test_vm_children():
     assert "mlstack serve --model models:/iris_model/3 --host 0.0.0.0 --port 8080" in unit
     assert ["systemctl", "enable", "--now", "mlstack-serve.service"] in cloud["runcmd"]
     assert spec["template"]["metadata"]["labels"][builders.LABEL_DEPLOYMENT] == "iris"
-    assert svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris"}
+    assert svc["spec"]["selector"] == {builders.LABEL_DEPLOYMENT: "iris", builders.LABEL_TRACK: "stable"}
     assert svc["spec"]["ports"][0]["targetPort"] == 8080
 
 
 def test_vm_canary():
-    assert kinds(children("vm-canary")) == ["VirtualMachine/iris", "VirtualMachine/iris-canary", "Service/iris"]
+    import yaml
+
+    objs = children("vm-canary")
+    assert kinds(objs) == ["VirtualMachine/iris", "VirtualMachine/iris-canary", "Service/iris",
+                           "Service/iris-canary"]
+    stable, canary, svc, canary_svc = objs
+
+    def unit(vm):
+        (disk,) = [v for v in vm["spec"]["template"]["spec"]["volumes"] if v["name"] == "cloudinitdisk"]
+        return yaml.safe_load(disk["cloudInitNoCloud"]["userData"])["write_files"][0]["content"]
+
+    assert ("--canary-url http://iris-canary.models.svc.cluster.local:8080 --canary-percent 50 "
+            "--canary-grpc iris-canary.models.svc.cluster.local:8081") in unit(stable)
+    assert "--canary-url" not in unit(canary) and "models:/iris_model/4" in unit(canary)
+    assert canary["spec"]["template"]["metadata"]["labels"][builders.LABEL_TRACK] == "canary"
+    assert svc["spec"]["selector"][builders.LABEL_TRACK] == "stable"
+    assert canary_svc["spec"]["selector"][builders.LABEL_TRACK] == "canary"
+    assert canary_svc["spec"]["ports"][0]["targetPort"] == 8080
+
+
+def test_every_canary_child_is_a_possible_child():
+    for case in CASES:
+        made = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in children(case)}
+        assert made <= set(builders.possible_children(CASES[case])), case
+        assert made == builders.child_keys(CASES[case], SETTINGS), case
 
 
 def test_builders_are_deterministic_and_pure():
