@@ -125,6 +125,10 @@ def open_page(browser, url: str, watch: Callable | None = None) -> Iterator:
 
 
 @pytest.fixture(scope="session")
-def artifacts() -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS
+def artifacts(tmp_path_factory) -> Path:
+    """Where screenshots go: a temporary directory, so a run leaves the tree clean; with
+    MLSTACK_UPDATE_SCREENSHOTS=1, tests/artifacts/ (the committed ones the README shows)."""
+    if os.environ.get("MLSTACK_UPDATE_SCREENSHOTS") == "1":
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        return ARTIFACTS
+    return tmp_path_factory.mktemp("screenshots")

@@ -2,7 +2,8 @@
 
 One page is kept open across the module, as a user would: it loads cleanly, a training started from
 its form shows up live as an alert, the chart gains that version, predict answers with a class, and a
-dropped connection replays exactly the alerts it missed. The screenshot lands in tests/artifacts/.
+dropped connection replays exactly the alerts it missed. The screenshot lands in tests/artifacts/ with
+MLSTACK_UPDATE_SCREENSHOTS=1 (else a temporary directory).
 """
 
 from __future__ import annotations
