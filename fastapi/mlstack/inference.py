@@ -2,7 +2,8 @@
 
 What to serve: ``model`` (a registered name; default ``MLSTACK_MODEL_NAME``) with ``version`` or ``alias``
 (default ``@champion``; the seed's ``model_version`` is ``version``), or ``deployment`` ("namespace/name"):
-the request goes to that ModelDeployment's ``status.url`` (its canary included). Rows are lists or objects
+the request goes to that ModelDeployment's ``status.url`` (its canary included: ``model_version`` is the
+version that answered, from the model server's ``X-Model-Version``). Rows are lists or objects
 keyed by feature name; they are checked against the version's features before a model server is called:
 the ``mlstack.features`` tag (training and uploads record the signature's columns there), else the
 signature in the version's ``MLmodel`` (column names, or a ``[-1, n]`` tensor's width), read once per version.
@@ -226,12 +227,13 @@ class InferenceClient:
                 async with self.http.post(f"{url}/predict", data=body,
                                           timeout=aiohttp.ClientTimeout(total=per_try)) as resp:
                     status, content = resp.status, await resp.read()
+                    served = resp.headers.get("x-model-version")  # a deployment's canary answers with its own
                 if status == 200:
                     out = orjson.loads(content)
                     preds = out["predictions"]
                     LATENCY.observe(time.perf_counter() - t0)
                     return InferenceResponse(
-                        model_name=name, model_version=version, predictions=preds,
+                        model_name=name, model_version=served or version, predictions=preds,
                         prediction=preds[0] if req.single else None,
                         probabilities=out.get("probabilities"), attempts=attempts,
                         version_stale=(not req.deployment

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from mlstack.deployments.schemas import DeploymentView, new_object, view, views
+from mlstack.deployments.schemas import DeploymentView, abort_spec, new_object, promote_spec, view, views
 from mlstack.deployments.settings import DeploymentSettings
 from mlstack.errors import Conflict, MlstackError, NotFound, Unavailable
 from mlstack.kubeapi import NamespaceTerminating, call
@@ -80,6 +80,33 @@ class KubeDeployments:
         except NotFound:
             raise NotFound(f"ModelDeployment {namespace}/{name} not found") from None
         return view(obj)
+
+    async def promote_canary(self, namespace: str, name: str) -> DeploymentView:
+        """The canary becomes stable: ``model.version`` = the canary's version, no canary (the operator rolls the
+        stable Deployment to it and prunes the canary's children)."""
+        return await self._update_spec(namespace, name, promote_spec)
+
+    async def abort_canary(self, namespace: str, name: str) -> DeploymentView:
+        """The canary is removed (the operator prunes its children; stable takes all traffic)."""
+        return await self._update_spec(namespace, name, abort_spec)
+
+    async def _update_spec(self, namespace: str, name: str, change) -> DeploymentView:
+        what = f"ModelDeployment {namespace}/{name}"
+        try:
+            obj = await self._call(what, "get_namespaced_custom_object", namespace, PLURAL, name)
+        except NotFound:
+            raise NotFound(f"{what} not found") from None
+        spec = change(ModelDeploymentSpec.model_validate(obj["spec"]), f"{namespace}/{name}")
+        body = {**obj, "spec": spec.to_k8s()}  # with its resourceVersion: a concurrent change is a 409, not lost
+        body.pop("status", None)
+        try:
+            out = await self._call(f"update {what}", "replace_namespaced_custom_object", namespace, PLURAL, name,
+                                   body)
+        except NotFound:
+            raise NotFound(f"{what} not found") from None
+        except Conflict:
+            raise Conflict(f"{what} changed meanwhile; read it again and retry") from None
+        return view(out)
 
     async def delete(self, namespace: str, name: str) -> None:
         try:

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mlstack.deployments.schemas import DeploymentView, new_object, view, views
+from mlstack.deployments.schemas import DeploymentView, abort_spec, new_object, promote_spec, view, views
 from mlstack.deployments.settings import DeploymentSettings
 from mlstack.errors import Conflict, InvalidInput, NotFound, Unavailable
 from mlstack.local.servers import ServerPool
@@ -54,69 +54,115 @@ def _key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+Canary = tuple[str, int]  # (canary version, traffic percent)
+
+
 class Child(Protocol):
     """What serves one local deployment."""
 
     kind: str
 
-    async def start(self, version: str, replicas: int) -> str:
-        """Start (or replace) the serving child for ``version``; return its base URL once ready."""
+    async def start(self, version: str, replicas: int, canary: Canary | None = None) -> str:
+        """Start (or replace) the serving child for ``version`` (with ``canary``'s exact share of requests going
+        to that version); return its base URL once ready."""
 
     async def wait_exit(self) -> str:
         """Return (with a reason) when the child stops serving; never returns while it is healthy."""
 
     async def retire(self, keep: str) -> None:
-        """After a roll to ``keep`` (traffic already switched): stop what serves any other version."""
+        """After a roll (traffic already switched): stop what the last successful ``start`` does not use."""
 
     async def stop(self) -> None: ...
 
 
 class ProcessChild:
-    """``server: onnx``: a ``mlstack serve`` process (its pid file under state_dir/deployments/NS/NAME)."""
+    """``server: onnx``: ``mlstack serve`` processes (pid files under state_dir/deployments/NS/NAME).
+
+    Without a canary one plain server of the version. With a canary, as in a cluster: a plain server of the
+    canary version, and in front of it the stable version's server started with ``--canary-url`` (the plain
+    one's URL) and ``--canary-percent``, which forwards exactly that share of requests (``front`` pool, one per
+    canary configuration). Promote (the canary's plain server is already running: traffic switches to it) and
+    abort (a plain server of the stable version starts beside the front one) roll without a gap.
+    """
 
     kind = "Process"
 
     def __init__(self, settings: Settings, namespace: str, name: str, model: str, reserved: set[int]):
-        s = settings.model_copy(update={"state_dir": settings.state_dir / "deployments" / namespace / name})
-        self.pool = ServerPool(s, reserved_ports=reserved)  # ports shared with its siblings
+        self.settings = settings.model_copy(
+            update={"state_dir": settings.state_dir / "deployments" / namespace / name})
+        self.pool = ServerPool(self.settings, reserved_ports=reserved)  # ports shared with its siblings
+        self.fronts: dict[tuple[str, ...], ServerPool] = {}  # the stable version forwarding a canary's share
         self.model = model
         self.reserved = reserved
         self.version: str | None = None  # the version started last
+        self._using: list[tuple[ServerPool, str]] = []  # (pool, version) the last successful start serves with
 
-    async def start(self, version: str, replicas: int) -> str:
+    def _pools(self) -> list[ServerPool]:
+        return [self.pool, *self.fronts.values()]
+
+    async def _plain(self, version: str) -> str:
         # beside any other version's live server: a roll switches traffic before the old one stops (retire);
         # a dead one of another version (crashed, then the alias moved) only gives its port back
         for srv in self.pool.servers():
             if srv.version != version and not srv.alive():
                 await self.pool.stop(srv.name, srv.version)
-        url = await self.pool.endpoint(self.model, version)
+        return await self.pool.endpoint(self.model, version)
+
+    async def start(self, version: str, replicas: int, canary: Canary | None = None) -> str:
+        if canary is None or canary[0] == version:
+            url = await self._plain(version)
+            self._using = [(self.pool, version)]
+        else:
+            canary_url = await self._plain(canary[0])
+            args = ("--canary-url", canary_url, "--canary-percent", str(canary[1]))
+            front = self.fronts.get(args)
+            if front is None:
+                front = self.fronts[args] = ServerPool(self.settings, reserved_ports=self.reserved, extra_args=args,
+                                                       subdir=f"front-v{canary[0]}-{canary[1]}pct-{len(self.fronts)}")
+            url = await front.endpoint(self.model, version)
+            self._using = [(front, version), (self.pool, canary[0])]
         self.version = version
         return url
 
     async def retire(self, keep: str) -> None:
-        for srv in self.pool.servers():
-            if srv.version != keep:
-                await self.pool.stop(srv.name, srv.version)  # SIGTERM: uvicorn finishes in-flight requests
+        using = {(id(p), v) for p, v in self._using}
+        for pool in self._pools():
+            for srv in pool.servers():
+                if (id(pool), srv.version) not in using:
+                    await pool.stop(srv.name, srv.version)  # SIGTERM: uvicorn finishes in-flight requests
+        for args, pool in list(self.fronts.items()):
+            if not pool.servers() and all(p is not pool for p, _ in self._using):
+                await pool.stop_all()
+                del self.fronts[args]
 
     async def wait_exit(self) -> str:
-        servers = [s for s in self.pool.servers() if s.version == self.version] or self.pool.servers()
+        servers = [srv for pool, v in self._using if (srv := pool.get(self.model, v)) is not None]
         if not servers:
             return "no model server process"
-        srv = servers[0]
-        code = await srv.proc.wait()
-        self.reserved.discard(srv.port)
+        waits = {asyncio.ensure_future(srv.proc.wait()): srv for srv in servers}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        srv = waits[next(iter(done))]
+        code = srv.proc.returncode
         lines = [ln for ln in srv.log_tail(2000).splitlines() if ln.strip()]
-        return f"model server exited ({code}): {lines[-1] if lines else 'no output'} (log: {srv.log_path})"
+        return f"model server v{srv.version} exited ({code}): {lines[-1] if lines else 'no output'} " \
+               f"(log: {srv.log_path})"
 
     async def stop(self) -> None:
-        for srv in self.pool.servers():
-            self.reserved.discard(srv.port)
-        await self.pool.stop_all()
+        for pool in self._pools():
+            for srv in pool.servers():
+                self.reserved.discard(srv.port)
+        await asyncio.gather(*(pool.stop_all() for pool in self._pools()))
+        self.fronts.clear()
+        self._using = []
         self._kill_orphans()
 
     def _kill_orphans(self) -> None:
         """A start cancelled half-way (delete during startup) leaves a process the pool never adopted."""
-        for pid_file in self.pool.dir.glob("*.pid"):
+        for pid_file in self.settings.state_dir.glob("*/*.pid"):
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
             pid_file.unlink(missing_ok=True)
@@ -165,11 +211,13 @@ class RayServeChild:
         self.prefix = f"/{namespace}/{name}"
         self.model = model
 
-    async def start(self, version: str, replicas: int) -> str:
+    async def start(self, version: str, replicas: int, canary: Canary | None = None) -> str:
         await self.rs.ensure()
         ds = self.rs.ds
-        args = {"model_uri": f"models:/{self.model}/{version}", "name": self.model,
-                "num_replicas": replicas, "num_cpus": ds.rayserve_replica_cpus}
+        args: dict[str, Any] = {"model_uri": f"models:/{self.model}/{version}", "name": self.model,
+                                "num_replicas": replicas, "num_cpus": ds.rayserve_replica_cpus}
+        if canary is not None and canary[0] != version:  # Ray Serve's CanaryRouter: the same exact split
+            args.update(canary_model_uri=f"models:/{self.model}/{canary[0]}", canary_traffic_percent=canary[1])
 
         def _run() -> None:
             from ray import serve
@@ -325,6 +373,30 @@ class LocalDeployments:
             await self.redis.hdel(self.ds.deployments_redis_key, key)
         log.info("deleted local ModelDeployment %s", key)
 
+    async def promote_canary(self, namespace: str, name: str) -> DeploymentView:
+        """The canary becomes stable (``model.version`` = the canary's version, no canary): the canary's server is
+        already running, so traffic switches to it at once and the old stable one stops."""
+        return await self._update_spec(namespace, name, promote_spec)
+
+    async def abort_canary(self, namespace: str, name: str) -> DeploymentView:
+        """The canary is removed: a plain server of the stable version takes all traffic, then the canary stops."""
+        return await self._update_spec(namespace, name, abort_spec)
+
+    async def _update_spec(self, namespace: str, name: str, change) -> DeploymentView:
+        key = _key(namespace, name)
+        async with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                raise NotFound(f"ModelDeployment {namespace}/{name} not found")
+            spec = change(entry.spec, f"{namespace}/{name}")
+            meta = entry.obj["metadata"]
+            meta["generation"] = int(meta.get("generation") or 1) + 1
+            entry.obj["spec"] = spec.to_k8s()
+            entry.spec = spec
+            await self.redis.hset(self.ds.deployments_redis_key, key, json.dumps(entry.obj))
+            entry.wake.set()  # the supervisor rolls to the new spec now
+            return view(entry.obj)
+
     def alias_moved(self, model: str) -> None:
         """An alias of ``model`` moved (the API moved it): its deployments re-resolve now, not at the next tick."""
         for e in self._entries.values():
@@ -373,7 +445,8 @@ class LocalDeployments:
         if spec.autoscaling:
             notes.append("autoscaling is not applied locally")
         if spec.canary:
-            notes.append("canary is not applied locally (cluster mode splits traffic)")
+            notes.append(f"canary v{spec.canary.version} gets exactly {spec.canary.traffic_percent}% of requests "
+                         f"(forwarded by the stable server)")
         return notes
 
     async def _resolve(self, spec: ModelDeploymentSpec) -> str:
@@ -421,20 +494,24 @@ class LocalDeployments:
                 "deployment.rolled", "info",
                 f"ModelDeployment {entry.namespace}/{entry.name} rolled {entry.spec.model.name} "
                 f"v{previous} -> v{version}",
-                f"@{entry.spec.model.alias} moved; serving v{version} at {status.get('url')}",
+                (f"@{entry.spec.model.alias} moved" if entry.spec.model.alias else "spec changed (canary promoted)")
+                + f"; serving v{version} at {status.get('url')}",
                 namespace=entry.namespace, deployment=entry.name, model=entry.spec.model.name, version=version,
                 data={"from": previous, "to": version, "alias": entry.spec.model.alias, "mode": "local"})
         except Exception as e:  # alerts are best effort; serving goes on
             log.warning("deployment.rolled alert not sent: %s", e)
 
     async def _supervise(self, entry: Entry) -> None:
-        spec, gen = entry.spec, 1
-        notes = "; ".join(entry.notes)
-        replicas = self._replicas(spec)
         backoff, child_failed = 1.0, False
-        serving: str | None = None  # the version that is Ready now (a roll keeps it until the next one is)
+        # what is Ready now: (version, canary); a roll (alias moved, canary promoted or aborted) keeps it serving
+        # until the next one is
+        serving: tuple[str, Canary | None] | None = None
         name = f"{entry.child.kind}/{entry.namespace}--{entry.name}"
         while True:
+            spec, gen = entry.spec, int(entry.obj["metadata"].get("generation") or 1)
+            entry.notes = self._notes(spec)
+            notes = "; ".join(entry.notes)
+            replicas = self._replicas(spec)
             try:
                 version = await self._resolve(spec)
             except NotFound as e:
@@ -448,14 +525,19 @@ class LocalDeployments:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
                 continue
-            base = dict(generation=gen, admitted=True, admission_message=notes, resolved_version=version)
+            canary: Canary | None = None
+            if spec.canary is not None and spec.canary.version != version:  # an alias may resolve to it
+                canary = (spec.canary.version, spec.canary.traffic_percent)
+            config = (version, canary)
+            base = dict(generation=gen, admitted=True, admission_message=notes, resolved_version=version,
+                        canary_version=canary[0] if canary else None)
             if replicas == 0:
                 await entry.child.stop()
                 serving = None
                 await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, 0, 0, True),)))
-                await self._alias_moved(entry, version)
+                await self._changed(entry, version, gen)
                 continue
-            rolling = serving is not None and serving != version
+            rolling = serving is not None and serving != config
             # after a child failure stay Failed until it is Ready again (no alert flapping); a roll stays Ready
             # on the old version until the new one is
             if not child_failed and not rolling:
@@ -463,12 +545,12 @@ class LocalDeployments:
                                                                            False),)))
             entry.rolling_to = version if rolling else None
             try:
-                url = await entry.child.start(version, replicas)
+                url = await entry.child.start(version, replicas, canary)
             except Unavailable as e:
                 entry.rolling_to = None
                 if rolling:  # the old version keeps serving; try again after the backoff
                     log.warning("local ModelDeployment %s/%s: v%s did not start, v%s keeps serving: %s",
-                                entry.namespace, entry.name, version, serving, e.message)
+                                entry.namespace, entry.name, version, serving[0] if serving else None, e.message)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
                     continue
@@ -483,14 +565,14 @@ class LocalDeployments:
             ready = ChildState(entry.child.kind, name, replicas, replicas, True)
             await self._set(entry, Inputs(**base, url=url, children=(ready,)))  # traffic switches here
             entry.rolling_to = None
-            if rolling:
-                await entry.child.retire(version)
-                log.info("local ModelDeployment %s/%s rolled v%s -> v%s", entry.namespace, entry.name, serving,
-                         version)
-                await self._rolled(entry, str(serving), entry.obj.get("status") or {})
-            serving = version
+            await entry.child.retire(version)  # whatever this configuration does not use
+            if rolling and serving is not None:
+                log.info("local ModelDeployment %s/%s rolled %s -> %s", entry.namespace, entry.name, serving, config)
+                if serving[0] != version:
+                    await self._rolled(entry, serving[0], entry.obj.get("status") or {})
+            serving = config
             exit_task = asyncio.create_task(entry.child.wait_exit())
-            moved_task = asyncio.create_task(self._alias_moved(entry, version))
+            moved_task = asyncio.create_task(self._changed(entry, version, gen))
             try:
                 done, _ = await asyncio.wait({exit_task, moved_task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -507,16 +589,18 @@ class LocalDeployments:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.ds.deployments_retry_seconds)
             else:
-                log.info("local ModelDeployment %s/%s: alias moved; rolling to the new version",
-                         entry.namespace, entry.name)
+                log.info("local ModelDeployment %s/%s: spec or alias changed; rolling", entry.namespace, entry.name)
 
-    async def _alias_moved(self, entry: Entry, version: str) -> bool:
-        """Wait until the alias the spec follows points at another version (never returns for a pinned one)."""
+    async def _changed(self, entry: Entry, version: str, generation: int) -> bool:
+        """Wait until the spec changed (canary promoted or aborted) or the alias it follows points at another
+        version (never returns for an unchanged spec pinned to a version)."""
         spec = entry.spec
         while True:
-            with contextlib.suppress(TimeoutError):  # woken by alias_moved, else the next tick
+            with contextlib.suppress(TimeoutError):  # woken by alias_moved or a spec change, else the next tick
                 await asyncio.wait_for(entry.wake.wait(), self.ds.deployments_resolve_seconds)
             entry.wake.clear()
+            if int(entry.obj["metadata"].get("generation") or 1) != generation:
+                return True
             if spec.model.alias is None:
                 continue
             try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlstack.errors import Conflict
 from mlstack_operator.contract import (
     API_VERSION,
     KIND,
@@ -99,3 +100,22 @@ def new_object(namespace: str, name: str, spec: ModelDeploymentSpec, *, local: b
     if local:
         meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=now_rfc3339())
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": spec.to_k8s()}
+
+
+def promote_spec(spec: ModelDeploymentSpec, what: str) -> ModelDeploymentSpec:
+    """The spec after promoting its canary: pinned to the canary's version, no canary (409 without one)."""
+    if spec.canary is None:
+        raise Conflict(f"ModelDeployment {what} has no canary to promote")
+    raw = spec.to_k8s()
+    raw["model"] = {"name": spec.model.name, "version": spec.canary.version}
+    raw.pop("canary")
+    return ModelDeploymentSpec.model_validate(raw)
+
+
+def abort_spec(spec: ModelDeploymentSpec, what: str) -> ModelDeploymentSpec:
+    """The spec after aborting its canary: the same, without the canary (409 without one)."""
+    if spec.canary is None:
+        raise Conflict(f"ModelDeployment {what} has no canary to abort")
+    raw = spec.to_k8s()
+    raw.pop("canary")
+    return ModelDeploymentSpec.model_validate(raw)

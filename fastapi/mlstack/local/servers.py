@@ -67,11 +67,13 @@ class LocalServer:
 
 
 class ServerPool:
-    def __init__(self, settings: Settings, reserved_ports: set[int] | None = None):
+    def __init__(self, settings: Settings, reserved_ports: set[int] | None = None,
+                 extra_args: tuple[str, ...] = (), subdir: str = "servers"):
         self.settings = settings
         # shared with other pools on this machine so that two never pick the same free port at once
         self.reserved_ports = reserved_ports if reserved_ports is not None else set()
-        self.dir = settings.state_dir / "servers"
+        self.extra_args = extra_args  # appended to every server's `mlstack serve` (e.g. a canary split)
+        self.dir = settings.state_dir / subdir
         self._servers: dict[tuple[str, str], LocalServer] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._http = httpx.AsyncClient(timeout=2.0)
@@ -136,6 +138,7 @@ class ServerPool:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{name}/{version}",
                 "--host", s.serve_host, "--port", str(port), "--name", name, "--max-batch", str(s.serve_max_batch),
+                *self.extra_args,
                 stdout=fh, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
                 cwd=str(sandbox.dir), env=sandbox.env(s), close_fds=True,
                 preexec_fn=lambda: (sandbox.drop_privileges(), _die_with_parent()),  # PDEATHSIG after setuid

@@ -1,4 +1,5 @@
-"""``/deployments``: create, list, read and delete ModelDeployments (the operator's contract).
+"""``/deployments``: create, list, read and delete ModelDeployments (the operator's contract); promote or abort
+a canary (``POST /deployments/{name}/canary/promote|abort``, the roles that may update a deployment).
 
 Local mode serves them on this machine; cluster mode goes through the Kubernetes API (see
 ``mlstack.deployments``). Invalid specs are 422 with every reason, duplicates 409, unknown ones 404.
@@ -68,6 +69,29 @@ async def get_deployment(name: Name, svc: ServicesDep, caller: CallerDep,
     namespace = namespace or caller.principal.namespace
     await caller.require("get", "modeldeployments", namespace, name)
     return await backend.get(namespace, name)
+
+
+@router.post("/{name}/canary/promote", response_model=DeploymentView,
+             responses={404: {"description": "no such ModelDeployment"},
+                        409: {"description": "it has no canary (or it changed meanwhile)"}},
+             summary="Promote the canary: it becomes the stable version (model.version = the canary's), no canary")
+async def promote_canary(name: Name, svc: ServicesDep, caller: CallerDep,
+                         namespace: Namespace = None) -> DeploymentView:
+    backend = _backend(svc)
+    namespace = namespace or caller.principal.namespace
+    await caller.require("update", "modeldeployments", namespace, name)
+    return await backend.promote_canary(namespace, name)
+
+
+@router.post("/{name}/canary/abort", response_model=DeploymentView,
+             responses={404: {"description": "no such ModelDeployment"},
+                        409: {"description": "it has no canary (or it changed meanwhile)"}},
+             summary="Abort the canary: it is removed, the stable version takes all traffic")
+async def abort_canary(name: Name, svc: ServicesDep, caller: CallerDep, namespace: Namespace = None) -> DeploymentView:
+    backend = _backend(svc)
+    namespace = namespace or caller.principal.namespace
+    await caller.require("update", "modeldeployments", namespace, name)
+    return await backend.abort_canary(namespace, name)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
