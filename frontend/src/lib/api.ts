@@ -239,6 +239,11 @@ export class ApiClient {
     const q = namespace ? `?namespace=${enc(namespace)}` : "";
     return this.request<unknown>(`/deployments/${enc(name)}${q}`, { method: "DELETE" });
   }
+  /** The canary becomes the stable version (``promote``) or is removed (``abort``): one call; 409 without one. */
+  async canary(action: "promote" | "abort", name: string, namespace?: string) {
+    const q = namespace ? `?namespace=${enc(namespace)}` : "";
+    return flattenDeployment(await this.request<RawDeployment>(`/deployments/${enc(name)}/canary/${action}${q}`, { method: "POST" }));
+  }
 
   // organisations (cluster mode; local mode answers 501)
   orgs() {

@@ -110,6 +110,7 @@ export interface DeploymentSpec {
   server?: "onnx" | "rayserve";
   replicas?: number;
   vm?: { image: string; cores: number; memory: string };
+  canary?: { version: string; trafficPercent: number } | null;
   [key: string]: unknown;
 }
 
@@ -117,6 +118,7 @@ export interface DeploymentStatus {
   phase?: string;
   url?: string | null;
   resolvedVersion?: string | null;
+  canaryVersion?: string | null;
   replicas?: number;
   readyReplicas?: number;
   queuePosition?: number | null;

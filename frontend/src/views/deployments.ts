@@ -9,7 +9,48 @@ function modelRef(d: Deployment): string {
   return `${m.name}${m.version ? ` v${m.version}` : m.alias ? `@${m.alias}` : ""}`;
 }
 
-function row(d: Deployment, refresh: () => Promise<void>): HTMLTableRowElement {
+/** "v3", or with a canary "v3 + canary v4 (10 %)": the canary gets exactly that share of requests. */
+export function versionText(d: Deployment): string {
+  const s = d.status ?? {};
+  const base = s.resolvedVersion ? `v${s.resolvedVersion}` : "–";
+  const c = d.spec?.canary;
+  return c ? `${base} + canary v${s.canaryVersion ?? c.version} (${c.trafficPercent} %)` : base;
+}
+
+type CanaryClient = Pick<typeof api, "canary">;
+
+/** Promote / Abort buttons of a deployment with a canary (none without one): one API call each. */
+export function canaryButtons(d: Deployment, refresh: () => Promise<void>, client: CanaryClient = api): HTMLButtonElement[] {
+  const c = d.spec?.canary;
+  if (!c) return [];
+  const button = (action: "promote" | "abort", label: string, question: string, cls: string) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: `btn ${cls}`,
+        dataset: { canaryAction: action },
+        "aria-label": `${label} of deployment ${d.name}`,
+        onclick: async (ev: Event) => {
+          if (!window.confirm(question)) return;
+          (ev.currentTarget as HTMLButtonElement).disabled = true;
+          try {
+            await client.canary(action, d.name, d.namespace);
+          } catch (e) {
+            window.alert(`${label} failed: ${e instanceof Error ? e.message : String(e)}`);
+          }
+          await refresh();
+        },
+      },
+      label,
+    );
+  return [
+    button("promote", "Promote canary", `Promote canary v${c.version} of ${d.name}: it becomes the stable version and takes all traffic?`, "primary"),
+    button("abort", "Abort canary", `Abort canary v${c.version} of ${d.name}: it is removed and the stable version takes all traffic?`, "ghost"),
+  ];
+}
+
+export function row(d: Deployment, refresh: () => Promise<void>, client: CanaryClient = api): HTMLTableRowElement {
   const s = d.status ?? {};
   const phase = s.phase ?? "Pending";
   const failed = s.conditions?.find((c) => c.status === "False" && c.message);
@@ -18,14 +59,15 @@ function row(d: Deployment, refresh: () => Promise<void>): HTMLTableRowElement {
     { dataset: { deployment: d.name, phase } },
     h("th", { scope: "row" }, d.namespace ? h("span", { class: "muted" }, `${d.namespace}/`) : null, d.name),
     h("td", null, modelRef(d)),
-    h("td", null, s.resolvedVersion ? `v${s.resolvedVersion}` : "–"),
+    h("td", null, versionText(d)),
     h("td", null, `${d.spec?.runtime ?? "pod"}${d.spec?.runtime !== "vm" && d.spec?.server ? `/${d.spec.server}` : ""}`),
     h("td", null, h("span", { class: `pill ph-${phase.toLowerCase()}`, title: failed?.message }, phase), phase === "Queued" && s.queuePosition != null ? ` #${s.queuePosition}` : ""),
     h("td", null, s.readyReplicas != null || s.replicas != null ? `${s.readyReplicas ?? 0}/${s.replicas ?? d.spec?.replicas ?? "?"}` : "–"),
     h("td", null, s.url ? h("a", { href: s.url, target: "_blank", rel: "noopener noreferrer" }, s.url) : "–"),
     h(
       "td",
-      null,
+      { class: "row-actions" },
+      ...canaryButtons(d, refresh, client),
       h(
         "button",
         {
