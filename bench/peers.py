@@ -37,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,9 +222,80 @@ def peer_mlserver(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
                          grpc_data=_grpc_typed())]
 
 
+def peer_kserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
+    py = venv_python("kserve")
+    port, gport = base._free_port(), base._free_port()
+    s = "ModelServer workers 1 (the default), latency logging off; no batching in ModelServer"
+    url = f"http://127.0.0.1:{port}"
+    v1 = Target("KServe 0.21.0", "v1 JSON", "json", s, f"{url}/v1/models/{NAME}:predict",
+                json.dumps({"instances": [ROW]}).encode())
+    _launch(ctx, stack, "kserve", [str(py), str(PEER_DIR / "kserve_server.py"), "--model_name", NAME,
+                                   "--http_port", str(port), "--grpc_port", str(gport), "--workers", "1",
+                                   "--enable_latency_logging", "false"], _post_ready(v1),
+            env={"PYTHONPATH": str(PEER_DIR)})
+    return [v1, Target("KServe 0.21.0", "v2 JSON", "v2", s, f"{url}/v2/models/{NAME}/infer", _v2_json()),
+            Target("KServe 0.21.0", "v2 gRPC", "grpc", s, grpc=f"127.0.0.1:{gport}", grpc_data=_grpc_typed())]
+
+
+def peer_bentoml(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
+    py = venv_python("bentoml")
+    port = base._free_port()
+    s = f"workers 1 (the default), adaptive batching (batchable, max_batch_size {ctx.connections})"
+    t = Target("BentoML 1.4.40", "/predict JSON", "json", s, f"http://127.0.0.1:{port}/predict",
+               json.dumps({"X": [ROW]}).encode())
+    _launch(ctx, stack, "bentoml", [str(py.parent / "bentoml"), "serve", "bentoml_service:Iris", "--working-dir",
+                                    str(PEER_DIR), "--host", "127.0.0.1", "--port", str(port)], _post_ready(t),
+            env={"PYTHONPATH": str(PEER_DIR), "BENCH_MAX_BATCH": str(ctx.connections),
+                 "BENTOML_HOME": str(ctx.workdir / "bentoml-home"), "BENTOML_DO_NOT_TRACK": "true"})
+    return [t]
+
+
+def peer_pytriton(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
+    py = venv_python("pytriton")
+    port, gport, mport = base._free_port(), base._free_port(), base._free_port()
+    s = f"Triton's C++ front ends, dynamic batching (DynamicBatcher defaults, max_batch_size {ctx.connections})"
+    url = f"http://127.0.0.1:{port}/v2/models/{NAME}/infer"
+    rest = Target("PyTriton 0.7.0", "v2 JSON", "v2", s, url, _v2_json())
+    body, headers = _v2_binary()
+    _launch(ctx, stack, "pytriton", [str(py), str(PEER_DIR / "pytriton_server.py"), str(port), str(gport),
+                                     str(mport)], _post_ready(rest),
+            env={"PYTHONPATH": str(PEER_DIR), "BENCH_MAX_BATCH": str(ctx.connections),
+                 "BENCH_WORKSPACE": str(ctx.workdir / f"pytriton-{port}")})
+    return [rest, Target("PyTriton 0.7.0", "v2 binary", "bin", s, url, body, headers),
+            Target("PyTriton 0.7.0", "v2 gRPC", "grpc", s, grpc=f"127.0.0.1:{gport}", grpc_data=_grpc_typed())]
+
+
+def peer_rayserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
+    py = venv_python("rayserve")
+    port = base._free_port()
+    s = ("1 replica (0.5 CPU), @serve.batch (max_batch_size 16, 1 ms wait); ray.init num_cpus 2, object store "
+         "256 MB")
+    t = Target("Ray Serve 2.60.0", "/predict JSON", "json", s, f"http://127.0.0.1:{port}/predict",
+               json.dumps({"instances": [ROW]}).encode())
+    tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
+    stack.callback(shutil.rmtree, tmp, True)
+    _launch(ctx, stack, "rayserve", [str(py), str(PEER_DIR / "rayserve_app.py"), str(port), str(tmp)],
+            _post_ready(t), env={"PYTHONPATH": str(PEER_DIR), "BENCH_MAX_BATCH": str(ctx.connections),
+                                 "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"})
+    return [t]
+
+
+def peer_api(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
+    """bench/serving.py's (d): ``POST /inference`` through the API, auth off, to its own local mlstack serve."""
+    if ctx.api_env is None:  # a real mlflow server and Redis, once for the whole run
+        assert ctx.outer is not None
+        ctx.api_env = base.start_registry(ctx.workdir, ctx.outer, ctx.model_dir, NAME)
+    env = dict(ctx.api_env)
+    sctx = base.Context(env.pop("model_uri"), NAME, ctx.workdir, {**ctx.env, **env}, ctx.start_timeout)
+    t = base._api(sctx, stack, "api", f"api-{base._free_port()}", "[25000, 25499]", {})
+    return [Target("mlstack API", "POST /inference", "api", "1 API process, auth off, forwarding to its own "
+                   "local mlstack serve (started on the first call)", t.url, t.body, t.headers)]
+
+
 PEERS: dict[str, PeerFn] = {
     "floor": peer_floor, "granian": peer_granian, "mlstack": peer_mlstack, "mlserver": peer_mlserver,
-    "mlflow": peer_mlflow,
+    "kserve": peer_kserve, "bentoml": peer_bentoml, "pytriton": peer_pytriton, "rayserve": peer_rayserve,
+    "mlflow": peer_mlflow, "api": peer_api,
 }
 
 
@@ -259,7 +332,13 @@ def measure(t: Target, connections: int, duration: float, workdir: Path, ghz: st
     return run_wrk(t, connections, duration, workdir)
 
 
-# -- model --------------------------------------------------------------------------------------------
+def _answer(t: Target) -> str:
+    req = urllib.request.Request(t.url, data=t.body, headers=t.headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def _check_grpc_ready(t: Target, ghz: str | None, workdir: Path) -> None:
@@ -298,9 +377,9 @@ def _ratio(a: float | None, b: float | None) -> str:
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     rps = {r.target.label: _med([x.rps for x in r.thr]) for r in rows if r.thr}
     ml = {r.target.protocol: rps.get(r.target.label) for r in rows if r.target.server == "mlstack serve"}
-    floor = next((rps.get(r.target.label) for r in rows if r.target.server == "floor: bare uvicorn"), None)
+    floor = max((rps[r.target.label] for r in rows if r.target.group == "floor" and r.thr), default=None)
     out = [f"| server | protocol | req/s ({args.connections} conn) | p50 ms | p99 ms | seq p50 ms | seq p99 ms "
-           f"| vs mlstack serve (same protocol) | vs floor | settings |",
+           f"| vs mlstack serve (same protocol) | vs floor (the faster) | settings |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         t = r.target
@@ -332,7 +411,9 @@ def goals(rows: list[Row]) -> str:
             best, who = max(peers)
             lines.append(f"- mlstack serve {mine} ≥ 1.5x the best peer on the same protocol ({who}): "
                          f"{m / best:.2f}x {'**met**' if m / best >= 1.5 else '**missed**'}")
-    m, f = rps.get(("mlstack serve", "/predict JSON")), rps.get(("floor: bare uvicorn", "constant"))
+    m = rps.get(("mlstack serve", "/predict JSON"))
+    f = max((rps[(r.target.server, r.target.protocol)] for r in rows if r.target.group == "floor" and r.thr),
+            default=None)
     if m and f:
         lines.append(f"- mlstack serve /predict ≥ 0.6x the floor: {m / f:.2f}x "
                      f"{'**met**' if m / f >= 0.6 else '**missed**'}")
@@ -408,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                         rows[key] = [Row(t) for t in targets]
                     for row, t in zip(rows[key], targets, strict=True):
                         row.target = t  # the same target on this round's ports
+                        if rnd == 0 and t.url:  # what each server answers, for the log
+                            print(f"{t.label} answers: {_answer(t)[:200]}", file=sys.stderr)
                         try:
                             _check_grpc_ready(t, ghz, workdir)
                             measure(t, args.connections, 1, workdir, ghz)  # warm-up
