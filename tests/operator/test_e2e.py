@@ -180,7 +180,7 @@ def test_restart_never_duplicates(k8s_admin, mlstack_operator, ns):
     for name in ("r1", "r2"):
         wait_status(kube, ns, name, mlstack_operator, lambda s: s.get("phase") in ("Deploying", "Ready"),
                     f"{name} admitted")
-    wait_until(lambda: len(children(kube, ns)) == 6, DEADLINE, what="2 x (stable + canary Deployment + Service)")
+    wait_until(lambda: len(children(kube, ns)) == 8, DEADLINE, what="2 x (stable + canary: Deployment + Service)")
     before = children(kube, ns)
 
     mlstack_operator.stop()
