@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     serve_canary_timeout_seconds: float = Field(2.0, gt=0, le=60, description="mlstack serve: a forwarded request "
                                                 "the canary has not answered by then is answered by stable")
     state_dir: Path = Path("outputs/state")
+    serve_monitoring_sample_rate: float = Field(0.05, ge=0, le=1, description="mlstack serve: the share of "
+                                                "inference requests kept for the monitor (payload log); 0: off")
+    serve_monitoring_capacity: int = Field(10_000, ge=1, le=1_000_000, description="mlstack serve: sampled "
+                                           "requests kept until the monitor reads them (oldest overwritten)")
+    serve_track: str = Field("stable", pattern=r"^(stable|canary|shadow)$", description="mlstack serve: the "
+                             "track this server is (stable, canary or shadow), as the payload log records it")
     serve_sandbox_user: str = Field("mlstack-sandbox", description="when the API runs as root, model servers run "
                                     "as this unprivileged user (created if missing; empty: as root)")
     serve_sandbox_dir: Path = Field(Path("/tmp/mlstack-sandbox"), description="model servers' private working, "

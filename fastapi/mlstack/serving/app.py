@@ -11,7 +11,11 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
+import orjson
+
+from mlstack.monitoring.payload import RequestIds
 from mlstack.serving.canary import CANARY, STABLE, TRACK_HEADER, VERSION_HEADER, CanaryForwarder, GrpcCanary, splits
 from mlstack.serving.service import ModelService, Response, error
 
@@ -24,6 +28,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 _HEADER_LENGTH = b"inference-header-content-length"
 _CONTENT_LENGTH = b"content-length"
+_REQUEST_ID = b"x-request-id"
+PAYLOADS_PATH = "/v2/monitoring/payloads"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -54,6 +60,7 @@ class ServingApp:
         # /predict and v2 infer (and gRPC ModelInfer with canary_grpc) to the canary's own server
         self.canary: CanaryForwarder | None = None
         self.canary_grpc: GrpcCanary | None = None
+        self.request_ids = RequestIds()  # every response carries X-Request-ID (the caller's, or a new one)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -65,8 +72,11 @@ class ServingApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         header_length: int | None = None
         declared = 0
+        given_id: str | None = None
         for k, v in scope["headers"]:
-            if k == _HEADER_LENGTH:
+            if k == _REQUEST_ID:
+                given_id = v.decode("latin-1")
+            elif k == _HEADER_LENGTH:
                 try:
                     header_length = int(v)
                 except ValueError:
@@ -99,22 +109,42 @@ class ServingApp:
         elif msg["type"] == "http.disconnect":
             return
         method, path = scope["method"], scope["path"]
-        extra: list[tuple[bytes, bytes]] = []
+        request_id = self.request_ids.accept(given_id)
+        rid = request_id.encode("latin-1")
+        extra: list[tuple[bytes, bytes]] = [(_REQUEST_ID, rid)]
+        if path == PAYLOADS_PATH:
+            await _send(send, self._payloads(method, scope.get("query_string", b"")), extra)
+            return
         if self.canary is not None and splits(method, path):
-            if self.canary.take():
-                fwd = await self.canary.forward(method, path, body, scope["headers"])
+            if self.canary.take():  # the canary logs the request under the same id
+                sent = scope["headers"] if given_id == request_id else [*scope["headers"], (_REQUEST_ID, rid)]
+                fwd = await self.canary.forward(method, path, body, sent)
                 if fwd is not None:
                     status, headers, content = fwd
-                    headers += [(_CONTENT_LENGTH, b"%d" % len(content)), (TRACK_HEADER, CANARY)]
+                    headers += [(_CONTENT_LENGTH, b"%d" % len(content)), (TRACK_HEADER, CANARY), (_REQUEST_ID, rid)]
                     await send({"type": "http.response.start", "status": status, "headers": headers})
                     await send({"type": "http.response.body", "body": content})
                     return
             extra.append((TRACK_HEADER, STABLE))
-        resp = await self.service.handle(method, path, body, header_length)
+        resp = await self.service.handle(method, path, body, header_length, request_id)
         version = self.service.version
         if version is not None:
             extra.append((VERSION_HEADER, version.encode()))
         await _send(send, resp, extra)
+
+    def _payloads(self, method: str, query: bytes) -> Response:
+        """``GET /v2/monitoring/payloads?after=N&limit=M``: the sampled requests after cursor N, for the monitor."""
+        if method != "GET":
+            return error(405, f"method {method} not allowed here (use GET)")
+        q = parse_qs(query.decode("latin-1"))
+        try:
+            after, limit = int(q.get("after", ["0"])[0]), int(q.get("limit", ["1000"])[0])
+        except ValueError:
+            return error(400, "after and limit must be integers")
+        if after < 0 or limit < 1:
+            return error(400, "after must be >= 0 and limit >= 1")
+        page = self.service.payloads.read(after, limit)
+        return Response(200, orjson.dumps({"model": self.service.name, "track": self.service.track, **page}))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

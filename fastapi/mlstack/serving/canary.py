@@ -26,7 +26,7 @@ TRACK_HEADER = b"x-model-track"
 VERSION_HEADER = b"x-model-version"
 STABLE = b"stable"
 CANARY = b"canary"
-_FORWARDED_REQUEST_HEADERS = ("content-type", "inference-header-content-length", "accept")
+_FORWARDED_REQUEST_HEADERS = ("content-type", "inference-header-content-length", "accept", "x-request-id")
 _FORWARDED_RESPONSE_HEADERS = ("content-type", "inference-header-content-length", "x-model-version")
 
 

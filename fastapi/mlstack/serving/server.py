@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import sys
 
+from mlstack.monitoring.payload import PayloadLog
 from mlstack.serving.app import ServingApp
 from mlstack.serving.canary import CanaryForwarder, GrpcCanary
 from mlstack.serving.resolve import parse_model_uri
@@ -43,6 +44,7 @@ def build_app(
     service = ModelService(
         ref, name=name, max_batch=max_batch or s.serve_max_batch,
         window_s=s.serve_batch_window_ms / 1000.0,
+        payloads=PayloadLog(s.serve_monitoring_sample_rate, s.serve_monitoring_capacity), track=s.serve_track,
     )
     threads = s.serve_intra_op_threads
 

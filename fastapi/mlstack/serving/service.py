@@ -11,6 +11,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlstack.monitoring.payload import PayloadLog
 from mlstack.serving import v2
 from mlstack.serving.batching import Batcher
 from mlstack.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -31,6 +33,9 @@ JSON = b"application/json"
 OCTET = b"application/octet-stream"
 SERVER_NAME = "mlstack"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+MAX_LOGGED_ROWS = 32  # a sampled request keeps at most this many rows in the payload log
+# set only while a sampled request is handled (its own task): the endpoint leaves (inputs, outputs) here
+_SAMPLE: ContextVar[list | None] = ContextVar("mlstack_payload_sample", default=None)
 
 
 def _server_version() -> str:
@@ -71,8 +76,11 @@ class ClientError(Exception):
 class ModelService:
     """One model: its loading state, dynamic batcher, metrics and endpoints."""
 
-    def __init__(self, ref: ModelRef, name: str | None = None, max_batch: int = 64, window_s: float = 0.0):
+    def __init__(self, ref: ModelRef, name: str | None = None, max_batch: int = 64, window_s: float = 0.0,
+                 payloads: PayloadLog | None = None, track: str = "stable"):
         self.ref = ref
+        self.payloads = payloads or PayloadLog(sample_rate=0.0)  # the monitor's sampled requests (off: rate 0)
+        self.track = track
         self.name = name or ref.name
         self.version: str | None = ref.version
         self.max_batch = max_batch
@@ -125,9 +133,15 @@ class ModelService:
 
     # -- dispatch -----------------------------------------------------------------------------------
 
-    async def handle(self, method: str, path: str, body: bytes, header_length: int | None = None) -> Response:
+    async def handle(self, method: str, path: str, body: bytes, header_length: int | None = None,
+                     request_id: str | None = None) -> Response:
+        """``request_id``: the id the transport answers with; a sampled inference request is logged under it."""
         t0 = time.perf_counter()
         endpoint, call = self._route(method, path)
+        sample = token = None
+        if request_id is not None and endpoint in _LOGGED and self.payloads.sampled():
+            sample = []
+            token = _SAMPLE.set(sample)
         try:
             resp = await call(body, header_length)
         except ClientError as e:
@@ -139,7 +153,14 @@ class ModelService:
         except Exception as e:  # a bug: say so, keep serving
             log.exception("error handling %s %s", method, path)
             resp = error(500, f"internal error: {type(e).__name__}: {e}")
-        self.metrics.observe_request(endpoint, resp.status, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        self.metrics.observe_request(endpoint, resp.status, elapsed)
+        if token is not None:
+            _SAMPLE.reset(token)
+            if sample and resp.status == 200:
+                x, y = sample[0]
+                self.payloads.record(request_id, self.name, self.version or "", self.track,
+                                     x[:MAX_LOGGED_ROWS].tolist(), _plain(y[:MAX_LOGGED_ROWS]), elapsed * 1000.0)
         return resp
 
     def _route(self, method: str, path: str) -> tuple[str, Handler]:
@@ -241,7 +262,10 @@ class ModelService:
         if len(req.inputs) != 1:
             raise ClientError(f"the model takes one input {self._input_name!r}, got {len(req.inputs)}", 400)
         in_name, x = req.inputs[0]
-        outputs = await self._batcher.submit(self.check_input(in_name, x))
+        x = self.check_input(in_name, x)
+        outputs = await self._batcher.submit(x)
+        if (sample := _SAMPLE.get()) is not None:
+            sample.append((x, outputs[self._label]))
         payload, hlen = v2.encode_infer_response(self.name, self.version, outputs, req)
         return Response(200, payload, OCTET if hlen is not None else JSON, hlen)
 
@@ -267,10 +291,24 @@ class ModelService:
         label = out[self._label]
         if label.ndim == 2 and label.shape[1] == 1:
             label = label.reshape(-1)
+        if (sample := _SAMPLE.get()) is not None:
+            sample.append((x, label))
         resp: dict[str, Any] = {"predictions": label if label.dtype.kind in "iuf" else label.tolist()}
         if self._proba is not None:
             resp["probabilities"] = out[self._proba]
         return ok(resp)
+
+
+_LOGGED = frozenset(("predict", "infer"))  # the endpoints whose requests the payload log samples
+
+
+def _plain(y: np.ndarray) -> list:
+    """Model outputs as JSON-able values (string labels decoded, 1-column outputs flattened)."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dtype.kind in "SO":
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in y.tolist()]
+    return y.tolist()
 
 
 def _const(resp: Response) -> Handler:
