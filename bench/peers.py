@@ -30,6 +30,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import struct
@@ -111,6 +112,7 @@ class Ctx:
     onnx: Path  # its model.onnx
     env: dict[str, str]
     connections: int
+    workers: int = 1  # processes/replicas/instances for the peers that have such a setting
     start_timeout: float = 240.0
     api_env: dict[str, str] | None = None  # the registry for "api", started once
     outer: contextlib.ExitStack | None = None
@@ -194,10 +196,12 @@ def peer_granian(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 def peer_mlflow(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     port = base._free_port()
-    t = Target("mlflow models serve", "/invocations JSON", "json", "defaults (1 uvicorn worker), pyfunc of the "
-               "ONNX flavour", f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": {"X": [ROW]}}).encode())
+    t = Target("mlflow models serve", "/invocations JSON", "json", f"--workers {ctx.workers}, pyfunc of the "
+               "ONNX flavour (onnxruntime)", f"http://127.0.0.1:{port}/invocations",
+               json.dumps({"inputs": {"X": [ROW]}}).encode())
     _launch(ctx, stack, "mlflow", [str(base.BIN / "mlflow"), "models", "serve", "-m", str(ctx.model_dir),
-                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], _post_ready(t))
+                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                                   "--workers", str(ctx.workers)], _post_ready(t))
     return [t]
 
 
@@ -225,12 +229,13 @@ def peer_mlserver(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 def peer_kserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("kserve")
     port, gport = base._free_port(), base._free_port()
-    s = "ModelServer workers 1 (the default), latency logging off; no batching in ModelServer"
+    s = (f"ModelServer workers {ctx.workers}{' (the default)' if ctx.workers == 1 else ''}, latency logging off; "
+         "ModelServer has no batching")
     url = f"http://127.0.0.1:{port}"
     v1 = Target("KServe 0.21.0", "v1 JSON", "json", s, f"{url}/v1/models/{NAME}:predict",
                 json.dumps({"instances": [ROW]}).encode())
     _launch(ctx, stack, "kserve", [str(py), str(PEER_DIR / "kserve_server.py"), "--model_name", NAME,
-                                   "--http_port", str(port), "--grpc_port", str(gport), "--workers", "1",
+                                   "--http_port", str(port), "--grpc_port", str(gport), "--workers", str(ctx.workers),
                                    "--enable_latency_logging", "false"], _post_ready(v1),
             env={"PYTHONPATH": str(PEER_DIR)})
     return [v1, Target("KServe 0.21.0", "v2 JSON", "v2", s, f"{url}/v2/models/{NAME}/infer", _v2_json()),
@@ -240,27 +245,30 @@ def peer_kserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 def peer_bentoml(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("bentoml")
     port = base._free_port()
-    s = f"workers 1 (the default), adaptive batching (batchable, max_batch_size {ctx.connections})"
+    s = (f"workers {ctx.workers}{' (the default)' if ctx.workers == 1 else ''}, adaptive batching (batchable, "
+         f"max_batch_size {ctx.connections})")
     t = Target("BentoML 1.4.40", "/predict JSON", "json", s, f"http://127.0.0.1:{port}/predict",
                json.dumps({"X": [ROW]}).encode())
     _launch(ctx, stack, "bentoml", [str(py.parent / "bentoml"), "serve", "bentoml_service:Iris", "--working-dir",
                                     str(PEER_DIR), "--host", "127.0.0.1", "--port", str(port)], _post_ready(t),
             env={"PYTHONPATH": str(PEER_DIR), "BENCH_MAX_BATCH": str(ctx.connections),
-                 "BENTOML_HOME": str(ctx.workdir / "bentoml-home"), "BENTOML_DO_NOT_TRACK": "true"})
+                 "BENCH_WORKERS": str(ctx.workers), "BENTOML_HOME": str(ctx.workdir / "bentoml-home"),
+                 "BENTOML_DO_NOT_TRACK": "true"})
     return [t]
 
 
 def peer_pytriton(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("pytriton")
     port, gport, mport = base._free_port(), base._free_port(), base._free_port()
-    s = f"Triton's C++ front ends, dynamic batching (DynamicBatcher defaults, max_batch_size {ctx.connections})"
+    s = (f"Triton's C++ front ends, {ctx.workers} model instance(s), dynamic batching (DynamicBatcher defaults, "
+         f"max_batch_size {ctx.connections})")
     url = f"http://127.0.0.1:{port}/v2/models/{NAME}/infer"
     rest = Target("PyTriton 0.7.0", "v2 JSON", "v2", s, url, _v2_json())
     body, headers = _v2_binary()
     _launch(ctx, stack, "pytriton", [str(py), str(PEER_DIR / "pytriton_server.py"), str(port), str(gport),
                                      str(mport)], _post_ready(rest),
             env={"PYTHONPATH": str(PEER_DIR), "BENCH_MAX_BATCH": str(ctx.connections),
-                 "BENCH_WORKSPACE": str(ctx.workdir / f"pytriton-{port}")})
+                 "BENCH_WORKERS": str(ctx.workers), "BENCH_WORKSPACE": str(ctx.workdir / f"pytriton-{port}")})
     return [rest, Target("PyTriton 0.7.0", "v2 binary", "bin", s, url, body, headers),
             Target("PyTriton 0.7.0", "v2 gRPC", "grpc", s, grpc=f"127.0.0.1:{gport}", grpc_data=_grpc_typed())]
 
@@ -268,14 +276,15 @@ def peer_pytriton(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 def peer_rayserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("rayserve")
     port = base._free_port()
-    s = ("1 replica (0.5 CPU), @serve.batch (max_batch_size 16, 1 ms wait); ray.init num_cpus 2, object store "
-         "256 MB")
+    s = (f"{ctx.workers} replica(s) of 0.5 CPU, @serve.batch (max_batch_size {ctx.connections}, 1 ms wait); "
+         "ray.init num_cpus 2, object store 256 MB")
     t = Target("Ray Serve 2.60.0", "/predict JSON", "json", s, f"http://127.0.0.1:{port}/predict",
                json.dumps({"instances": [ROW]}).encode())
     tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
     stack.callback(shutil.rmtree, tmp, True)
     _launch(ctx, stack, "rayserve", [str(py), str(PEER_DIR / "rayserve_app.py"), str(port), str(tmp)],
             _post_ready(t), env={"PYTHONPATH": str(PEER_DIR), "BENCH_MAX_BATCH": str(ctx.connections),
+                                 "BENCH_WORKERS": str(ctx.workers),
                                  "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"})
     return [t]
 
@@ -330,6 +339,13 @@ def measure(t: Target, connections: int, duration: float, workdir: Path, ghz: st
             raise RuntimeError("ghz not installed (GOTOOLCHAIN=local go install github.com/bojand/ghz/cmd/ghz@v0.93.0)")
         return serving_grpc.run_ghz(ghz, t.grpc, t.grpc_data or {}, connections, connections, duration)
     return run_wrk(t, connections, duration, workdir)
+
+
+def _error_line(e: Exception) -> str:
+    """The line of a failed start that names the error (the launcher's message ends with the log's tail)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    named = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln)]
+    return (named or lines or [type(e).__name__])[-1]
 
 
 def _answer(t: Target) -> str:
@@ -442,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=4.0, help="seconds per load run")
     p.add_argument("--connections", type=int, default=CONNECTIONS)
+    p.add_argument("--workers", type=int, default=1, help="processes/replicas/model instances of the peers that "
+                   "have that setting (KServe, BentoML, PyTriton, Ray Serve, mlflow); mlstack serve is one process")
     p.add_argument("--no-seq", action="store_true", help="skip the 1-connection latency runs")
     p.add_argument("--quick", action="store_true", help="floor and mlstack, 1 round of 1 s, no sequential runs")
     p.add_argument("--n-estimators", type=int, default=100)
@@ -464,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx = next(model_dir.glob("*.onnx"))
     env = {"MLSTACK_MODEL_CACHE_DIR": str(workdir / "cache"), "PYTHONUNBUFFERED": "1", "BENCH_ONNX": str(onnx),
            "RAY_AUTH_MODE": "disabled", "PATH": f"{base.BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    ctx = Ctx(workdir, model_dir, onnx, env, args.connections)
+    ctx = Ctx(workdir, model_dir, onnx, env, args.connections, args.workers)
     print(f"peers {keys}; {args.rounds} rounds of {args.duration:g}s runs, {args.connections} connections; "
           f"logs in {workdir}", file=sys.stderr)
     rows: dict[str, list[Row]] = {k: [] for k in keys}
@@ -480,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         targets = PEERS[key](ctx, stack)
                     except Exception as e:  # a peer that cannot run is a row with its error
-                        failed[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+                        failed[key] = _error_line(e)
                         print(f"round {rnd + 1}: {key} could not start: {e}", file=sys.stderr)
                         if not rows[key]:
                             rows[key].append(Row(Target(key, "-", "none", ""), error=failed[key]))
@@ -505,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     all_rows = [r for k in keys for r in rows[k]]
     head = (f"{datetime.date.today().isoformat()}, {os.cpu_count()} cores, load average "
             f"{os.getloadavg()[0]:.1f} at the end; {args.rounds} interleaved rounds, {args.duration:g} s per run, "
-            f"{args.connections} connections (wrk 2 threads / ghz {args.connections} in flight), medians; "
+            f"{args.connections} connections (wrk 2 threads / ghz {args.connections} in flight), peers' --workers "
+            f"{args.workers}, medians; "
             f"{time.monotonic() - started:.0f} s in all\n\n")
     text = head + table(all_rows, args) + "\n" + goals(all_rows)
     print(text)

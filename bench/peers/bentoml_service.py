@@ -16,7 +16,7 @@ from onnx_model import OnnxIris
 MAX_BATCH = int(os.environ.get("BENCH_MAX_BATCH", "16"))
 
 
-@bentoml.service(workers=1, traffic={"timeout": 30})
+@bentoml.service(workers=int(os.environ.get("BENCH_WORKERS", "1")), traffic={"timeout": 30})
 class Iris:
     def __init__(self) -> None:
         self.model = OnnxIris()

@@ -30,7 +30,8 @@ def main() -> None:
     config = TritonConfig(http_address="127.0.0.1", http_port=http, grpc_address="127.0.0.1", grpc_port=grpc,
                           metrics_port=metrics, log_verbose=0)
     with Triton(config=config, workspace=os.environ.get("BENCH_WORKSPACE")) as triton:
-        triton.bind(model_name="iris", infer_func=infer,
+        instances = int(os.environ.get("BENCH_WORKERS", "1"))
+        triton.bind(model_name="iris", infer_func=[infer] * instances,
                     inputs=[Tensor(name="X", dtype=np.float32, shape=(4,))],
                     outputs=[Tensor(name="label", dtype=np.int64, shape=(1,)),
                              Tensor(name="probabilities", dtype=np.float32, shape=(3,))],

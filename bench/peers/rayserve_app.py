@@ -21,9 +21,10 @@ from ray import serve
 from starlette.requests import Request
 
 MAX_BATCH = int(os.environ.get("BENCH_MAX_BATCH", "16"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2 * MAX_BATCH)
+@serve.deployment(num_replicas=WORKERS, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2 * MAX_BATCH)
 class Iris:
     def __init__(self) -> None:
         self.model = OnnxIris()
