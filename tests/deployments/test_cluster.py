@@ -196,3 +196,78 @@ def test_inference_goes_to_a_ready_deployment(client, k8s_admin: Kube, ns, model
     finally:
         server.stop()
         client.delete("/deployments/iris-live")
+
+
+def test_canary_children_are_wired_for_an_exact_split_and_promote_abort_change_the_resource(
+        client, k8s_admin: Kube, ns, mlflow_uri, mlstack_operator):
+    """What the operator builds for a canary (fake nodes: the pods never run, so the forwarding itself is measured
+    in tests/serving/test_canary.py and tests/deployments/test_local_canary.py), and promote/abort through the API
+    as changes of the custom resource that the operator turns into rolled/pruned children."""
+    from tests.deployments.conftest import register_onnx
+
+    name = f"canary_{unique('m').replace('-', '_')}"
+    v1, v2 = register_onnx(mlflow_uri, name), register_onnx(mlflow_uri, name)
+    deps, svcs = f"/apis/apps/v1/namespaces/{ns}/deployments", f"/api/v1/namespaces/{ns}/services"
+    hpas = f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
+    small = {"cpu": "50m", "memory": "64Mi"}
+    for dep in ("cnr", "cna"):
+        assert client.post("/deployments", json={"name": dep, "spec": {
+            "model": {"name": name, "version": v1}, "canary": {"version": v2, "trafficPercent": 10},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 6}, "resources": small}}).status_code == 201
+    for dep in ("cnr", "cna"):
+        st = wait_phase(client, dep, {"Ready"}, timeout=DEADLINE)["status"]
+        assert st["resolvedVersion"] == v1 and st["canaryVersion"] == v2
+
+    def command(dep: str) -> list[str]:
+        return k8s_admin.get(f"{deps}/{dep}")["spec"]["template"]["spec"]["containers"][0]["command"]
+
+    stable = command("cnr")
+    assert stable[stable.index("--model") + 1] == f"models:/{name}/{v1}"
+    assert stable[stable.index("--canary-url") + 1] == f"http://cnr-canary.{ns}.svc.cluster.local:8080"
+    assert stable[stable.index("--canary-percent") + 1] == "10"
+    canary = command("cnr-canary")
+    assert canary[canary.index("--model") + 1] == f"models:/{name}/{v2}" and "--canary-url" not in canary
+    # the main Service reaches only stable pods; the canary's Service only the canary's (what stable forwards to)
+    assert k8s_admin.get(f"{svcs}/cnr")["spec"]["selector"] == {"mlstack.io/deployment": "cnr",
+                                                                "mlstack.io/track": "stable"}
+    assert k8s_admin.get(f"{svcs}/cnr-canary")["spec"]["selector"] == {"mlstack.io/deployment": "cnr",
+                                                                       "mlstack.io/track": "canary"}
+    # each track scales on its own HPA (minReplicas 2 = 1 stable + 1 canary; the share never depends on them)
+    hpa, canary_hpa = k8s_admin.get(f"{hpas}/cnr")["spec"], k8s_admin.get(f"{hpas}/cnr-canary")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"], hpa["scaleTargetRef"]["name"]) == (1, 5, "cnr")
+    assert (canary_hpa["minReplicas"], canary_hpa["maxReplicas"], canary_hpa["scaleTargetRef"]["name"]) == (
+        1, 1, "cnr-canary")
+    pods = k8s_admin.items(f"/api/v1/namespaces/{ns}/pods", labelSelector="mlstack.io/deployment=cnr")
+    assert sorted(p["metadata"]["labels"]["mlstack.io/track"] for p in pods) == ["canary", "stable"]
+
+    # promote: one call; the resource is pinned to the canary's version without a canary, the operator rolls the
+    # stable Deployment to it and prunes the canary's Deployment, Service and HPA
+    r = client.post("/deployments/cnr/canary/promote", params={"namespace": ns})
+    assert r.status_code == 200, r.text
+    cr = k8s_admin.get(MDS.format(ns=ns) + "/cnr")
+    assert cr["spec"]["model"] == {"name": name, "version": v2} and "canary" not in cr["spec"]
+    assert cr["metadata"]["generation"] == 2
+    for path in (f"{deps}/cnr-canary", f"{svcs}/cnr-canary", f"{hpas}/cnr-canary"):
+        wait_until(lambda p=path: k8s_admin.get(p) is None, DEADLINE, what=f"{path} pruned")
+    wait_until(lambda: command("cnr")[command("cnr").index("--model") + 1] == f"models:/{name}/{v2}", DEADLINE,
+               what="stable rolled to the canary's version")
+    assert "--canary-url" not in command("cnr")
+    st = wait_until(lambda: (s := client.get("/deployments/cnr").json()["status"])["resolvedVersion"] == v2
+                    and not s.get("canaryVersion") and s, DEADLINE, what="status after the promotion")
+    assert st["observedGeneration"] == 2
+    r = client.post("/deployments/cnr/canary/promote")
+    assert r.status_code == 409 and "has no canary" in r.json()["detail"]
+
+    # abort: the canary goes, the stable version stays
+    r = client.post("/deployments/cna/canary/abort")
+    assert r.status_code == 200, r.text
+    cr = k8s_admin.get(MDS.format(ns=ns) + "/cna")
+    assert cr["spec"]["model"] == {"name": name, "version": v1} and "canary" not in cr["spec"]
+    for path in (f"{deps}/cna-canary", f"{svcs}/cna-canary", f"{hpas}/cna-canary"):
+        wait_until(lambda p=path: k8s_admin.get(p) is None, DEADLINE, what=f"{path} pruned")
+    wait_until(lambda: "--canary-url" not in command("cna"), DEADLINE, what="stable stops forwarding")
+    assert k8s_admin.get(f"{svcs}/cna")["spec"]["selector"]["mlstack.io/track"] == "stable"
+    assert client.post("/deployments/cna/canary/abort").status_code == 409
+    assert client.post("/deployments/nope/canary/abort").status_code == 404
+    for dep in ("cnr", "cna"):
+        assert client.delete(f"/deployments/{dep}").status_code == 204
