@@ -6,6 +6,8 @@ Targets (same model; each started, measured with ``wrk`` and stopped in turn):
   (c)  a bare uvicorn raw-ASGI app answering a constant: the floor
   (d)  ``POST /inference`` through the API (which forwards to its local ``mlstack serve``), auth off
   (e)  the same with auth on (a local bearer token checked on every request)
+  (m)  ``mlstack serve`` ``POST /predict`` with the payload log off (sample rate 0; (a) runs at the default 5 %):
+       what monitoring costs
 
 With (d) the model is registered in a real ``mlflow server`` (started here, with a Redis for the
 API) and every target serves that same registered version.
@@ -103,6 +105,18 @@ def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
     return [predict, infer]
 
 
+def target_unmonitored(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    port = _free_port()
+    t = Target("(m) mlstack serve /predict, payload log off", f"http://127.0.0.1:{port}/predict",
+               json.dumps({"instances": [ROW]}).encode())
+    own = Context(ctx.model_uri, ctx.model_name, ctx.workdir, {**ctx.env, "MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "0"},
+                  ctx.start_timeout)
+    cmd = [str(BIN / "mlstack"), "serve", "--model", ctx.model_uri, "--host", "127.0.0.1", "--port", str(port),
+           "--name", ctx.model_name]
+    _launch(own, stack, "mlstack-serve-unmonitored", cmd, t)
+    return [t]
+
+
 def target_mlflow(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
     port = _free_port()
     t = Target("(b) mlflow models serve", f"http://127.0.0.1:{port}/invocations",
@@ -168,7 +182,7 @@ def target_api_auth(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
 
 
 TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "b": target_mlflow, "c": target_floor, "d": target_api,
-                                 "e": target_api_auth}
+                                 "e": target_api_auth, "m": target_unmonitored}
 
 
 def start_registry(workdir: Path, stack: contextlib.ExitStack, model_dir: Path, name: str) -> dict[str, str]:
@@ -388,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     if seq_d is not None and seq_e is not None:
         by_e, by_d = by.get("(e)"), by.get("(d)")
         print(f"auth on (e) vs off (d): p50 {seq_e - seq_d:+.3f} ms, throughput {_fmt_ratio(by_e, by_d)}")
+    by_m = by.get("(m)")
+    if a and by_m:
+        cost = 1 - a / by_m
+        print(f"goal payload log at the default rate costs <= 5 % of throughput: {cost:+.1%} "
+              f"{'OK' if cost <= 0.05 else 'MISSED'}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
