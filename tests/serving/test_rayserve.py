@@ -80,20 +80,37 @@ def test_canary_turn_is_exact_per_hundred():
         assert sum(canary_turn(n, percent) for n in range(100, 300)) == 2 * percent
 
 
-def test_canary_split_inside_ray_serve(ray_serve_url, onnx_model_dir, iris):
+def test_canary_split_inside_ray_serve(ray_serve_url, onnx_model_dir, sklearn_model_dir, iris):
+    """10 % over 2,000 requests from 4 clients through Ray Serve's HTTP proxy: exactly 200 to the canary (a
+    different flavour of the same classifier, so the answers agree)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
     from ray import serve
 
     from mlstack.serving.rayserve import build_app
 
     base = ray_serve_url.rsplit("/", 1)[0]
     serve.run(build_app({"model_uri": str(onnx_model_dir), "name": "iris", "num_cpus": 0.25,
-                         "canary_model_uri": str(onnx_model_dir), "canary_traffic_percent": 25}),
+                         "canary_model_uri": str(sklearn_model_dir), "canary_traffic_percent": 10}),
               name="iris-canary", route_prefix="/iris-canary")
-    tracks = []
-    for _ in range(8):
-        r = post(base + "/iris-canary/predict", {"instances": iris.x[:1].tolist()})
-        assert r.status == 200, r.body
-        tracks.append(r.headers["x-model-track"])
-    assert tracks.count("canary") == 2 and tracks.count("stable") == 6
+    n = 2000
+
+    def some(k: int) -> list[str]:
+        out = []
+        with httpx.Client(timeout=60) as c:
+            for _ in range(k):
+                r = c.post(base + "/iris-canary/predict", json={"instances": iris.x[:1].tolist()})
+                assert r.status_code == 200, r.text
+                out.append(r.headers["x-model-track"])
+        return out
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        tracks = [t for part in pool.map(some, [n // 4] * 4) for t in part]
+    share = 100 * tracks.count("canary") / n
+    print(f"\nRay Serve canary share {share:.2f} % of {n} (asked 10 %), {n / (time.perf_counter() - t0):.0f} req/s")
+    assert set(tracks) == {"stable", "canary"} and abs(share - 10) <= 2
     with pytest.raises(ValueError, match="go together"):
         build_app({"model_uri": str(onnx_model_dir), "canary_traffic_percent": 10})
