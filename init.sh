@@ -10,7 +10,8 @@
 #
 # Cluster options: --name NAME (kind cluster), --repo URL (git repo Argo CD syncs; default: origin),
 #   --revision REV, --with-kubevirt (VM-backed serving; software emulation on kind).
-# Local ports: MLSTACK_{API,DASHBOARD,MLFLOW,REDIS,RAY,RAYSERVE}_PORT; outputs: MLSTACK_OUTPUTS (default outputs/).
+# Local ports: MLSTACK_{API,DASHBOARD,MLFLOW,REDIS,RAY,RAY_DASHBOARD,RAY_AGENT,RAYSERVE}_PORT;
+# outputs: MLSTACK_OUTPUTS (default outputs/).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,6 +59,8 @@ REDIS_PORT=${MLSTACK_REDIS_PORT:-6379}
 MLFLOW_PORT=${MLSTACK_MLFLOW_PORT:-5555}
 RAY_PORT=${MLSTACK_RAY_PORT:-6380}
 RAY_CLIENT_PORT=${MLSTACK_RAY_CLIENT_PORT:-10001}
+RAY_DASHBOARD_PORT=${MLSTACK_RAY_DASHBOARD_PORT:-8265} # Ray's job server: training jobs are submitted there
+RAY_AGENT_PORT=${MLSTACK_RAY_AGENT_PORT:-52365}
 API_PORT=${MLSTACK_API_PORT:-8888}
 DASHBOARD_PORT=${MLSTACK_DASHBOARD_PORT:-5001}
 RAYSERVE_PORT=${MLSTACK_RAYSERVE_PORT:-8000}
@@ -184,6 +187,7 @@ MLSTACK_MODE=local
 MLSTACK_REDIS_URL=redis://:$redis_password@$LOCAL_HOST:$REDIS_PORT/0
 MLSTACK_MLFLOW_TRACKING_URI=http://$LOCAL_HOST:$MLFLOW_PORT
 MLSTACK_RAY_ADDRESS=$LOCAL_HOST:$RAY_PORT
+MLSTACK_RAY_JOBS_URL=http://$LOCAL_HOST:$RAY_DASHBOARD_PORT
 MLSTACK_OBJECT_STORE_DIR=$OUT/objectstore
 MLSTACK_DATA_DIR=$OUT/data
 MLSTACK_STATE_DIR=$STATE/api
@@ -250,19 +254,23 @@ local_up() {
     --host "$LOCAL_HOST" --port "$MLFLOW_PORT" --workers 1 \
     --backend-store-uri "sqlite:///$STATE/mlflow/mlflow.db" --artifacts-destination "$STATE/mlflow/artifacts"
 
-  lstep "Ray head on :$RAY_PORT"
+  lstep "Ray head on :$RAY_PORT, its job server on :$RAY_DASHBOARD_PORT"
   # Ray's unix sockets live under --temp-dir and must stay under 108 bytes: keep it short
   RAY_TMP=${MLSTACK_RAY_TEMP_DIR:-${TMPDIR:-/tmp}/mlstack-ray-$(printf '%s' "$STATE" | cksum | cut -d' ' -f1)}
   # Ray's gRPC servers listen on every interface whatever --node-ip-address says: token authentication keeps
-  # anyone without the token (mode 600, $STATE/ray-token) from running code on it
+  # anyone without the token (mode 600, $STATE/ray-token) from running code on it. Training jobs run as Ray jobs
+  # (submitted to the dashboard's job server): they outlive the API, not this Ray head (--down stops both; the
+  # next --local marks the jobs Ray lost failed and ends their MLflow runs)
   local_secret "$STATE/ray-token" >/dev/null
   RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/ray-token" spawn ray "$RAY_PORT" "$bin/ray" start --head --block \
     --port "$RAY_PORT" --ray-client-server-port "$RAY_CLIENT_PORT" --dashboard-host "$LOCAL_HOST" \
     --node-ip-address "$LOCAL_HOST" --num-cpus "${MLSTACK_RAY_NUM_CPUS:-2}" \
-    --object-store-memory $((256 * 1024 * 1024)) --include-dashboard false --temp-dir "$RAY_TMP" --disable-usage-stats \
+    --object-store-memory $((256 * 1024 * 1024)) --include-dashboard true --dashboard-port "$RAY_DASHBOARD_PORT" \
+    --dashboard-agent-listen-port "$RAY_AGENT_PORT" --temp-dir "$RAY_TMP" --disable-usage-stats \
     --min-worker-port "${MLSTACK_RAY_MIN_WORKER_PORT:-21000}" --max-worker-port "${MLSTACK_RAY_MAX_WORKER_PORT:-21999}"
   wait_for mlflow 180 curl -sf "http://$LOCAL_HOST:$MLFLOW_PORT/health"
   wait_for ray 120 port_busy "$RAY_PORT"
+  wait_for ray 120 port_busy "$RAY_DASHBOARD_PORT"
 
   lstep "API on :$API_PORT (bearer tokens in $STATE/auth-tokens.json)"
   local_tokens "$bin/python"
@@ -306,6 +314,7 @@ dashboard  http://$LOCAL_HOST:$DASHBOARD_PORT
 mlflow     http://$LOCAL_HOST:$MLFLOW_PORT
 redis      redis://$LOCAL_HOST:$REDIS_PORT/0
 ray        $LOCAL_HOST:$RAY_PORT
+ray jobs   http://$LOCAL_HOST:$RAY_DASHBOARD_PORT (Ray's dashboard and job server; token in $STATE/ray-token)
 rayserve   http://$LOCAL_HOST:$RAYSERVE_PORT (rayserve ModelDeployments, once one exists)
 URLS
     (umask 077 && {

@@ -42,7 +42,7 @@ def _mode(path: Path) -> int:
 
 
 def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
-    ports = {name: free_port() for name in ("API", "DASHBOARD", "MLFLOW", "REDIS", "RAY")}
+    ports = {name: free_port() for name in ("API", "DASHBOARD", "MLFLOW", "REDIS", "RAY", "RAY_DASHBOARD", "RAY_AGENT")}
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLSTACK_AUTH")},
            "MLSTACK_OUTPUTS": str(tmp_path / "out"), "MLSTACK_VENV": str(BIN.parent),
            "MLSTACK_RAY_MIN_WORKER_PORT": "28000", "MLSTACK_RAY_MAX_WORKER_PORT": "28999",

@@ -54,7 +54,8 @@ def _external_ip() -> str | None:
 
 
 def test_local_stack_listens_on_loopback_and_ray_wants_its_token(tmp_path):
-    ports = {name: free_port() for name in ("API", "DASHBOARD", "MLFLOW", "REDIS", "RAY", "RAY_CLIENT")}
+    ports = {name: free_port() for name in ("API", "DASHBOARD", "MLFLOW", "REDIS", "RAY", "RAY_CLIENT",
+                                            "RAY_DASHBOARD", "RAY_AGENT")}
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MLSTACK_AUTH", "RAY_AUTH"))},
            "MLSTACK_OUTPUTS": str(tmp_path / "out"), "MLSTACK_VENV": str(BIN.parent),
            "MLSTACK_RAY_MIN_WORKER_PORT": "28000", "MLSTACK_RAY_MAX_WORKER_PORT": "28999",

@@ -48,10 +48,18 @@ class Settings(BaseSettings):
 
     # Ray: empty = start a local Ray on this machine
     ray_address: str | None = None
+    ray_jobs_url: str | None = Field(None, description="Ray's job server (the dashboard, http://HEAD:8265) that "
+                                     "training jobs are submitted to; unset: derived from ray_address, and "
+                                     "with neither the API starts a local Ray head of its own")
     ray_num_cpus: int = 2
     ray_object_store_mb: int = 256
     ray_temp_dir: Path = Path("/tmp/mlstack-ray")
     train_num_cpus: float = 1.0
+    train_python: str | None = Field(None, description="the Python that runs a training job on a Ray node "
+                                     "(unset: the API's own in local mode, `python` in cluster mode)")
+    train_poll_seconds: float = Field(1.0, gt=0, le=60, description="how often a job's state is asked of Ray")
+    train_ray_unreachable_seconds: float = Field(
+        600.0, gt=0, description="a job whose Ray job server stays unreachable this long is marked failed")
 
     # API
     api_host: str = "127.0.0.1"

@@ -3,12 +3,8 @@ half-written, and the job that finished during the outage is stored as finished 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import time
-from pathlib import Path
 
 import httpx
 from mlflow.tracking import MlflowClient
@@ -91,46 +87,4 @@ def _alerts(r, type_: str) -> list[dict]:
     return [json.loads(f["event"]) for _, f in r.xrange("mlstack:alerts") if f.get("type") == type_]
 
 
-async def test_jobs_of_a_crashed_api_are_marked_failed_by_a_live_one(stack_env, tmp_path):
-    redis_server = RedisServer(tmp_path / "redis").start()
-    env = {**stack_env, "MLSTACK_REDIS_URL": redis_server.url, "MLSTACK_MLFLOW_EXPERIMENT": "redis-outage",
-           "MLSTACK_STATE_DIR": str(tmp_path / "state"), "MLSTACK_SERVE_PORT_RANGE": "[24100, 24199]"}
-    first, base = start_api(tmp_path / "api1.log", env)
-    second = None
-    rc = redis_server.client()
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            r = await c.post("/trigger_training", json={"model_name": MODEL,
-                                                        "hyperparameters": {"n_estimators": 2000, "random_state": 2}})
-            assert r.status_code == 202, r.text
-            job_id = r.json()["job_id"]
-            await until(lambda: _status(c, job_id, "running"), 120, "the job running")
-        _kill_session(first.pid)  # a crash: no shutdown hook marks the job
-        crashed_at = time.monotonic()
-        assert _stored_status(rc, job_id) == "running"
-
-        second, base2 = start_api(tmp_path / "api2.log", env)
-        await until(lambda: _stored_status(rc, job_id) == "failed", 60, "the orphaned job marked failed")
-        print(f"orphaned job marked failed {time.monotonic() - crashed_at:.1f}s after the crash")
-        async with httpx.AsyncClient(base_url=base2, timeout=30) as c:
-            job = (await c.get(f"/training/{job_id}")).json()
-        assert job["status"] == "failed" and "stopped before the job finished" in job["error"], job
-        failed = await until(lambda: _alerts(rc, "training.failed"), 30, "training.failed alert")
-        assert [a["data"]["job_id"] for a in failed] == [job_id]
-    finally:
-        _kill_session(first.pid)
-        if second is not None:
-            second.stop(timeout=30)
-        redis_server.stop()
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of the session the test started (the API and the local Ray it spawned), by PID."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # after "pid (comm)": state, ppid, pgrp, session
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(stat.parent.name), signal.SIGKILL)
+# A crashed API's jobs (re-attached by a live one, or failed when Ray lost them): tests/training/test_durable_jobs.py

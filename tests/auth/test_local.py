@@ -34,6 +34,7 @@ MATRIX = [
     ("GET", "/training", None, "viewer"),
     ("GET", "/training/nope", None, "viewer"),
     ("GET", "/training/nope/logs", None, "viewer"),
+    ("DELETE", "/training/nope", None, "deployer"),
     ("POST", "/schedule_training", {"interval_seconds": -5}, "deployer"),
     ("POST", "/watch_model", {"interval_seconds": -5}, "deployer"),
     ("GET", "/schedules", None, "viewer"),

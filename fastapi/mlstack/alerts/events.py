@@ -7,6 +7,7 @@ type                        producer                                    fields u
 ==========================  ==========================================  ===========================================
 ``training.finished``       training job manager, job succeeded        model, version, data.job_id, data.metrics
 ``training.failed``         training job manager, job failed           model, data.job_id, data.error
+``training.cancelled``      training job manager, DELETE /training/ID  model, data.job_id
 ``model.accuracy``          training job manager, accuracy >= the      model, version, data.accuracy,
                             ``alert_accuracy_threshold`` setting        data.threshold
 ``model.stale``             ``watch_model`` schedule                   model, version, data.age_seconds,

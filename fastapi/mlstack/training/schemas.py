@@ -43,7 +43,9 @@ class TrainingRequest(BaseModel):
 
 class TrainingJob(BaseModel):
     job_id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] = Field(
+        description="queued (waiting for a Ray CPU), running, then succeeded, failed (error says why) or "
+                    "cancelled (DELETE /training/{id})")
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
@@ -57,4 +59,4 @@ class TrainingJob(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     champion: bool = False
     error: str | None = None
-    owner: str | None = Field(None, description="the API process (host:pid:id) that runs the job")
+    owner: str | None = Field(None, description="the API process (host:pid:id) that follows the job on Ray")

@@ -1,7 +1,7 @@
 """Train a RandomForest, log it to MLflow as sklearn AND ONNX, register a version, move aliases.
 
-``train_and_register`` is what a Ray task runs: everything it needs arrives in ``TrainConfig``
-(no settings or clients at import), and it returns a plain dict.
+``train_and_register`` is what a training job runs (``mlstack.training.run`` on Ray): everything it needs
+arrives in ``TrainConfig`` (no settings or clients at import), and it returns a plain dict.
 """
 
 from __future__ import annotations
@@ -115,7 +115,9 @@ def train_and_register(cfg: TrainConfig) -> dict:
     mlflow.set_tracking_uri(cfg.tracking_uri)
     client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     mlflow.set_experiment(cfg.experiment)
-    with mlflow.start_run(run_name=f"train-{cfg.job_id}" if cfg.job_id else None) as run:
+    # tagged from the start: a run whose job died is found by its job id and ended (jobs.JobManager)
+    with mlflow.start_run(run_name=f"train-{cfg.job_id}" if cfg.job_id else None,
+                          tags={"mlstack.job_id": cfg.job_id}) as run:
         mlflow.log_params({**cfg.hyperparameters, "data_uri": cfg.data_uri, "target": cfg.target, "task": task,
                            "n_train": result["n_train"], "n_test": result["n_test"],
                            "features": ",".join(result["features"])})
@@ -154,7 +156,7 @@ def train_and_register(cfg: TrainConfig) -> dict:
 
 
 def run_job(cfg: TrainConfig) -> dict:
-    """What the Ray task runs: ``train_and_register`` with its log captured.
+    """What a training job runs (``mlstack.training.run``): ``train_and_register`` with its log captured.
 
     Returns ``{"ok": True, "result": ..., "logs": ...}`` or ``{"ok": False, "error": ..., "logs": ...}``
     so that a failed job keeps the log that explains it.
@@ -184,12 +186,3 @@ def run_job(cfg: TrainConfig) -> dict:
             lg.removeHandler(handler)
             lg.setLevel(level)
 
-
-STARTED = "started"
-
-
-def run_job_stream(cfg: TrainConfig):
-    """``run_job`` as a Ray streaming generator: the first item (``STARTED``) arrives when a worker really runs
-    the task (not when it is queued behind others), the second is ``run_job``'s answer."""
-    yield STARTED
-    yield run_job(cfg)

@@ -81,6 +81,16 @@ async def get_job(job_id: str, svc: ServicesDep) -> TrainingJob:
 
 
 @router.get("/training/{job_id}/logs", dependencies=[allow("get", "trainingjobs")],
-            response_class=PlainTextResponse, summary="A finished job's training log")
+            response_class=PlainTextResponse, summary="A job's training log (so far, while it runs)")
 async def get_logs(job_id: str, svc: ServicesDep) -> str:
     return await svc.training.logs(job_id)
+
+
+@router.delete("/training/{job_id}", response_model=TrainingJob, summary="Cancel a queued or running training job",
+               description="Stops the job's Ray job; the record says `cancelled` at once and the job's MLflow run "
+                           "ends as KILLED once Ray has stopped it. 404 for an unknown job, 409 for one that has "
+                           "already ended. The role that may start training may cancel it.",
+               responses={404: {"description": "no such job"}, 409: {"description": "the job has already ended"}})
+async def cancel_job(job_id: str, svc: ServicesDep,
+                     caller: Annotated[Caller, allow("delete", "trainingjobs")]) -> TrainingJob:
+    return await svc.training.cancel(job_id, caller.principal.describe())

@@ -1,0 +1,222 @@
+"""Ray's Job Submission API for training jobs, and the local Ray head the API starts when none is configured.
+
+``RayJobs`` talks to a Ray job server (the dashboard: ``http://head:8265``; ``ray.job_submission`` is a
+blocking HTTP client, so every call runs in a thread). A job submitted there is supervised by Ray, not by
+the API: it keeps running when the API process dies.
+
+``LocalHead``: with neither ``MLSTACK_RAY_JOBS_URL`` nor ``MLSTACK_RAY_ADDRESS`` (local mode outside
+``./init.sh``), the API starts ``ray start --head --block`` with its job server as a process of its own
+(its own session: a crash of the API leaves it running) and records it in ``STATE_DIR/ray-heads/<pid>.json``
+with the API process that owns it. An API that starts adopts a head whose owner is gone (its jobs are then
+re-attached); a clean stop of the owner stops the head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class RayUnreachable(Exception):
+    """The job server did not answer (not: it answered that it does not know a job)."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED (ray.job_submission.JobStatus values)
+    message: str
+    start_time: float | None  # seconds since the epoch
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def _not_found(e: Exception) -> bool:
+    return isinstance(e, RuntimeError) and "status code 404" in str(e)
+
+
+class RayJobs:
+    """One Ray job server. ``connect`` raises ``RayUnreachable``; ``info``/``logs``/``stop`` too, and answer
+    None/False for a job the server does not know."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self._client = None
+
+    async def connect(self) -> RayJobs:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            try:
+                self._client = await asyncio.to_thread(JobSubmissionClient, self.address)
+            except Exception as e:
+                raise RayUnreachable(f"the Ray job server at {self.address} did not answer: "
+                                     f"{type(e).__name__}: {e}"[:500]) from None
+        return self
+
+    async def _call(self, fn: str, *args, **kwargs):
+        await self.connect()
+        try:
+            return await asyncio.to_thread(getattr(self._client, fn), *args, **kwargs)
+        except Exception as e:
+            if _not_found(e):
+                raise LookupError(str(e)) from None
+            raise RayUnreachable(f"Ray job server {self.address}: {type(e).__name__}: {e}"[:500]) from None
+
+    async def submit(self, submission_id: str, entrypoint: str, env_vars: dict[str, str], num_cpus: float,
+                     metadata: dict[str, str]) -> None:
+        await self._call("submit_job", entrypoint=entrypoint, submission_id=submission_id,
+                         runtime_env={"env_vars": env_vars}, entrypoint_num_cpus=num_cpus, metadata=metadata)
+
+    async def info(self, submission_id: str) -> JobState | None:
+        try:
+            d = await self._call("get_job_info", submission_id)
+        except LookupError:
+            return None
+        status = getattr(d.status, "value", str(d.status))
+        return JobState(status, d.message or "", d.start_time / 1000 if d.start_time else None)
+
+    async def logs(self, submission_id: str) -> str | None:
+        try:
+            return await self._call("get_job_logs", submission_id)
+        except LookupError:
+            return None
+
+    async def stop(self, submission_id: str) -> bool:
+        try:
+            return bool(await self._call("stop_job", submission_id))
+        except LookupError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _started_at(pid: int) -> float | None:
+    """The start time of process ``pid`` (so that a reused pid is not mistaken for it), None if gone."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return None if p.status() == psutil.STATUS_ZOMBIE else p.create_time()
+    except psutil.Error:
+        return None
+
+
+def _alive(pid: int, started: float) -> bool:
+    t = _started_at(pid)
+    return t is not None and abs(t - started) < 1.0
+
+
+class LocalHead:
+    """A Ray head (with its job server) that this API process started or adopted. Blocking: call in a thread."""
+
+    def __init__(self, state_dir: Path, temp_dir: Path, num_cpus: int, object_store_mb: int):
+        self.dir = Path(state_dir) / "ray-heads"
+        self.temp_dir, self.num_cpus, self.object_store_mb = Path(temp_dir), num_cpus, object_store_mb
+        self.pid: int | None = None
+        self.started: float = 0.0
+        self.url: str | None = None
+        self._me = {"pid": os.getpid(), "started": _started_at(os.getpid()) or 0.0}
+
+    def _file(self, pid: int) -> Path:
+        return self.dir / f"{pid}.json"
+
+    def alive(self) -> bool:
+        return self.pid is not None and _alive(self.pid, self.started)
+
+    def adopt(self) -> str | None:
+        """Take over a head whose owner process is gone; its URL, or None. Files of dead heads are removed."""
+        for f in sorted(self.dir.glob("*.json")):
+            try:
+                rec = json.loads(f.read_text())
+                head, owner = rec["head"], rec["owner"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if not _alive(head["pid"], head["started"]):
+                f.unlink(missing_ok=True)
+                continue
+            if _alive(owner["pid"], owner["started"]):
+                continue  # another live API's head
+            self.pid, self.started, self.url = head["pid"], head["started"], rec["url"]
+            self._write()
+            log.info("adopted the local Ray head pid %s (%s) of a stopped API process %s", self.pid, self.url,
+                     owner["pid"])
+            return self.url
+        return None
+
+    def _write(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._file(self.pid).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"head": {"pid": self.pid, "started": self.started}, "owner": self._me,
+                                   "url": self.url}))
+        tmp.replace(self._file(self.pid))
+
+    def start(self, timeout: float = 120.0) -> str:
+        gcs, dash, agent, client = (_free_port() for _ in range(4))
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ray = str(Path(sys.executable).parent / "ray")
+        cmd = [ray, "start", "--head", "--block", "--port", str(gcs), "--node-ip-address", "127.0.0.1",
+               "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+               "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
+               "--num-cpus", str(self.num_cpus), "--object-store-memory", str(self.object_store_mb * 1024 * 1024),
+               "--temp-dir", str(self.temp_dir.resolve()), "--disable-usage-stats"]
+        logf = open(self.dir / "ray-head.log", "ab")  # noqa: SIM115 - the head keeps writing to it
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # its own session: an API crash leaves it (and its jobs)
+        logf.close()
+        self.pid, self.started = proc.pid, _started_at(proc.pid) or time.time()
+        self.url = f"http://127.0.0.1:{dash}"
+        self._write()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._file(self.pid).unlink(missing_ok=True)
+                raise RuntimeError(f"ray start exited with {proc.returncode} (log: {self.dir / 'ray-head.log'})")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/api/version", timeout=2) as r:
+                if r.status == 200:
+                    log.info("started a local Ray head pid %s, job server %s", self.pid, self.url)
+                    return self.url
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the local Ray head's job server did not answer within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM ``ray start --block`` (it then stops every Ray process it started, workers included: a
+        SIGTERM to the whole group at once would cut that short), SIGKILL its group after ``timeout``."""
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        if _alive(pid, self.started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid, self.started) and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.2)
+            if _alive(pid, self.started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        self._file(pid).unlink(missing_ok=True)

@@ -1,0 +1,179 @@
+"""Training jobs outlive the API (issue 14, item 6): they run as Ray jobs (Job Submission API), so ``kill -9`` of
+the API leaves them running and the next API process re-attaches them; a job Ray lost (Ray restarted) is marked
+failed with the reason and its MLflow run ended; ``DELETE /training/{id}`` cancels a queued or running job."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+
+import httpx
+import psutil
+
+from tests.training.conftest import alerts, api_env, job, mlflow_runs, start_training_api, trigger, wait_status
+from tests.utils.procs import wait_until
+
+MODEL = "durable_model"
+
+
+def _kill9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10,
+               what=f"pid {pid} gone")
+
+
+def _run_status(mlflow_uri: str, job_id: str) -> str | None:
+    runs = mlflow_runs(mlflow_uri, job_id)
+    return runs[0].info.status if runs else None
+
+
+def test_kill_9_of_the_api_leaves_the_job_running_and_the_next_api_reattaches_it(
+        stack_env, ray_head, mlflow_uri, redis_url, tmp_path):
+    env = api_env(stack_env, tmp_path / "state", MLSTACK_RAY_JOBS_URL=ray_head.url)
+    first, base = start_training_api(tmp_path / "api1.log", env)
+    second = None
+    try:
+        job_id = trigger(base, MODEL)
+        running = wait_status(base, job_id, ("running",), 180)
+        assert running["owner"] and ray_head.status(job_id) == "RUNNING"
+        owner = running["owner"]
+
+        _kill9(first.pid)  # a crash: no shutdown hook runs
+        killed_at = time.monotonic()
+        assert ray_head.status(job_id) == "RUNNING"  # Ray's job does not depend on the API process
+        second, base = start_training_api(tmp_path / "api2.log", env)
+        adopted = wait_until(lambda: (j := job(base, job_id))["owner"] != owner and j, 60, interval=0.2,
+                             what="the job re-attached by a live API")
+        reattach_s = time.monotonic() - killed_at
+        ray_at_adoption = ray_head.status(job_id)
+        done = wait_status(base, job_id, ("succeeded", "failed"), 300)
+        print(f"re-attached {reattach_s:.1f}s after kill -9 (Ray said {ray_at_adoption}, record "
+              f"{adopted['status']}); finished {time.monotonic() - killed_at:.1f}s after")
+        assert done["status"] == "succeeded", done
+        assert done["version"] and done["metrics"]["accuracy"] > 0.8
+        assert _run_status(mlflow_uri, job_id) == "FINISHED"
+        logs = httpx.get(f"{base}/training/{job_id}/logs", timeout=30).text
+        assert f"registered {MODEL} version {done['version']}" in logs and "MLSTACK_TRAINING_RESULT" not in logs
+        finished = wait_until(lambda: alerts(redis_url, "training.finished", job_id), 30, what="training.finished")
+        assert len(finished) == 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop(timeout=30)
+
+
+def test_a_job_ray_lost_is_failed_with_the_reason_and_its_mlflow_run_ended(
+        stack_env, ray_head, mlflow_uri, redis_url, tmp_path):
+    env = api_env(stack_env, tmp_path / "state", MLSTACK_RAY_JOBS_URL=ray_head.url)
+    first, base = start_training_api(tmp_path / "api1.log", env)
+    second = None
+    try:
+        job_id = trigger(base, MODEL, n_estimators=2000, seed=2)
+        wait_status(base, job_id, ("running",), 180)
+        wait_until(lambda: _run_status(mlflow_uri, job_id) == "RUNNING", 120, interval=0.3, what="the MLflow run")
+        _kill9(first.pid)
+        ray_head.stop()  # Ray goes down with the job, and comes back knowing nothing of it
+        ray_head.start()
+        second, base = start_training_api(tmp_path / "api2.log", env)
+        failed = wait_status(base, job_id, ("failed", "succeeded"), 90)
+        assert failed["status"] == "failed", failed
+        assert "Ray does not know its job" in failed["error"], failed
+        wait_until(lambda: _run_status(mlflow_uri, job_id) == "FAILED", 60, interval=0.3, what="the run ended FAILED")
+        assert len(wait_until(lambda: alerts(redis_url, "training.failed", job_id), 30, what="alert")) == 1
+        # nothing of the job kept running outside Ray
+        leftovers = [p for p in psutil.process_iter(["cmdline"])
+                     if "mlstack.training.run" in " ".join(p.info["cmdline"] or [])
+                     and job_id in json.dumps(_environ(p))]
+        assert leftovers == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop(timeout=30)
+
+
+def _environ(p: psutil.Process) -> dict:
+    try:
+        return p.environ()
+    except psutil.Error:
+        return {}
+
+
+def test_delete_cancels_a_queued_and_a_running_job(stack_env, ray_head, mlflow_uri, redis_url, tmp_path):
+    # one job takes both of the head's CPUs: the second waits in Ray's queue
+    env = api_env(stack_env, tmp_path / "state", MLSTACK_RAY_JOBS_URL=ray_head.url, MLSTACK_TRAIN_NUM_CPUS="2")
+    proc, base = start_training_api(tmp_path / "api.log", env)
+    try:
+        running_id = trigger(base, MODEL, n_estimators=2000, seed=3)
+        wait_status(base, running_id, ("running",), 180)
+        wait_until(lambda: _run_status(mlflow_uri, running_id) == "RUNNING", 120, interval=0.3, what="MLflow run")
+        queued_id = trigger(base, MODEL, n_estimators=5, seed=4)
+        wait_until(lambda: ray_head.status(queued_id) == "PENDING", 60, interval=0.2, what="the second job queued")
+        assert job(base, queued_id)["status"] == "queued"
+
+        assert httpx.delete(f"{base}/training/doesnotexist", timeout=30).status_code == 404
+        stopped_at = {}
+        for job_id in (queued_id, running_id):
+            r = httpx.delete(f"{base}/training/{job_id}", timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "cancelled" and r.json()["finished_at"], r.text
+            stopped_at[job_id] = time.monotonic()
+            assert job(base, job_id)["status"] == "cancelled"
+            again = httpx.delete(f"{base}/training/{job_id}", timeout=30)
+            assert again.status_code == 409 and "already ended (cancelled)" in again.json()["detail"], again.text
+            assert len(wait_until(lambda job_id=job_id: alerts(redis_url, "training.cancelled", job_id), 30,
+                                  what="training.cancelled alert")) == 1
+        # Ray delivers a stop to the job's supervisor, which (like the job) waits for its CPUs: the queued job
+        # ends in Ray once the running one has freed them
+        for job_id in (running_id, queued_id):
+            wait_until(lambda job_id=job_id: ray_head.status(job_id) == "STOPPED", 90, interval=0.2,
+                       what=f"Ray job {job_id} stopped")
+            print(f"{job_id}: Ray job STOPPED {time.monotonic() - stopped_at[job_id]:.1f}s after DELETE")
+        wait_until(lambda: _run_status(mlflow_uri, running_id) == "KILLED", 60, interval=0.3, what="run KILLED")
+        # the queued job never trained: no MLflow run, or one ended KILLED had it started before its stop arrived
+        wait_until(lambda: all(r.info.status == "KILLED" for r in mlflow_runs(mlflow_uri, queued_id)), 60,
+                   interval=0.3, what="the queued job's runs ended")
+        # the records stay cancelled once the follower has seen Ray's end (it stores the log then)
+        wait_until(lambda: "is cancelled" not in httpx.get(f"{base}/training/{running_id}/logs", timeout=30).text,
+                   30, what="the cancelled job's log stored")
+        assert job(base, running_id)["status"] == job(base, queued_id)["status"] == "cancelled"
+        done = httpx.get(f"{base}/training", params={"limit": 10}, timeout=30).json()
+        assert {j["job_id"]: j["status"] for j in done}[running_id] == "cancelled"
+    finally:
+        proc.stop(timeout=30)
+
+
+def test_without_a_configured_ray_the_api_starts_its_own_head_which_survives_kill_9(stack_env, mlflow_uri, tmp_path):
+    """No MLSTACK_RAY_JOBS_URL / MLSTACK_RAY_ADDRESS: the API starts a Ray head of its own (own session); after a
+    kill -9 the restarted API adopts it and the job; a clean stop stops the head."""
+    state = tmp_path / "state"
+    env = api_env(stack_env, state, MLSTACK_RAY_TEMP_DIR=f"/tmp/mlt-{os.getpid()}-own")
+    first, base = start_training_api(tmp_path / "api1.log", env)
+    second = None
+    heads = state / "ray-heads"
+    try:
+        job_id = trigger(base, MODEL, n_estimators=1500, seed=5)
+        wait_status(base, job_id, ("running",), 240)
+        [head_file] = list(heads.glob("*.json"))
+        head_pid = json.loads(head_file.read_text())["head"]["pid"]
+        _kill9(first.pid)
+        assert psutil.pid_exists(head_pid)
+        second, base = start_training_api(tmp_path / "api2.log", env)
+        done = wait_status(base, job_id, ("succeeded", "failed"), 300)
+        assert done["status"] == "succeeded", done
+        assert json.loads(head_file.read_text())["owner"]["pid"] == second.pid  # adopted, not a second head
+        assert len(list(heads.glob("*.json"))) == 1
+        second.stop(timeout=60)
+        wait_until(lambda: not psutil.pid_exists(head_pid) or psutil.Process(head_pid).status() == "zombie", 60,
+                   what="the head stopped with its API")
+        assert list(heads.glob("*.json")) == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop(timeout=30)
+        for f in heads.glob("*.json"):  # a head left by a failed test: stop it by its PID
+            pid = json.loads(f.read_text())["head"]["pid"]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
