@@ -130,7 +130,7 @@ async def test_resolved_version_change_becomes_one_rolled_alert_across_replicas(
         e = events[0]
         assert e["data"] == {"from": "3", "to": "4", "alias": "champion", "mode": "cluster"}
         assert e["namespace"] == "models" and e["deployment"] == "iris" and e["model"] == "iris_model"
-        assert e["version"] == "4" and "v3 -> v4" in e["title"]
+        assert e["version"] == "4" and "v3 -> v4" in e["title"] and e["message"].startswith("@champion moved")
 
         api.items = [rolled_md("4")]  # no change: nothing
         await watchers[0].poll()
@@ -142,5 +142,11 @@ async def test_resolved_version_change_becomes_one_rolled_alert_across_replicas(
         api.items = [rolled_md("5", phase="Deploying", uid="u-2")]  # a new object: its first version is no roll
         await watchers[0].poll()
         assert [x["type"] for x in a.events][-1] == "deployment.phase"
+        pinned = rolled_md("6", phase="Deploying", uid="u-2")  # a pinned version changed (a promoted canary)
+        del pinned["spec"]["model"]["alias"]
+        pinned["spec"]["model"]["version"] = "6"
+        api.items = [pinned]
+        await watchers[0].poll()
+        assert a.events[-1]["message"].startswith("the spec pins v6"), a.events[-1]  # not "@None moved"
     finally:
         await redis.aclose()

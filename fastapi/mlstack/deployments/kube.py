@@ -180,6 +180,14 @@ class KubeEndpoints:
         return None
 
 
+def _why_rolled(model: dict[str, Any]) -> str:
+    """What moved the served version: the alias the deployment follows, or its spec (a pinned version changed,
+    e.g. a promoted canary)."""
+    if model.get("alias"):
+        return f"@{model['alias']} moved"
+    return f"the spec pins v{model.get('version')}"
+
+
 class PhaseAlerts:
     """Cluster mode: turn ModelDeployment phase changes (written by the operator) into ``deployment.phase`` alerts.
 
@@ -259,7 +267,7 @@ class PhaseAlerts:
             await self.alerts.emit(
                 "deployment.rolled", "info", f"ModelDeployment {ns}/{name} rolled {model.get('name')} "
                 f"v{previous} -> v{version}",
-                f"@{model.get('alias')} moved; serving v{version}" + (f" at {st['url']}" if st.get("url") else ""),
+                f"{_why_rolled(model)}; serving v{version}" + (f" at {st['url']}" if st.get("url") else ""),
                 namespace=ns, deployment=name, model=model.get("name"), version=version,
                 data={"from": previous, "to": version, "alias": model.get("alias"), "mode": "cluster"})
         except Exception as e:
