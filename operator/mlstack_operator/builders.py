@@ -179,6 +179,13 @@ def _serve_command(md: ModelDeployment, version: str, port: int, grpc_port: int 
             *grpc, "--name", name, *(extra or [])]
 
 
+def monitoring_env(md: ModelDeployment, track: str) -> dict[str, str]:
+    """The model server's payload log: the share of requests it keeps for the API's monitor (which pulls them
+    over HTTP: model servers hold no platform credentials) and the track it records them under."""
+    return {"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": f"{md.spec.effective_monitoring.sample_rate:g}",
+            "MLSTACK_SERVE_TRACK": track}
+
+
 def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettings, *, track: str = STABLE,
                      replicas: int | None = None, surge: bool = True) -> Manifest:
     """The lean model server. ``replicas`` None leaves the count to an HPA. ``surge`` False: rolling updates
@@ -196,6 +203,7 @@ def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettin
             {"name": "MLSTACK_MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri},
             {"name": "MLSTACK_MODEL_CACHE_DIR", "value": "/tmp/models"},
             {"name": "HOME", "value": "/tmp"},
+            *({"name": k, "value": v} for k, v in monitoring_env(md, track).items()),
         ],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}] + (
             [{"name": "grpc", "containerPort": settings.grpc_port, "protocol": "TCP"}] if settings.grpc_port else []),
@@ -414,7 +422,9 @@ def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings, tr
     run = ["/usr/bin/podman", "run", "--rm", "--name", "mlstack-serve", "--network", "host", "--read-only",
            "--tmpfs", "/tmp", "--user", "10001:10001", "--security-opt", "no-new-privileges",
            "-e", f"MLSTACK_MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri}",
-           "-e", "MLSTACK_MODEL_CACHE_DIR=/tmp/models", "-e", "HOME=/tmp", settings.effective_vm_image, *argv]
+           "-e", "MLSTACK_MODEL_CACHE_DIR=/tmp/models", "-e", "HOME=/tmp",
+           *(x for k, v in monitoring_env(md, track).items() for x in ("-e", f"{k}={v}")),
+           settings.effective_vm_image, *argv]
     unit = "\n".join([
         "[Unit]",
         "Description=mlstack model server",

@@ -107,6 +107,19 @@ class Alerts(_Strict):
     max_p99_latency_ms: StrictInt | None = Field(None, ge=1, le=600_000, alias="maxP99LatencyMs")
 
 
+class Monitoring(_Strict):
+    """The payload log and drift watch (``mlstack.monitoring``); absent: these defaults (monitoring on)."""
+
+    sample_rate: float = Field(0.05, ge=0, le=1, alias="sampleRate",
+                               description="share of inference requests logged for the monitor; 0 turns it off")
+    psi_threshold: float = Field(0.2, gt=0, le=10, alias="psiThreshold",
+                                 description="a feature (or the predictions) drifted when its PSI exceeds this")
+    window_seconds: StrictInt = Field(300, ge=10, le=86_400, alias="windowSeconds",
+                                      description="the sliding window drift, latency and accuracy are judged over")
+    min_rows: StrictInt = Field(100, ge=1, le=1_000_000, alias="minRows",
+                                description="a window with fewer logged rows is not judged for drift")
+
+
 class ModelDeploymentSpec(_Strict):
     model: ModelRef
     runtime: Runtime = Runtime.pod
@@ -118,6 +131,11 @@ class ModelDeploymentSpec(_Strict):
     canary: Canary | None = None
     vm: VMSpec | None = None
     alerts: Alerts | None = None
+    monitoring: Monitoring | None = None
+
+    @property
+    def effective_monitoring(self) -> Monitoring:
+        return self.monitoring or Monitoring()
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelDeploymentSpec:
@@ -143,8 +161,9 @@ class Phase(StrEnum):
     Failed = "Failed"
 
 
-ConditionType = Literal["Admitted", "ModelResolved", "Available", "Ready"]
-CONDITION_TYPES: tuple[str, ...] = ("Admitted", "ModelResolved", "Available", "Ready")
+# SLOMet: set by the API's monitor (spec.alerts evaluated on live traffic), kept by the operator's status updates
+ConditionType = Literal["Admitted", "ModelResolved", "Available", "Ready", "SLOMet"]
+CONDITION_TYPES: tuple[str, ...] = ("Admitted", "ModelResolved", "Available", "Ready", "SLOMet")
 
 
 class Condition(BaseModel):

@@ -267,3 +267,20 @@ def test_vm_cloud_init_runs_the_platforms_pinned_image_and_validates_with_cloud_
 def test_an_unpinned_vm_image_is_refused():
     with pytest.raises(ValueError, match="must be pinned"):
         OperatorSettings(vm_server_image="ghcr.io/mlstack/model-server:latest")
+
+
+def test_model_servers_get_the_payload_logs_sample_rate_and_their_track():
+    def env(obj):
+        return {e["name"]: e["value"] for e in obj["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    stable, canary = children("onnx-canary")[:2]
+    assert env(stable)["MLSTACK_SERVE_MONITORING_SAMPLE_RATE"] == "0.05" and env(stable)["MLSTACK_SERVE_TRACK"] == \
+        "stable"
+    assert env(canary)["MLSTACK_SERVE_TRACK"] == "canary"
+    off = build_children(md(monitoring={"sampleRate": 0}), Versions("3"), SETTINGS)[0]
+    assert env(off)["MLSTACK_SERVE_MONITORING_SAMPLE_RATE"] == "0"
+    vm = build_children(md(runtime="vm", vm={"image": "img:1"}, monitoring={"sampleRate": 0.5}), Versions("3"),
+                        SETTINGS)[0]
+    (disk,) = [v for v in vm["spec"]["template"]["spec"]["volumes"] if v["name"] == "cloudinitdisk"]
+    assert "-e MLSTACK_SERVE_MONITORING_SAMPLE_RATE=0.5 -e MLSTACK_SERVE_TRACK=stable" in disk["cloudInitNoCloud"][
+        "userData"]

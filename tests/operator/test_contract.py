@@ -43,6 +43,9 @@ VALID = {
     "alias-canary": {"model": {"name": "m", "alias": "prod"}, "canary": {"version": "7", "trafficPercent": 99}},
     "accuracy-int": with_(alerts={"minAccuracy": 1}),
     "dotted-model-name": {"model": {"name": "team.iris-v2_model", "version": "12"}},
+    "monitoring-full": with_(monitoring={"sampleRate": 1, "psiThreshold": 0.1, "windowSeconds": 60, "minRows": 10}),
+    "monitoring-off": with_(monitoring={"sampleRate": 0}),
+    "monitoring-defaults": with_(monitoring={}),
 }
 
 INVALID = {
@@ -79,6 +82,12 @@ INVALID = {
     "unknown-nested-field": with_(resources={"cpus": "1"}),
     "vm-cores-zero": with_(runtime="vm", vm={"image": "img:1", "cores": 0}),
     "vm-empty-image": with_(runtime="vm", vm={"image": ""}),
+    "sample-rate-above-1": with_(monitoring={"sampleRate": 1.5}),
+    "psi-threshold-zero": with_(monitoring={"psiThreshold": 0}),
+    "window-too-short": with_(monitoring={"windowSeconds": 5}),
+    "window-as-float": with_(monitoring={"windowSeconds": 60.5}),
+    "min-rows-zero": with_(monitoring={"minRows": 0}),
+    "monitoring-unknown-field": with_(monitoring={"rate": 0.1}),
 }
 
 
@@ -130,6 +139,8 @@ def test_defaults_agree():
     spec_schema = crd_schema()["properties"]["spec"]
     defaulted = _default(spec_schema, copy.deepcopy(BASE))
     assert defaulted == ModelDeploymentSpec.model_validate(BASE).to_k8s()
+    partial = with_(monitoring={"sampleRate": 0.5})
+    assert _default(spec_schema, copy.deepcopy(partial)) == ModelDeploymentSpec.model_validate(partial).to_k8s()
 
 
 def test_status_model_reads_what_the_crd_allows():
@@ -148,4 +159,4 @@ def test_crd_shape():
     assert c["spec"]["names"]["shortNames"] == ["mdep"] and c["spec"]["scope"] == "Namespaced"
     assert v["subresources"] == {"status": {}}
     assert [col["name"] for col in v["additionalPrinterColumns"]] == ["Model", "Version", "Runtime", "Phase",
-                                                                       "URL", "Age"]
+                                                                       "URL", "SLOMet", "Age"]
