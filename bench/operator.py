@@ -11,6 +11,8 @@ server's audit log),
 create -> Ready p50/p99/max (the time from each POST to the first poll that sees it Ready; polled every 0.2 s),
 time until all are Ready, and RSS of the operator and the API server. Time to Ready is bounded by the controllers'
 client rate (kube-controller-manager --kube-api-qps, default 20 in Kubernetes; --kcm-qps sets it here).
+BENCH_PYSPY=FILE samples the operator with py-spy over the measured window (collapsed stacks; `--top FILE`
+summarises them: self and inclusive share per frame); BENCH_PROFILE=FILE runs it under cProfile instead.
 """
 
 from __future__ import annotations
@@ -164,6 +166,15 @@ def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
         audit_mark = audit.stat().st_size if audit.exists() else 0
         created: dict[tuple[str, str], float] = {}
         ready: dict[tuple[str, str], float] = {}
+        spy = None
+        if os.environ.get("BENCH_PYSPY"):  # sample the operator over the measured window (collapsed stacks)
+            import subprocess
+
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(op.pid),
+                                    "--format", "raw", "--rate", "250", "--nonblocking",
+                                    "-o", os.environ["BENCH_PYSPY"]], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         cpu0, t0 = cpu(proc), time.monotonic()
         for i in range(n):
             ns = f"bench-{i % namespaces}"
@@ -183,6 +194,11 @@ def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
         t_ready = time.monotonic() - t0
         wait_until(lambda: idle(proc), 120, interval=0, what="operator idle")
         cpu_used = cpu(proc) - cpu0
+        if spy is not None:
+            import signal
+
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         events = counter.stop()
         writes = count_writes(audit, audit_mark)
         latencies = [ready[k] - created[k] for k in created]
@@ -204,14 +220,38 @@ def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def top(path: str, n: int = 40) -> None:
+    """The frames of a py-spy raw profile with the largest self and inclusive share (idle loop frames included)."""
+    from collections import Counter
+
+    total, own, incl = 0, Counter(), Counter()
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        frames, k = stack.split(";"), int(count)
+        total += k
+        own[frames[-1]] += k
+        for f in set(frames):
+            incl[f] += k
+    print(f"{total} samples\n-- self")
+    for f, k in own.most_common(n // 2):
+        print(f"{100 * k / total:5.1f}% {f[:140]}")
+    print("-- inclusive")
+    for f, k in incl.most_common(n):
+        print(f"{100 * k / total:5.1f}% {f[:140]}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--top", metavar="FILE", help="summarise a BENCH_PYSPY profile and exit")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--namespaces", type=int, default=4)
     p.add_argument("--kcm-qps", type=int, default=200, help="kube-controller-manager/scheduler --kube-api-qps")
     p.add_argument("--goal-ms", type=float, default=10.0)
     p.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
     args = p.parse_args()
+    if args.top:
+        top(args.top)
+        return 0
     r = run(args.n, args.namespaces, args.kcm_qps)
     print(f"| N (namespaces) | operator CPU / create | create -> Ready p50 / p99 / max | all Ready "
           f"| events / object | writes / object | operator RSS | apiserver RSS | kcm qps |\n"

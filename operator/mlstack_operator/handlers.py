@@ -2,9 +2,11 @@
 
 * ``mdep_reconcile`` (create/update/resume): validate -> admit -> resolve the model -> build,
   adopt, create-if-absent / patch-if-different the children -> publish the status.
-* ``child_event`` (events of every child kind): the children's readiness -> status, and self-healing:
-  a child edited by hand is patched back, a deleted one recreated, within a second of the event.
-  A periodic resync (``resync_seconds``) re-checks every child as a safety net.
+* ``child_event`` (one raw watch per child kind, ``kube.Reflector``, not kopf: kopf's per-event cost was most
+  of the operator's CPU): keeps a small index (readiness per child), wakes the owner's status only when a
+  child's readiness changed (coalesced per owner), and heals: a child edited by hand is patched back, a
+  deleted one recreated, within a second of the event. A periodic resync (``resync_seconds``) re-checks
+  every child as a safety net.
 * ``mdep_deleted`` and ``quota_event``: capacity changed -> re-run admission in that namespace.
 * ``namespace_event``: objects in a terminating namespace are left alone (no writes, no Events).
 
@@ -18,9 +20,9 @@ exponential backoff until it succeeds or the spec changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -41,12 +43,14 @@ from mlstack_operator.admission import (
 )
 from mlstack_operator.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, Phase
 from mlstack_operator.drift import drift_patch
-from mlstack_operator.kube import ApiError, KubeClient, path_for, path_of
+from mlstack_operator.kube import ApiError, KubeClient, Reflector, path_for, path_of
 from mlstack_operator.resolver import ModelNotFound, ModelResolver, RegistryUnavailable
 from mlstack_operator.settings import OperatorSettings, get_settings
 from mlstack_operator.status import ChildState, Inputs, child_state, compute, essential, phase_of
 
 MD = (GROUP, VERSION, PLURAL)
+CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+               ("ray.io/v1", "RayService"), ("kubevirt.io/v1", "VirtualMachine"))
 REGISTRY_RETRY_SECONDS = 15.0
 WARNING_PHASES = {Phase.Failed, Phase.Degraded}
 
@@ -68,6 +72,8 @@ class Tracked:
     unschedulable_check: asyncio.Task | None = None
     follows: tuple[str, str] | None = None  # (model, alias) when the spec follows an alias
     pruned: tuple[int | None, set[tuple[str, str, str]]] = (None, set())  # (generation, deleted): no re-DELETE
+    publish_pending: bool = False  # a status refresh from the children's watch is queued (coalesces events)
+    handled: int | None = None  # the generation last reconciled (status writes and other events change none)
 
 
 @dataclasses.dataclass
@@ -84,6 +90,18 @@ class OperatorState:
     # kopf's indices (live views), kept from the handlers for the work that runs outside them (retries, rolls)
     indices: tuple[Any, Any] = ({}, {})
     tasks: set[asyncio.Task] = dataclasses.field(default_factory=set)
+    reflectors: dict[str, list[Reflector]] = dataclasses.field(default_factory=lambda: defaultdict(list))  # by kind
+    # every child in the watches' index, by parent: (kind, name) -> (apiVersion, owner uids); what prune looks at
+    owned: dict[Key, dict[tuple[str, str], tuple[str, frozenset[str]]]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict))
+    synced: bool = False  # every child watch listed once (prune needs the whole index)
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        if not self.synced:
+            waits = [r.synced.wait() for rs in self.reflectors.values() for r in rs]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            self.synced = True
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -108,6 +126,7 @@ class OperatorState:
                 if task is not None:
                     task.cancel()
         self.children.pop(key, None)
+        self.owned.pop(key, None)
         self.admitted.discard(key)
 
 
@@ -117,36 +136,9 @@ class OperatorState:
 def configure(settings: kopf.OperatorSettings, cfg: OperatorSettings) -> None:
     """kopf settings: few writes and few events per object (see bench/operator.py)."""
     settings.posting.level = logging.INFO if cfg.post_info_events else logging.WARNING
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.diffbase_storage = LeanDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.peering.standalone = True  # one replica (manifests/operator): no peering, instant takeover
-    # Watch only our own children, filtered server-side (the handlers' label filter stays as a guard).
-    managed = ",".join(f"{k}={v}" for k, v in builders.MANAGED_BY.items())
-    for group, plural in (("apps", "deployments"), ("", "services"), ("autoscaling", "horizontalpodautoscalers"),
-                          ("ray.io", "rayservices"), ("kubevirt.io", "virtualmachines")):
-        settings.watching.label_selectors[group, plural] = managed
     settings.watching.server_timeout = 600
-    # The reconcile handler writes the status itself before kopf writes its annotations: wait long
-    # enough for kopf's own patch to come back, so a slow operator never takes the status-only
-    # event for a new, unhandled object.
-    settings.persistence.consistency_timeout = 30.0
     settings.networking.request_timeout = 60
-
-
-class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff base, without deep-copying what it throws away: kopf copies the whole body (managedFields and
-    status included, 2-3x the spec on a real API server) on every event of a ModelDeployment, then deletes all
-    but the spec, labels and annotations. Hand it just those."""
-
-    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        meta = body.get("metadata") or {}
-        lean: dict[str, Any] = {k: v for k, v in body.items() if k not in ("metadata", "status")}
-        lean["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
-        if extra_fields:  # fields a handler watches outside the spec (none of ours today)
-            lean["metadata"] = dict(meta)
-            lean["status"] = body.get("status")
-        return super().build(body=kopf.Body(lean), extra_fields=extra_fields)
 
 
 @kopf.on.login()
@@ -167,6 +159,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         kube=await KubeClient.connect(cfg),
         resolver=ModelResolver(cfg.effective_registry_uri, cfg.resolve_cache_seconds),
     )
+    log = logging.getLogger(__name__)
+    managed = ",".join(f"{k}={v}" for k, v in builders.MANAGED_BY.items())
+    for api_version, kind in CHILD_KINDS:
+        for namespace in cfg.namespaces or [None]:
+            r = Reflector(state.kube, api_version, kind, managed,
+                          lambda type_, obj, s=state: child_event(s, type_, obj), namespace=namespace, log=log)
+            state.reflectors[kind].append(r)
+            state.spawn(r.run())
     state.spawn(resync_loop(state))
     if cfg.alias_poll_seconds > 0:
         state.spawn(alias_loop(state))
@@ -187,8 +187,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 _DEMANDS: dict[tuple[str, int], tuple[int, Any] | None] = {}  # (uid, generation) -> (priority, demand)
 
 
+# async (not plain def): kopf runs sync handlers in a thread pool, one hop per event
 @kopf.index(*MD)
-def mdep_admission(namespace: str, name: str, uid: str, body: kopf.Body, **_: Any) -> dict[str, Candidate] | None:
+async def mdep_admission(namespace: str, name: str, uid: str, body: kopf.Body, **_: Any) -> dict[str, Candidate] | None:
     key = (uid, body["metadata"].get("generation") or 0)
     if key not in _DEMANDS:  # parse each generation once, not on every status event
         if len(_DEMANDS) > 100_000:
@@ -208,111 +209,144 @@ def mdep_admission(namespace: str, name: str, uid: str, body: kopf.Body, **_: An
 
 
 @kopf.index("", "v1", "resourcequotas")
-def quota_limits(namespace: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
+async def quota_limits(namespace: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
     return {namespace: limits_from_quota(spec)}
 
 
 # --- handlers -----------------------------------------------------------------------------------
 
 
-@kopf.on.resume(*MD)
-@kopf.on.create(*MD)
-@kopf.on.update(*MD, field="spec")
-async def mdep_reconcile(body: kopf.Body, reason: kopf.Reason, memo: kopf.Memo, logger: logging.Logger,
-                         mdep_admission: kopf.Index, quota_limits: kopf.Index, retry: int = 0, old: Any = None,
-                         **_: Any) -> None:
+@kopf.on.event(*MD)
+async def mdep_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
+                     logger: logging.Logger, mdep_admission: kopf.Index, quota_limits: kopf.Index, **_: Any) -> None:
+    """Every event of a ModelDeployment; a reconcile when its generation (the spec) is one not handled yet: its
+    first sight (created, or seen at start-up) and every spec change. The operator's own status writes change no
+    generation and cost no more than the index update. No kopf change-tracking (no diff base, no progress
+    annotations, no patch of the object per change): ``metadata.generation`` is the change detector."""
     state: OperatorState = memo.state
     state.indices = (mdep_admission, quota_limits)
+    if type == "DELETED":
+        state.forget((namespace, name))
+        if namespace not in state.terminating:
+            await refresh_namespace(state, namespace, mdep_admission, quota_limits, logger)
+        return
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp") or namespace in state.terminating:
+        return  # going away: the garbage collector takes the children
     tracked = state.track(body)
-    raw = dict(body)
-    generation = raw["metadata"].get("generation")
+    generation = meta.get("generation")
+    if tracked.handled == generation:
+        return
+    tracked.handled = generation
+    await state.wait_synced()
+    await reconcile_spec(state, tracked, dict(body), logger, create_first=not body.get("status"))
+
+
+async def reconcile_spec(state: OperatorState, tracked: Tracked, raw: dict[str, Any], logger: logging.Logger, *,
+                         create_first: bool) -> None:
+    """A new generation: validate, reconcile, and on failure retry with backoff (``schedule_retry``)."""
+    mdep_admission, quota_limits = state.indices
     if tracked.retry is not None:  # the spec moved on: a pending retry of the old one is moot
         tracked.retry.cancel()
         tracked.retry = None
+        tracked.retries = 0
     try:
         md = ModelDeployment.model_validate(raw)
     except ValidationError as e:
         message = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         async with tracked.lock:
-            await publish(state, tracked, Inputs(generation, invalid=message))
-        raise kopf.PermanentError(f"invalid spec: {message}") from None
-    stale = previous_children(raw, old, state.cfg) if reason == kopf.Reason.UPDATE else set()
+            try:
+                await publish(state, tracked, Inputs(raw["metadata"].get("generation"), invalid=message))
+            except kopf.TemporaryError as te:
+                schedule_retry(state, tracked, te.delay)
+        logger.warning(f"invalid spec: {message}")
+        return
     async with tracked.lock:
         try:
-            await reconcile(state, tracked, md, raw, mdep_admission, quota_limits,
-                            create_first=reason == kopf.Reason.CREATE, stale=stale)
+            await reconcile(state, tracked, md, raw, mdep_admission, quota_limits, create_first=create_first)
         except ChildRefused as e:
-            delay = backoff(retry, state.cfg.retry_max_seconds)
-            raise kopf.TemporaryError(f"{e}; retrying in {delay:.0f}s", delay=delay) from None
+            logger.warning(f"{e}")
+            schedule_retry(state, tracked)
+        except kopf.TemporaryError as e:
+            logger.warning(f"{e}; retrying in {e.delay or 0:.0f}s")
+            schedule_retry(state, tracked, e.delay)
+        except ApiError as e:
+            logger.warning(f"{e}")
+            schedule_retry(state, tracked)
     await refresh_namespace(state, md.namespace, mdep_admission, quota_limits, logger)
-
-
-def previous_children(body: Mapping[str, Any], old_spec: Any, cfg: OperatorSettings) -> set[tuple[str, str, str]]:
-    """The children the previous spec made (kopf's ``old``): what an update may have to delete."""
-    if not isinstance(old_spec, Mapping):
-        return set()
-    try:
-        plain = json.loads(json.dumps({"apiVersion": body["apiVersion"], "kind": body["kind"],
-                                       "metadata": {k: body["metadata"][k] for k in ("name", "namespace")},
-                                       "spec": old_spec}))
-        return builders.child_keys(ModelDeployment.model_validate(plain), cfg)
-    except ValidationError:  # the old spec was invalid: it made no children
-        return set()
 
 
 def backoff(attempt: int, cap: float) -> float:
     return float(min(cap, 2 ** min(attempt, 16)))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=builders.MANAGED_BY)
-@kopf.on.event("", "v1", "services", labels=builders.MANAGED_BY)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=builders.MANAGED_BY)
-@kopf.on.event("ray.io", "v1", "rayservices", labels=builders.MANAGED_BY)
-@kopf.on.event("kubevirt.io", "v1", "virtualmachines", labels=builders.MANAGED_BY)
-async def child_event(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
-                      **_: Any) -> None:
-    parent = labels.get(builders.LABEL_DEPLOYMENT)
-    state: OperatorState | None = memo.get("state")
-    if not parent or state is None or namespace in state.terminating:
+def child_event(state: OperatorState, type_: str, body: dict[str, Any]) -> None:
+    """One event of one child (from its kind's Reflector; synchronous: index, then spawn the work). The status is
+    refreshed only when the child's readiness changed, once per burst of events (``schedule_publish``)."""
+    meta = body["metadata"]
+    namespace = meta.get("namespace", "")
+    parent = (meta.get("labels") or {}).get(builders.LABEL_DEPLOYMENT)
+    if not parent or namespace in state.terminating:
         return
     key = (namespace, parent)
-    meta = body["metadata"]
     child_key = (body.get("kind", ""), meta["name"])
-    tracked = state.tracked.get(key)
-    if type == "DELETED":
-        state.children[key].pop(child_key, None)
+    if type_ == "DELETED":
+        state.owned[key].pop(child_key, None)
+    else:
+        state.owned[key][child_key] = (body.get("apiVersion", ""),
+                                       frozenset(o.get("uid", "") for o in meta.get("ownerReferences") or []))
+    cache = state.children[key]
+    before = cache.get(child_key)
+    if type_ == "DELETED":
+        cache.pop(child_key, None)
+        cs = None
     else:
         cs = child_state(body)
         if cs is not None:
-            state.children[key][child_key] = cs
+            cache[child_key] = cs
+    tracked = state.tracked.get(key)
     if tracked is None:
         return
     desired = tracked.desired.get(child_key)
-    if desired is not None and owned_by(meta, tracked) and (
-            type == "DELETED" or (not meta.get("deletionTimestamp") and drift_patch(desired, body) is not None)):
+    if desired is not None and (type_ == "DELETED" or (owned_by(meta, tracked) and not meta.get("deletionTimestamp")
+                                                       and drift_patch(desired, body) is not None)):
         state.spawn(heal(state, tracked, child_key))
     if tracked.inputs is None or tracked.inputs.resolved_version is None:
         return  # the parent's own reconcile publishes with this state
-    if child_key[0] == "Deployment" and type != "DELETED":
-        cs = state.children[key].get(child_key)
-        if cs is not None and not cs.ready:
-            watch_scheduling(state, tracked, key)
+    if cs is not None and cs.kind == "Deployment" and not cs.ready:
+        watch_scheduling(state, tracked, key)  # (once per wait) a moment later, ask the pods why not
+    if cs != before:  # else nothing the status shows changed
+        schedule_publish(state, tracked, key)
+
+
+def schedule_publish(state: OperatorState, tracked: Tracked, key: Key) -> None:
+    """Refresh the status from the children's index soon; events that arrive meanwhile ride along."""
+    if not tracked.publish_pending:
+        tracked.publish_pending = True
+        state.spawn(publish_children(state, tracked, key))
+
+
+async def publish_children(state: OperatorState, tracked: Tracked, key: Key) -> None:
     async with tracked.lock:
-        await publish(state, tracked, dataclasses.replace(tracked.inputs, children=children_of(state, key, tracked)))
+        tracked.publish_pending = False
+        if tracked.inputs is None or state.tracked.get(key) is not tracked:
+            return
+        try:
+            await publish(state, tracked, dataclasses.replace(tracked.inputs,
+                                                              children=children_of(state, key, tracked)))
+        except kopf.TemporaryError as e:  # the status write failed: try again shortly
+            logging.getLogger(__name__).warning(f"{key[0]}/{key[1]}: {e}")
+            state.spawn(publish_later(state, tracked, key, 2.0))
+
+
+async def publish_later(state: OperatorState, tracked: Tracked, key: Key, delay: float) -> None:
+    await asyncio.sleep(delay)
+    schedule_publish(state, tracked, key)
 
 
 def owned_by(meta: Mapping[str, Any], tracked: Tracked) -> bool:
     uid = tracked.ref["metadata"].get("uid")
     return any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
-
-
-@kopf.on.event(*MD, when=lambda type, **_: type == "DELETED")
-async def mdep_deleted(namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger,
-                       mdep_admission: kopf.Index, quota_limits: kopf.Index, **_: Any) -> None:
-    state: OperatorState = memo.state
-    state.forget((namespace, name))
-    if namespace not in state.terminating:
-        await refresh_namespace(state, namespace, mdep_admission, quota_limits, logger)
 
 
 @kopf.on.event("", "v1", "resourcequotas")
@@ -380,8 +414,7 @@ NO_SURGE = "rolling updates replace one pod at a time without an extra one (the 
 
 
 async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment, body: Mapping[str, Any],
-                    mdep_admission: kopf.Index, quota_limits: kopf.Index, *, create_first: bool,
-                    stale: set[tuple[str, str, str]] = frozenset()) -> None:  # type: ignore[assignment]
+                    mdep_admission: kopf.Index, quota_limits: kopf.Index, *, create_first: bool) -> None:
     """One pass for one ModelDeployment; the caller holds ``tracked.lock``. Raises ChildRefused."""
     cfg, key = state.cfg, (md.namespace, md.name)
     gen = md.metadata.generation
@@ -417,10 +450,15 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
     try:
         for child in children:
             live = await ensure(state.kube, child, create_first=create_first)
+            for r in state.reflectors.get(child["kind"], ()):
+                r.wake()  # its kind exists now (a CRD installed after the operator started)
             cs = child_state(live)
             if cs is not None:
                 state.children[key][(cs.kind, cs.name)] = cs
         wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in children}
+        uid = tracked.ref["metadata"].get("uid")
+        stale = {(api_version, kind, name) for (kind, name), (api_version, owners) in state.owned[key].items()
+                 if uid in owners}  # the children of this object the watches saw, that the spec no longer wants
         if tracked.pruned[0] != gen:
             tracked.pruned = (gen, set())
         await prune_children(state, md, stale - wanted - tracked.pruned[1])  # a retried pass deletes nothing twice
@@ -437,7 +475,10 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
 
     tracked.retries = 0
     tracked.inputs = resolved
-    await publish(state, tracked, dataclasses.replace(resolved, children=children_of(state, key, tracked)))
+    current = children_of(state, key, tracked)
+    await publish(state, tracked, dataclasses.replace(resolved, children=current))
+    if any(c.kind == "Deployment" and not c.ready for c in current):
+        watch_scheduling(state, tracked, key)  # the watch may have shown it before ``inputs`` was set
 
 
 async def ensure(kube: KubeClient, desired: dict[str, Any], *, create_first: bool) -> dict[str, Any]:
@@ -466,6 +507,7 @@ async def prune_children(state: OperatorState, md: ModelDeployment, stale: Itera
             if e.status != 404:
                 raise
         state.children[(md.namespace, md.name)].pop((kind, name), None)
+        state.owned[(md.namespace, md.name)].pop((kind, name), None)
 
 
 async def heal(state: OperatorState, tracked: Tracked, child_key: tuple[str, str]) -> None:
@@ -562,12 +604,13 @@ async def roll(state: OperatorState, tracked: Tracked, alias: str, version: str)
                      f"alias {alias!r} moved: rolling from version {before} to version {version}")
 
 
-def schedule_retry(state: OperatorState, tracked: Tracked) -> None:
-    """Re-run the reconcile later with exponential backoff (for work that is not a kopf handler's own)."""
+def schedule_retry(state: OperatorState, tracked: Tracked, delay: float | None = None) -> None:
+    """Re-run the reconcile later: after ``delay``, else with exponential backoff."""
     if tracked.retry is not None and not tracked.retry.done():
         return
-    delay = backoff(tracked.retries, state.cfg.retry_max_seconds)
-    tracked.retries += 1
+    if delay is None:
+        delay = backoff(tracked.retries, state.cfg.retry_max_seconds)
+        tracked.retries += 1
     tracked.retry = state.spawn(retry_later(state, tracked, delay))
 
 
@@ -582,10 +625,13 @@ async def retry_later(state: OperatorState, tracked: Tracked, delay: float) -> N
         async with tracked.lock:
             tracked.retry = None
             await reconcile(state, tracked, md, body, *state.indices, create_first=False)
-    except (ChildRefused, ApiError, kopf.TemporaryError):
+    except kopf.TemporaryError as e:  # the model is still missing, the registry still away: their own delay
+        tracked.retry = None
+        schedule_retry(state, tracked, e.delay)
+    except (ChildRefused, ApiError):
         tracked.retry = None
         schedule_retry(state, tracked)
-    except (kopf.PermanentError, ValidationError):
+    except ValidationError:
         tracked.retry = None
 
 
