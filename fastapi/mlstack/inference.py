@@ -224,7 +224,10 @@ class InferenceClient:
                     version = await self.resolve(name, None, req.alias or CHAMPION)
                 url = fixed_url or await self.servers.endpoint(name, version, timeout=remaining, namespace=namespace)
                 per_try = max(remaining / (req.retries - attempts + 2), min(remaining, 1.0))
-                async with self.http.post(f"{url}/predict", data=body,
+                # a request for a model version (not a deployment) is answered by that version, never by the
+                # canary of a deployment that serves it: X-Model-Version pins it
+                pin = None if req.deployment else {"X-Model-Version": version}
+                async with self.http.post(f"{url}/predict", data=body, headers=pin,
                                           timeout=aiohttp.ClientTimeout(total=per_try)) as resp:
                     status, content = resp.status, await resp.read()
                     served = resp.headers.get("x-model-version")  # a deployment's canary answers with its own

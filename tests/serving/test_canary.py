@@ -98,6 +98,12 @@ def test_a_named_version_and_non_inference_routes_stay_on_stable(stable, canary)
     for _ in range(30):
         assert get(stable.base + "/v2/models/iris").status == 200
     assert _served(canary.base, "model_metadata") == before
+    # X-Model-Version pins a request to the server that has that version (the API's /inference for a model
+    # version sends it): never split (this stable serves a model directory: no version of its own to refuse)
+    before = _served(canary.base, "predict")
+    tracks = {post(stable.base + "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+                   headers={"X-Model-Version": "1"}).headers["x-model-track"] for _ in range(30)}
+    assert tracks == {"stable"} and _served(canary.base, "predict") == before
 
 
 def test_grpc_model_infer_splits_with_the_same_counter(stable, canary, iris, classifier):

@@ -73,9 +73,12 @@ class ServingApp:
         header_length: int | None = None
         declared = 0
         given_id: str | None = None
+        pinned: bytes | None = None
         for k, v in scope["headers"]:
             if k == _REQUEST_ID:
                 given_id = v.decode("latin-1")
+            elif k == VERSION_HEADER:
+                pinned = v
             elif k == _HEADER_LENGTH:
                 try:
                     header_length = int(v)
@@ -115,8 +118,12 @@ class ServingApp:
         if path == PAYLOADS_PATH:
             await _send(send, self._payloads(method, scope.get("query_string", b"")), extra)
             return
+        if pinned is not None and self.service.version is not None and pinned.decode("latin-1") != self.service.version:
+            await _send(send, error(404, f"version {pinned.decode('latin-1')!r} of model {self.service.name!r} is not "
+                                         f"served here (this server serves version {self.service.version})"), extra)
+            return
         if self.canary is not None and splits(method, path):
-            if self.canary.take():  # the canary logs the request under the same id
+            if pinned is None and self.canary.take():  # a pinned version is not split (nor counted)  # the canary logs the request under the same id
                 sent = scope["headers"] if given_id == request_id else [*scope["headers"], (_REQUEST_ID, rid)]
                 fwd = await self.canary.forward(method, path, body, sent)
                 if fwd is not None:

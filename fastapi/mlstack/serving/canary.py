@@ -6,7 +6,8 @@ splits exactly over every 100 requests it answers, so the aggregate over any num
 whatever an HPA does to them) is exact to within one request per replica.
 
 Forwarded: ``POST /predict`` and ``POST /v2/models/{name}/infer`` over HTTP (a request naming a version,
-``/v2/models/{name}/versions/{v}/infer``, is answered by the server that has that version), and gRPC
+``/v2/models/{name}/versions/{v}/infer`` or the ``X-Model-Version`` request header, is answered by the server
+that has that version: 404 elsewhere; the API's ``/inference`` for a model version sends it), and gRPC
 ``ModelInfer`` when ``--canary-grpc HOST:PORT`` is given. The answer is the canary's own, with the
 ``X-Model-Track: canary`` header (``stable`` otherwise) and ``X-Model-Version``. A canary that cannot answer
 (connection refused, timeout, a 5xx) is answered by stable instead and counted in
