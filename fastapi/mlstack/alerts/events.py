@@ -19,6 +19,11 @@ type                        producer                                    fields u
                                                                         data.phase, data.previous, data.reason
 ``deployment.rolled``       local deployments / the API's watch of      namespace, deployment, model, version,
                             the operator's status, alias moved          data.from, data.to, data.alias
+``deployment.drift``        the monitor: a version's inputs drifted    namespace, deployment, model, version,
+                            (warning, once per episode) / recovered    data.state, data.features [{name, psi, ks,
+                            (info)                                      rows}], data.threshold, data.window_seconds
+``deployment.slo``          the monitor: spec.alerts breached          namespace, deployment, model, data.state,
+                            (warning) / met again (info)                data.objective, data.value, data.threshold
 ``alert.manual``            ``POST /alerts`` (operators, demos)        anything
 ==========================  ==========================================  ===========================================
 
@@ -43,9 +48,11 @@ SCHEDULE_FIRED = "schedule.fired"
 SCHEDULE_FAILED = "schedule.failed"
 DEPLOYMENT_PHASE = "deployment.phase"
 DEPLOYMENT_ROLLED = "deployment.rolled"
+DEPLOYMENT_DRIFT = "deployment.drift"
+DEPLOYMENT_SLO = "deployment.slo"
 MANUAL = "alert.manual"
 KNOWN_TYPES = (TRAINING_FINISHED, TRAINING_FAILED, MODEL_ACCURACY, MODEL_STALE, SCHEDULE_FIRED,
-               SCHEDULE_FAILED, DEPLOYMENT_PHASE, DEPLOYMENT_ROLLED, MANUAL)
+               SCHEDULE_FAILED, DEPLOYMENT_PHASE, DEPLOYMENT_ROLLED, DEPLOYMENT_DRIFT, DEPLOYMENT_SLO, MANUAL)
 
 TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$"
 STREAM_ID_PATTERN = r"^\d{1,20}(-\d{1,20})?$"

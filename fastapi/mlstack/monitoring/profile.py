@@ -103,3 +103,13 @@ def build_profile(x: np.ndarray, feature_names: list[str], predictions: np.ndarr
         return ReferenceProfile(task, features, int(x.shape[0]),
                                 classes={str(k): float(c) / preds.size for k, c in zip(labels, counts, strict=True)})
     return ReferenceProfile(task, features, int(x.shape[0]), prediction=histogram(preds.astype(float), bins))
+
+
+def log_reference_profile(model: Any, x: np.ndarray, feature_names: list[str], task: str) -> ReferenceProfile:
+    """At training time, inside the active MLflow run: profile ``x`` and the model's predictions on it and log it
+    as ``ARTIFACT_PATH`` (the monitor reads it for every version registered from the run)."""
+    import mlflow
+
+    profile = build_profile(x, feature_names, model.predict(x), task)
+    mlflow.log_dict(profile.to_dict(), ARTIFACT_PATH)
+    return profile

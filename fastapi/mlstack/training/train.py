@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mlstack.monitoring.profile import log_reference_profile
 from mlstack.registry import CANDIDATE, CHAMPION, PRIMARY_METRIC
 from mlstack.training.data import ObjectStore, parse_csv, read_bytes
 
@@ -123,6 +124,8 @@ def train_and_register(cfg: TrainConfig) -> dict:
                            "features": ",".join(result["features"])})
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"mlstack.job_id": cfg.job_id, "mlstack.task": task})
+        # the drift monitor's baseline: feature bins and predictions of the training data (issue 15)
+        log_reference_profile(model, split_features(df, cfg.target)[1], result["features"], task)
         sk_info = mlflow.sklearn.log_model(
             model, name="sklearn-model", signature=infer_signature(example, model.predict(example)),
             input_example=example, skops_trusted_types=SKOPS_TRUSTED,
