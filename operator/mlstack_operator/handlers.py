@@ -1,13 +1,15 @@
 """kopf handlers for ModelDeployment: thin; the work is in builders, admission and status.
 
-* ``mdep_reconcile`` (create/update/resume): validate -> admit -> resolve the model -> build,
-  adopt, create-if-absent / patch-if-different the children -> publish the status.
+* ``mdep_event`` (every ModelDeployment event; a reconcile when ``metadata.generation`` is one not handled
+  yet: first sight, at start-up, and every spec change): validate -> admit -> resolve the model -> build,
+  adopt, create-if-absent / patch-if-different the children, delete the ones the spec no longer wants ->
+  publish the status. No kopf change tracking (diff base, progress annotations, a PATCH per change).
 * ``child_event`` (one raw watch per child kind, ``kube.Reflector``, not kopf: kopf's per-event cost was most
   of the operator's CPU): keeps a small index (readiness per child), wakes the owner's status only when a
   child's readiness changed (coalesced per owner), and heals: a child edited by hand is patched back, a
   deleted one recreated, within a second of the event. A periodic resync (``resync_seconds``) re-checks
   every child as a safety net.
-* ``mdep_deleted`` and ``quota_event``: capacity changed -> re-run admission in that namespace.
+* a deleted ModelDeployment and ``quota_event``: capacity changed -> re-run admission in that namespace.
 * ``namespace_event``: objects in a terminating namespace are left alone (no writes, no Events).
 
 Children are garbage-collected through their ownerReferences, so deletion needs no finalizer.
