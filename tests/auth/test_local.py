@@ -51,6 +51,8 @@ MATRIX = [
     ("POST", "/deployments", {"name": "authz", "spec": {"model": {"name": "auth_nope", "version": "1"}}},
      "deployer"),
     ("DELETE", "/deployments/nope", None, "deployer"),
+    ("POST", "/deployments/nope/canary/promote", None, "deployer"),
+    ("POST", "/deployments/nope/canary/abort", None, "deployer"),
     ("GET", "/auth/me", None, "viewer"),
 ]
 OPEN = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
@@ -109,7 +111,9 @@ def test_every_route_is_in_the_matrix_or_open(api):
                  "/training/{job_id}": "/training/nope", "/training/{job_id}/logs": "/training/nope/logs",
                  "/schedules/{job_id}/runs": "/schedules/nope/runs",
                  "/kill_scheduled_job/{job_id}": "/kill_scheduled_job/nope",
-                 "/models/{name}/versions/{version}": None, "/deployments/{name}": "/deployments/nope"}
+                 "/models/{name}/versions/{version}": None, "/deployments/{name}": "/deployments/nope",
+                 "/deployments/{name}/canary/promote": "/deployments/nope/canary/promote",
+                 "/deployments/{name}/canary/abort": "/deployments/nope/canary/abort"}
     streams = {"/webhook", "/alerts/stream"}
     orgs = {p for p in paths if p.startswith("/orgs")}
     missing = []
