@@ -129,6 +129,8 @@ class InferenceResponse(BaseModel):
     probabilities: list[list[float]] | None = None
     latency_ms: float
     attempts: int
+    request_id: str | None = Field(None, description="the model server's X-Request-ID: send it with the ground "
+                                   "truth to POST /feedback (joined when the request was sampled)")
     version_stale: bool = Field(False, description="MLflow was unreachable: model_version is the last version "
                                 "resolved for this request's alias or pin, not a fresh answer")
 
@@ -231,6 +233,7 @@ class InferenceClient:
                                           timeout=aiohttp.ClientTimeout(total=per_try)) as resp:
                     status, content = resp.status, await resp.read()
                     served = resp.headers.get("x-model-version")  # a deployment's canary answers with its own
+                    request_id = resp.headers.get("x-request-id")
                 if status == 200:
                     out = orjson.loads(content)
                     preds = out["predictions"]
@@ -238,7 +241,7 @@ class InferenceClient:
                     return InferenceResponse(
                         model_name=name, model_version=served or version, predictions=preds,
                         prediction=preds[0] if req.single else None,
-                        probabilities=out.get("probabilities"), attempts=attempts,
+                        probabilities=out.get("probabilities"), attempts=attempts, request_id=request_id,
                         version_stale=(not req.deployment
                                        and self.registry.stale(name, req.version, req.alias or CHAMPION)),
                         latency_ms=round((time.perf_counter() - t0) * 1000, 3),

@@ -20,7 +20,7 @@ log = logging.getLogger("mlstack.api")
 
 # one module per resource under mlstack.api.routes, each exporting ``router``
 ROUTERS = ["health", "training", "inference", "batch", "models", "packages", "metrics", "alerts", "schedules",
-           "deployments", "auth", "orgs"]
+           "deployments", "monitoring", "auth", "orgs"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -40,6 +40,7 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     from mlstack.deployments.setup import start as start_deployments
     from mlstack.inference import InferenceClient
     from mlstack.local.servers import ServerPool
+    from mlstack.monitoring.setup import start as start_monitoring
     from mlstack.orgs.setup import start as start_orgs
     from mlstack.registry import Registry
     from mlstack.schedules.setup import start as start_schedules
@@ -68,6 +69,7 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     stack.push_async_callback(svc.inference.aclose)
 
     await start_schedules(svc, stack)
+    await start_monitoring(svc, stack)
     return svc
 
 

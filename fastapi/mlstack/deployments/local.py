@@ -87,10 +87,13 @@ class ProcessChild:
 
     kind = "Process"
 
-    def __init__(self, settings: Settings, namespace: str, name: str, model: str, reserved: set[int]):
+    def __init__(self, settings: Settings, namespace: str, name: str, model: str, reserved: set[int],
+                 env: dict[str, str] | None = None):
         self.settings = settings.model_copy(
             update={"state_dir": settings.state_dir / "deployments" / namespace / name})
-        self.pool = ServerPool(self.settings, reserved_ports=reserved)  # ports shared with its siblings
+        self.env = dict(env or {})  # every server's extra environment (the payload log's sample rate)
+        # ports shared with its siblings
+        self.pool = ServerPool(self.settings, reserved_ports=reserved, extra_env=self.env)
         self.fronts: dict[tuple[str, ...], ServerPool] = {}  # the stable version forwarding a canary's share
         self.model = model
         self.reserved = reserved
@@ -118,7 +121,8 @@ class ProcessChild:
             front = self.fronts.get(args)
             if front is None:
                 front = self.fronts[args] = ServerPool(self.settings, reserved_ports=self.reserved, extra_args=args,
-                                                       subdir=f"front-v{canary[0]}-{canary[1]}pct-{len(self.fronts)}")
+                                                       subdir=f"front-v{canary[0]}-{canary[1]}pct-{len(self.fronts)}",
+                                                       extra_env=self.env)
             url = await front.endpoint(self.model, version)
             self._using = [(front, version), (self.pool, canary[0])]
         self.version = version
@@ -301,6 +305,7 @@ class LocalDeployments:
         self._entries: dict[str, Entry] = {}
         self._ports: set[int] = reserved_ports if reserved_ports is not None else set()
         self._lock = asyncio.Lock()
+        self.conditions_key: str | None = None  # Redis hash of conditions others own (the monitor's SLOMet)
 
     @property
     def default_namespace(self) -> str:
@@ -350,13 +355,31 @@ class LocalDeployments:
     async def list(self, namespace: str | None) -> list[DeploymentView]:
         raw = await self.redis.hgetall(self.ds.deployments_redis_key)
         objs = [json.loads(v) for k, v in sorted(raw.items()) if namespace is None or k.startswith(namespace + "/")]
-        return views(objs)
+        extra = await self.redis.hgetall(self.conditions_key) if self.conditions_key and objs else {}
+        return views([_with_condition(o, extra.get(_key(o["metadata"]["namespace"], o["metadata"]["name"])))
+                      for o in objs])
 
     async def get(self, namespace: str, name: str) -> DeploymentView:
         raw = await self.redis.hget(self.ds.deployments_redis_key, _key(namespace, name))
         if raw is None:
             raise NotFound(f"ModelDeployment {namespace}/{name} not found")
-        return view(json.loads(raw))
+        extra = await self.redis.hget(self.conditions_key, _key(namespace, name)) if self.conditions_key else None
+        return view(_with_condition(json.loads(raw), extra))
+
+    def monitor_targets(self) -> list[tuple[str, str, ModelDeploymentSpec, list[tuple[str, str]], str | None]]:
+        """``(namespace, name, spec, [(track, url)], canary version)`` of the Ready ``mlstack serve`` deployments:
+        the model servers the monitor drains (stable first, then the canary's own server)."""
+        out = []
+        for e in list(self._entries.values()):
+            st = e.obj.get("status") or {}
+            if not isinstance(e.child, ProcessChild) or st.get("phase") != Phase.Ready:
+                continue
+            servers = []
+            for i, (pool, version) in enumerate(e.child._using):
+                if (srv := pool.get(e.spec.model.name, version)) is not None:
+                    servers.append(("stable" if i == 0 else "canary", srv.url))
+            out.append((e.namespace, e.name, e.spec, servers, st.get("canaryVersion")))
+        return out
 
     async def delete(self, namespace: str, name: str) -> None:
         key = _key(namespace, name)
@@ -424,7 +447,9 @@ class LocalDeployments:
     def _make_child(self, namespace: str, name: str, spec: ModelDeploymentSpec) -> Child:
         if spec.server == Server.rayserve:
             return RayServeChild(self.rayserve, namespace, name, spec.model.name)
-        return ProcessChild(self.settings, namespace, name, spec.model.name, self._ports)
+        rate = spec.effective_monitoring.sample_rate  # the monitor pulls what the servers sample
+        return ProcessChild(self.settings, namespace, name, spec.model.name, self._ports,
+                            env={"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": f"{rate:g}"})
 
     def _launch(self, obj: dict[str, Any], spec: ModelDeploymentSpec) -> None:
         meta = obj["metadata"]
@@ -608,6 +633,18 @@ class LocalDeployments:
                     return True
             except (NotFound, Unavailable, InvalidInput):
                 continue  # keep serving what runs; the next resolution decides
+
+
+def _with_condition(obj: dict[str, Any], extra: str | None) -> dict[str, Any]:
+    """The stored object with a condition another component owns (the monitor's ``SLOMet``) in its status."""
+    if not extra:
+        return obj
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        cond = json.loads(extra)
+        status = dict(obj.get("status") or {})
+        status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != cond["type"]] + [cond]
+        obj = {**obj, "status": status}
+    return obj
 
 
 class LocalRouter:

@@ -68,11 +68,12 @@ class LocalServer:
 
 class ServerPool:
     def __init__(self, settings: Settings, reserved_ports: set[int] | None = None,
-                 extra_args: tuple[str, ...] = (), subdir: str = "servers"):
+                 extra_args: tuple[str, ...] = (), subdir: str = "servers", extra_env: dict[str, str] | None = None):
         self.settings = settings
         # shared with other pools on this machine so that two never pick the same free port at once
         self.reserved_ports = reserved_ports if reserved_ports is not None else set()
         self.extra_args = extra_args  # appended to every server's `mlstack serve` (e.g. a canary split)
+        self.extra_env = dict(extra_env or {})  # added to every server's environment (e.g. the payload log's rate)
         self.dir = settings.state_dir / subdir
         self._servers: dict[tuple[str, str], LocalServer] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -140,7 +141,7 @@ class ServerPool:
                 "--host", s.serve_host, "--port", str(port), "--name", name, "--max-batch", str(s.serve_max_batch),
                 *self.extra_args,
                 stdout=fh, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                cwd=str(sandbox.dir), env=sandbox.env(s), close_fds=True,
+                cwd=str(sandbox.dir), env={**sandbox.env(s), **self.extra_env}, close_fds=True,
                 preexec_fn=lambda: (sandbox.drop_privileges(), _die_with_parent()),  # PDEATHSIG after setuid
             )
         pid_path.write_text(str(proc.pid))

@@ -1,0 +1,197 @@
+"""Ground truth and live quality of deployments (``mlstack.monitoring``).
+
+``POST /feedback``: labels joined to logged predictions, by request id (one, or ``items``) or by sending the rows
+again through a deployment (``deployment`` + ``rows`` + ``labels``: works whatever was sampled). Needs the role
+that may update the deployment (deployer). ``GET /deployments/{name}/quality``: online accuracy / RMSE per
+version over sliding windows, latency percentiles and drift of the sampled traffic, SLO state (viewer).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlstack.api.deps import CallerDep, ServicesDep
+from mlstack.deployments.schemas import NAMESPACE_PATTERN
+from mlstack.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from mlstack.inference import DEPLOYMENT, MAX_ROWS, Finite, InferenceRequest
+from mlstack.monitoring.setup import MONITOR, QUALITY, SETTINGS
+
+router = APIRouter(tags=["monitoring"])
+
+Label = Annotated[str, Field(min_length=1, max_length=200)] | Finite
+RequestId = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_ITEMS = 1000
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: RequestId
+    label: Label | list[Label] = Field(..., description="the true label (a list: one per row of the request)")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"request_id": "3f9a1c2b4d5e-17", "label": 2},
+        {"items": [{"request_id": "3f9a1c2b4d5e-17", "label": 2}, {"request_id": "3f9a1c2b4d5e-18", "label": 0}]},
+        {"deployment": "models/iris", "rows": [[5.1, 3.5, 1.4, 0.2]], "labels": [0]}]})
+
+    request_id: RequestId | None = None
+    label: Label | list[Label] | None = None
+    items: list[FeedbackItem] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    deployment: str | None = Field(None, pattern=DEPLOYMENT, max_length=317,
+                                   description='"namespace/name": the rows are scored through it')
+    rows: list[list[Finite]] | None = Field(None, min_length=1, max_length=MAX_ROWS)
+    labels: list[Label] | None = Field(None, min_length=1, max_length=MAX_ROWS)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FeedbackRequest:
+        forms = [self.request_id is not None, self.items is not None, self.deployment is not None]
+        if sum(forms) != 1:
+            raise ValueError("send one of: request_id + label, items, or deployment + rows + labels")
+        if (self.request_id is None) != (self.label is None):
+            raise ValueError("request_id and label go together")
+        if self.deployment is not None:
+            if self.rows is None or self.labels is None:
+                raise ValueError("deployment needs rows and labels")
+            if len(self.rows) != len(self.labels):
+                raise ValueError(f"{len(self.rows)} rows but {len(self.labels)} labels")
+        elif self.rows is not None or self.labels is not None:
+            raise ValueError("rows and labels go with deployment")
+        return self
+
+
+class FeedbackResult(BaseModel):
+    matched: int = Field(..., description="request ids (or rows) joined with a logged prediction")
+    unmatched: int = Field(..., description="request ids never logged (not sampled), expired, or of a deployment "
+                                            "the caller may not update")
+    labelled: int = Field(..., description="(prediction, label) pairs counted")
+    unmatched_ids: list[str] = Field(default_factory=list, description="the first 100 unmatched ids")
+    deployments: dict[str, dict[str, int]] = Field(default_factory=dict,
+                                                   description='"namespace/name" -> {version: pairs counted}')
+
+
+def _quality(svc):
+    q = svc.extras.get(QUALITY)
+    if q is None:
+        raise Unavailable("monitoring is not available in this API process")
+    return q
+
+
+def _pairs(outputs: Any, label: Any) -> list[tuple[Any, Any]] | None:
+    outs = outputs if isinstance(outputs, list) else [outputs]
+    labels = label if isinstance(label, list) else [label]
+    if len(labels) != len(outs):
+        return None
+    return list(zip(outs, labels, strict=True))
+
+
+@router.post("/feedback", response_model=FeedbackResult,
+             responses={404: {"description": "a single request id that was never logged (or expired)"},
+                        422: {"description": "bad body; labels that do not match the request's rows"}},
+             summary="Ground truth for served predictions: by request id, or rows scored through a deployment")
+async def feedback(body: FeedbackRequest, svc: ServicesDep, caller: CallerDep) -> FeedbackResult:
+    quality = _quality(svc)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    if body.deployment is not None:
+        ns, name = body.deployment.split("/", 1)
+        await caller.require("update", "modeldeployments", ns, name)
+        result = await svc.inference.infer(InferenceRequest(deployment=body.deployment, input_data=body.rows),
+                                           caller.principal.namespace)
+        pairs = list(zip(result.predictions, body.labels or [], strict=True))
+        await quality.record(ns, name, result.model_version, pairs)
+        counts[body.deployment][result.model_version] += len(pairs)
+        return FeedbackResult(matched=len(pairs), unmatched=0, labelled=len(pairs), deployments=counts)
+
+    items = body.items or [FeedbackItem(request_id=body.request_id, label=body.label)]
+    logged = await quality.lookup([i.request_id for i in items])
+    single = body.items is None
+    groups: dict[tuple[str, str, str], list[tuple[Any, Any]]] = defaultdict(list)
+    unmatched: list[str] = []
+    allowed: dict[str, bool] = {}
+    for item, rec in zip(items, logged, strict=True):
+        if rec is None:
+            if single:
+                raise NotFound(f"request {item.request_id} was not logged (only sampled requests are: see "
+                               "spec.monitoring.sampleRate; or it expired), send the rows with the deployment instead")
+            unmatched.append(item.request_id)
+            continue
+        key = f"{rec['namespace']}/{rec['deployment']}"
+        if key not in allowed:
+            try:
+                await caller.require("update", "modeldeployments", rec["namespace"], rec["deployment"])
+                allowed[key] = True
+            except Forbidden:
+                if single:
+                    raise
+                allowed[key] = False
+        if not allowed[key]:
+            unmatched.append(item.request_id)
+            continue
+        pairs = _pairs(rec.get("outputs"), item.label)
+        if pairs is None:
+            msg = f"request {item.request_id} had {len(rec.get('outputs') or [])} rows: send one label per row"
+            if single:
+                raise InvalidInput(msg)
+            unmatched.append(item.request_id)
+            continue
+        groups[(rec["namespace"], rec["deployment"], str(rec.get("version")))].extend(pairs)
+    labelled = 0
+    for (ns, name, version), pairs in groups.items():
+        await quality.record(ns, name, version, pairs)
+        counts[f"{ns}/{name}"][version] += len(pairs)
+        labelled += len(pairs)
+    return FeedbackResult(matched=len(items) - len(unmatched), unmatched=len(unmatched), labelled=labelled,
+                          unmatched_ids=unmatched[:100], deployments=counts)
+
+
+Namespace = Annotated[str | None, Query(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
+                                        description="default: the caller's organisation, else the API's "
+                                                    "deployments namespace")]
+
+
+@router.get("/deployments/{name}/quality", tags=["deployments"],
+            responses={404: {"description": "no such ModelDeployment"}},
+            summary="Live quality: accuracy/RMSE from feedback, latency, drift per feature, SLO state")
+async def deployment_quality(name: Annotated[str, Path(min_length=1, max_length=253)], svc: ServicesDep,
+                             caller: CallerDep, namespace: Namespace = None) -> dict[str, Any]:
+    quality = _quality(svc)
+    if svc.deployments is None:
+        raise Unavailable("deployments are not available in this API process")
+    namespace = namespace or caller.principal.namespace
+    await caller.require("get", "modeldeployments", namespace, name)
+    dep = await svc.deployments.get(namespace, name)
+    ms = svc.extras[SETTINGS]
+    key = f"{namespace}/{name}"
+    mon = dep.spec.effective_monitoring
+    seconds = sorted({mon.window_seconds, *ms.quality_windows})
+    now = time.time()
+    out: dict[str, Any] = {"namespace": namespace, "name": name, "monitoring": mon.model_dump(by_alias=True),
+                           "alerts": dep.spec.alerts.model_dump(by_alias=True) if dep.spec.alerts else None,
+                           "feedback": [await quality.window(namespace, name, s, now) for s in seconds]}
+    redis = svc.redis
+    stats = await redis.hgetall(f"{ms.key_prefix}:stats:{key}")
+    out["payloads"] = {"records": int(stats.get("records", 0)), "missed": int(stats.get("missed", 0)),
+                       "dropped": sum(int(v) for k, v in stats.items() if k.startswith("dropped|")),
+                       "stream": f"{ms.key_prefix}:payloads:{key}"}
+    monitor = svc.extras.get(MONITOR)
+    latency: dict[str, Any] = {"window_seconds": mon.window_seconds, "samples": 0}
+    if monitor is not None:
+        lat = [x for w in (await monitor.window(key, mon.window_seconds, now)).values() for x in w.latencies]
+        if lat:
+            p50, p99 = np.percentile(lat, [50, 99])
+            latency.update(samples=len(lat), p50_ms=round(float(p50), 3), p99_ms=round(float(p99), 3))
+    out["latency"] = latency
+    state = await redis.hgetall(f"{ms.key_prefix}:state:{key}")
+    out["drift"] = {f.split("|", 1)[1]: json.loads(v) for f, v in state.items() if f.startswith("drift:last|")}
+    out["episodes"] = {f: json.loads(v) for f, v in state.items() if f.startswith(("drift|", "slo|"))}
+    out["condition"] = dep.status.condition("SLOMet").model_dump(by_alias=True, mode="json") \
+        if dep.status.condition("SLOMet") else None
+    return out
