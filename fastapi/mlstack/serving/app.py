@@ -123,7 +123,8 @@ class ServingApp:
                                          f"served here (this server serves version {self.service.version})"), extra)
             return
         if self.canary is not None and splits(method, path):
-            if pinned is None and self.canary.take():  # a pinned version is not split (nor counted)  # the canary logs the request under the same id
+            # a pinned version is not split (nor counted); the canary logs a request under the same id
+            if pinned is None and self.canary.take():
                 sent = scope["headers"] if given_id == request_id else [*scope["headers"], (_REQUEST_ID, rid)]
                 fwd = await self.canary.forward(method, path, body, sent)
                 if fwd is not None:
