@@ -29,6 +29,18 @@ describe("ApiClient", () => {
     expect((calls[0].init?.headers as Record<string, string>)["Content-Type"]).toBe("application/json");
   });
 
+  it("cancels a training job with DELETE", async () => {
+    const calls: { url: string; init?: RequestInit }[] = [];
+    const c = new ApiClient(fakeFetch(200, JSON.stringify({ job_id: "j 1", status: "cancelled" }), calls));
+    const job = await c.cancelTraining("j 1");
+    expect(job.status).toBe("cancelled");
+    expect(calls[0].url).toBe("/api/training/j%201");
+    expect(calls[0].init?.method).toBe("DELETE");
+    const e = await caught(new ApiClient(fakeFetch(409, JSON.stringify({ detail: "job j1 has already ended (succeeded)" }))).cancelTraining("j1"));
+    expect(e.status).toBe(409);
+    expect(e.message).toContain("already ended");
+  });
+
   it("encodes path segments", async () => {
     const calls: { url: string; init?: RequestInit }[] = [];
     const c = new ApiClient(fakeFetch(200, "{}", calls));

@@ -130,6 +130,27 @@ def test_the_chart_gains_a_point(page, api_url, state):
     expect(page.locator(f'#alert-list li[data-type="training.finished"][data-job-id="{job_id}"]')).to_have_count(1)
 
 
+def test_a_training_job_is_cancelled_from_its_card(page, api_url, watch):
+    watch.phase = "cancel"
+    form = page.locator("#train-form")
+    job = page.locator("#train-status .job")
+    before = job.get_attribute("data-job-id") if job.count() else None  # the card of the job trained above
+    form.get_by_label("Trees (n_estimators)").fill("10")
+    form.get_by_role("button", name="Start training").click()
+    expect(job).to_have_count(1, timeout=15_000)
+    if before:
+        expect(job).not_to_have_attribute("data-job-id", before, timeout=15_000)
+    job_id = job.get_attribute("data-job-id")
+    page.once("dialog", lambda d: d.accept())
+    job.get_by_role("button", name=f"Cancel job {job_id[:8]}").click()
+    expect(page.locator(f'#train-status .job[data-status="cancelled"][data-job-id="{job_id}"]')).to_have_count(
+        1, timeout=15_000)
+    expect(page.locator("#train-status .job button")).to_have_count(0)  # nothing left to cancel
+    assert httpx.get(f"{api_url}/training/{job_id}", timeout=10).json()["status"] == "cancelled"
+    alert = page.locator(f'#alert-list li[data-type="training.cancelled"][data-job-id="{job_id}"]')
+    expect(alert).to_have_count(1, timeout=15_000)
+
+
 def test_predict_shows_a_class(page, watch):
     watch.phase = "predict"
     form = page.locator("#predict-form")

@@ -221,6 +221,10 @@ export class ApiClient {
   training(jobId: string) {
     return this.request<TrainingJob>(`/training/${enc(jobId)}`);
   }
+  /** DELETE /training/{id}: the record says `cancelled` at once; 409 when the job has already ended */
+  cancelTraining(jobId: string) {
+    return this.request<TrainingJob>(`/training/${enc(jobId)}`, { method: "DELETE" });
+  }
   trainings(limit = 10) {
     return this.request<TrainingJob[]>(`/training?limit=${limit}`);
   }

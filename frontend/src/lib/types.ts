@@ -67,7 +67,7 @@ export interface TrainingRequest {
   target?: string;
 }
 
-export type JobStatus = "queued" | "running" | "succeeded" | "failed";
+export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 
 export interface TrainingJob {
   job_id: string;

@@ -4,7 +4,7 @@ import { HYPERPARAMETER_DEFAULTS as D, parseHyperparameters } from "../lib/forms
 import { formatMetric, metricEntries } from "../lib/metrics";
 import type { TrainingJob } from "../lib/types";
 
-const TERMINAL = new Set(["succeeded", "failed"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const POLL_MS = 1000;
 
 function num(name: string, label: string, value: number | string, attrs: Record<string, unknown> = {}, hint?: string) {
@@ -17,7 +17,22 @@ function num(name: string, label: string, value: number | string, attrs: Record<
   );
 }
 
-function jobView(job: TrainingJob): HTMLElement {
+function cancelButton(job: TrainingJob, onCancelled: (job: TrainingJob) => void): HTMLElement {
+  const btn = h("button", { type: "button", class: "btn", "aria-label": `Cancel job ${job.job_id.slice(0, 8)}` }, "Cancel") as HTMLButtonElement;
+  btn.addEventListener("click", async () => {
+    if (!confirm(`Cancel training job ${job.job_id.slice(0, 8)}?`)) return;
+    btn.disabled = true;
+    try {
+      onCancelled(await api.cancelTraining(job.job_id));
+    } catch (e) {
+      btn.disabled = false;
+      btn.after(h("p", { class: "error", role: "alert" }, `Not cancelled: ${e instanceof Error ? e.message : String(e)}`));
+    }
+  });
+  return btn;
+}
+
+function jobView(job: TrainingJob, onCancelled?: (job: TrainingJob) => void): HTMLElement {
   const done = TERMINAL.has(job.status);
   const primary = job.task === "regression" ? "r2" : "accuracy";
   return h(
@@ -32,6 +47,7 @@ function jobView(job: TrainingJob): HTMLElement {
       job.champion ? h("span", { class: "pill st-champion" }, "champion") : null,
     ),
     done ? null : h("progress", { "aria-label": `Training job ${job.status}` }),
+    done || !onCancelled ? null : h("div", { class: "actions" }, cancelButton(job, onCancelled)),
     job.version ? h("p", null, `Registered ${job.model_name ?? "model"} version ${job.version}`) : null,
     job.metrics && Object.keys(job.metrics).length
       ? h("dl", { class: "kv" }, metricEntries(job.metrics, primary).map(([k, v]) => [h("dt", null, k), h("dd", null, formatMetric(v))]))
@@ -79,7 +95,7 @@ export function mountTrain(onFinished: (job: TrainingJob) => void): void {
       try {
         const job = await api.training(jobId);
         if (run !== polling) return;
-        render(status, jobView(job));
+        render(status, jobView(job, (cancelled) => render(status, jobView(cancelled))));
         if (TERMINAL.has(job.status)) {
           onFinished(job);
           return;
@@ -113,7 +129,7 @@ export function mountTrain(onFinished: (job: TrainingJob) => void): void {
       if (raw.data_uri?.trim()) body.data_uri = raw.data_uri.trim();
       if (raw.target?.trim()) body.target = raw.target.trim();
       const job = await api.trigger(body);
-      render(status, jobView(job));
+      render(status, jobView(job, (cancelled) => render(status, jobView(cancelled))));
       void poll(job.job_id, ++polling);
     } catch (e) {
       render(status, h("p", { class: "error", role: "alert" }, `Training was not started: ${e instanceof Error ? e.message : String(e)}`));
