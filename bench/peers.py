@@ -341,6 +341,15 @@ def measure(t: Target, connections: int, duration: float, workdir: Path, ghz: st
     return run_wrk(t, connections, duration, workdir)
 
 
+def _revision() -> str:
+    """The commit mlstack serve ran from, and whether the serving code had uncommitted changes then."""
+    git = ["git", "-C", str(base.ROOT)]
+    rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "fastapi"], capture_output=True, text=True,
+                           check=False)
+    return (rev.stdout.strip() or "(no git)") + (" + uncommitted changes in fastapi/" if dirty.stdout.strip() else "")
+
+
 def _error_line(e: Exception) -> str:
     """The line of a failed start that names the error (the launcher's message ends with the log's tail)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -487,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
           f"logs in {workdir}", file=sys.stderr)
     rows: dict[str, list[Row]] = {k: [] for k in keys}
     failed: dict[str, str] = {}
-    started = time.monotonic()
+    started, revision = time.monotonic(), _revision()
     with contextlib.ExitStack() as outer:
         ctx.outer = outer  # what lives for the whole run (the API's registry)
         for rnd in range(args.rounds):
@@ -521,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                             row.error = f"{type(e).__name__}: {e}"
                             print(f"round {rnd + 1}: {t.label}: {row.error}", file=sys.stderr)
     all_rows = [r for k in keys for r in rows[k]]
-    head = (f"{datetime.date.today().isoformat()}, {os.cpu_count()} cores, load average "
+    head = (f"{datetime.date.today().isoformat()}, mlstack {revision} at the start, {os.cpu_count()} cores, "
+            "load average "
             f"{os.getloadavg()[0]:.1f} at the end; {args.rounds} interleaved rounds, {args.duration:g} s per run, "
             f"{args.connections} connections (wrk 2 threads / ghz {args.connections} in flight), peers' --workers "
             f"{args.workers}, medians; "
