@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     serve_canary_url: str | None = Field(None, description="mlstack serve: the canary's model server URL")
     serve_canary_percent: int | None = Field(None, ge=1, le=99, description="mlstack serve: exactly this many of "
                                              "every 100 inference requests are forwarded to the canary")
+    serve_grpc_server: Literal["h2", "grpcio"] = Field("h2", description="mlstack serve --grpc-port: h2 (an "
+                                                      "HTTP/2 server on the HTTP server's loop) or grpcio "
+                                                      "(grpc.aio, its own threads: ~3x the CPU per call)")
     serve_canary_grpc: str | None = Field(None, description="mlstack serve: HOST:PORT of the canary's gRPC v2 port")
     serve_canary_timeout_seconds: float = Field(2.0, gt=0, le=60, description="mlstack serve: a forwarded request "
                                                 "the canary has not answered by then is answered by stable")

@@ -175,3 +175,47 @@ def test_grpc_port_taken_fails_fast(serve, onnx_model_dir, server):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "gRPC" in proc.stderr
+
+
+def test_large_tensors_cross_flow_control_windows(client, iris, classifier):
+    """A request and an answer far over HTTP/2's 64 KiB initial windows and 16 KiB frames arrive whole."""
+    x = np.tile(iris.x, (200, 1))  # 30,000 rows: 480 KB in, 240 KB of labels + 360 KB of probabilities out
+    inp = triton.InferInput("X", list(x.shape), "FP32").set_data_from_numpy(x)
+    result = client.infer("iris", [inp])
+    np.testing.assert_array_equal(result.as_numpy("label"), np.tile(classifier.predict(iris.x), 200))
+    assert result.as_numpy("probabilities").shape == (len(x), 3)
+
+
+def test_many_calls_in_flight_on_one_channel(stub, iris, classifier):
+    """Concurrent streams on one HTTP/2 connection are answered each with its own rows."""
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(stub.ModelInfer, _raw(iris.x[i:i + 1]), timeout=30) for i in range(150)]
+        labels = []
+        for f in futures:
+            resp = f.result()
+            k = next(k for k, o in enumerate(resp.outputs) if o.name == "label")
+            labels.append(int(np.frombuffer(resp.raw_output_contents[k], np.int64)[0]))
+    assert labels == classifier.predict(iris.x[:150]).tolist()
+
+
+def test_unimplemented_method(stub):
+    with pytest.raises(grpc.RpcError) as e:
+        stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), timeout=30)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "RepositoryIndex" in e.value.details()
+
+
+def test_grpcio_server_still_serves(serve, onnx_model_dir, iris, classifier):
+    """MLSTACK_SERVE_GRPC_SERVER=grpcio: grpc.aio.server instead of the loop's own HTTP/2 server, same answers."""
+    s = serve(str(onnx_model_dir), name="iris", grpc=True, env={"MLSTACK_SERVE_GRPC_SERVER": "grpcio"})
+    c = triton.InferenceServerClient(url=s.grpc)
+    try:
+        assert c.is_model_ready("iris")
+        x = iris.x[:5]
+        result = c.infer("iris", [triton.InferInput("X", list(x.shape), "FP32").set_data_from_numpy(x)])
+        np.testing.assert_array_equal(result.as_numpy("label"), classifier.predict(x))
+        with pytest.raises(InferenceServerException) as e:
+            c.is_model_ready("nope")
+        assert e.value.status() == "StatusCode.NOT_FOUND"
+    finally:
+        c.close()

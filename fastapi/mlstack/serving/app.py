@@ -55,6 +55,7 @@ class ServingApp:
         # Open Inference Protocol v2 over gRPC on this port (0: off), on the same loop and batcher
         self.grpc_host = "127.0.0.1"
         self.grpc_port = 0
+        self.grpc_impl = "h2"  # or "grpcio" (grpc.aio.server)
         self._grpc: Any = None
         # exact canary split (mlstack serve --canary-url/--canary-percent): forwards the canary's share of
         # /predict and v2 infer (and gRPC ModelInfer with canary_grpc) to the canary's own server
@@ -170,7 +171,7 @@ class ServingApp:
                     try:
                         self._grpc = await start_grpc_server(self.service, self.grpc_host, self.grpc_port,
                                                              canary=self.canary if self.canary_grpc else None,
-                                                             canary_grpc=self.canary_grpc)
+                                                             canary_grpc=self.canary_grpc, impl=self.grpc_impl)
                     except Exception as e:
                         await send({"type": "lifespan.startup.failed", "message": f"gRPC: {e}"})
                         return

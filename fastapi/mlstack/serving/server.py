@@ -52,6 +52,7 @@ def build_app(
         service.load(s.mlflow_tracking_uri, s.model_cache_dir, intra_op_threads=threads)
 
     app = ServingApp(service, loader=loader)
+    app.grpc_impl = s.serve_grpc_server
     if canary_url and canary_percent:
         app.canary = CanaryForwarder(canary_url, canary_percent, timeout_s=s.serve_canary_timeout_seconds)
         service.metrics.canary = app.canary
