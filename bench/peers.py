@@ -58,7 +58,9 @@ CONNECTIONS = 16
 # peer -> (version, pip requirements of its own virtual environment)
 PINS: dict[str, tuple[str, list[str]]] = {
     "granian": ("2.8.7", ["granian==2.8.7", "uvloop==0.23.0"]),
-    "mlserver": ("1.7.1", ["mlserver==1.7.1", "onnxruntime>=1.20"]),
+    # uvloop < 0.22: MLServer 1.7.1's inference-pool workers call asyncio.get_event_loop() before a loop exists,
+    # which uvloop 0.22+ refuses ("There is no current event loop"): the pool then never starts
+    "mlserver": ("1.7.1", ["mlserver==1.7.1", "uvloop==0.21.0", "onnxruntime>=1.20"]),
     "kserve": ("0.21.0", ["kserve==0.21.0", "onnxruntime>=1.20"]),
     "bentoml": ("1.4.40", ["bentoml==1.4.40", "onnxruntime>=1.20"]),
     "pytriton": ("0.7.0", ["nvidia-pytriton==0.7.0", "onnxruntime>=1.20"]),
@@ -113,6 +115,7 @@ class Ctx:
     env: dict[str, str]
     connections: int
     workers: int = 1  # processes/replicas/instances for the peers that have such a setting
+    mlstack_env: dict[str, str] = field(default_factory=dict)  # PYTHONPATH of --mlstack-src
     start_timeout: float = 240.0
     api_env: dict[str, str] | None = None  # the registry for "api", started once
     outer: contextlib.ExitStack | None = None
@@ -167,7 +170,7 @@ def peer_mlstack(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
                Target("mlstack serve", "v2 gRPC", "grpc", s, grpc=f"127.0.0.1:{gport}", grpc_data=_grpc_typed())]
     _launch(ctx, stack, "mlstack", [str(base.BIN / "mlstack"), "serve", "--model", str(ctx.model_dir), "--name",
                                     NAME, "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(gport)],
-            _post_ready(predict))
+            _post_ready(predict), env=ctx.mlstack_env)
     return targets
 
 
@@ -212,12 +215,12 @@ def peer_mlserver(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     (repo / NAME).mkdir(parents=True, exist_ok=True)
     (repo / "settings.json").write_text(json.dumps({
         "debug": False, "host": "127.0.0.1", "http_port": port, "grpc_port": gport, "metrics_port": mport,
-        "parallel_workers": 0, "load_models_at_startup": True}))
+        "parallel_workers": ctx.workers, "load_models_at_startup": True}))
     (repo / NAME / "model-settings.json").write_text(json.dumps({
         "name": NAME, "implementation": "mlserver_runtime.OnnxIrisRuntime", "parameters": {"uri": str(ctx.onnx)},
         "max_batch_size": ctx.connections, "max_batch_time": 0.001}))
-    s = (f"parallel_workers 0 (the pool does not start on Python 3.11.7), debug off, adaptive batching "
-         f"max_batch_size {ctx.connections} / max_batch_time 1 ms")
+    s = (f"parallel_workers {ctx.workers}{' (the default)' if ctx.workers == 1 else ''}: inference in a worker "
+         f"process, debug off, adaptive batching max_batch_size {ctx.connections} / max_batch_time 1 ms")
     rest = Target("MLServer 1.7.1", "v2 JSON", "v2", s, f"http://127.0.0.1:{port}/v2/models/{NAME}/infer",
                   _v2_json())
     _launch(ctx, stack, "mlserver", [str(py.parent / "mlserver"), "start", str(repo)], _post_ready(rest),
@@ -295,7 +298,8 @@ def peer_api(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
         assert ctx.outer is not None
         ctx.api_env = base.start_registry(ctx.workdir, ctx.outer, ctx.model_dir, NAME)
     env = dict(ctx.api_env)
-    sctx = base.Context(env.pop("model_uri"), NAME, ctx.workdir, {**ctx.env, **env}, ctx.start_timeout)
+    sctx = base.Context(env.pop("model_uri"), NAME, ctx.workdir, {**ctx.env, **env, **ctx.mlstack_env},
+                        ctx.start_timeout)
     t = base._api(sctx, stack, "api", f"api-{base._free_port()}", "[25000, 25499]", {})
     return [Target("mlstack API", "POST /inference", "api", "1 API process, auth off, forwarding to its own "
                    "local mlstack serve (started on the first call)", t.url, t.body, t.headers)]
@@ -341,9 +345,9 @@ def measure(t: Target, connections: int, duration: float, workdir: Path, ghz: st
     return run_wrk(t, connections, duration, workdir)
 
 
-def _revision() -> str:
+def _revision(src: Path) -> str:
     """The commit mlstack serve ran from, and whether the serving code had uncommitted changes then."""
-    git = ["git", "-C", str(base.ROOT)]
+    git = ["git", "-C", str(src)]
     rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
     dirty = subprocess.run([*git, "status", "--porcelain", "--", "fastapi"], capture_output=True, text=True,
                            check=False)
@@ -469,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=CONNECTIONS)
     p.add_argument("--workers", type=int, default=1, help="processes/replicas/model instances of the peers that "
                    "have that setting (KServe, BentoML, PyTriton, Ray Serve, mlflow); mlstack serve is one process")
+    p.add_argument("--mlstack-src", type=Path, help="run mlstack serve and the API from this checkout's fastapi/ "
+                   "(e.g. a `git worktree add /tmp/m HEAD`: measure a commit while the work tree moves)")
     p.add_argument("--no-seq", action="store_true", help="skip the 1-connection latency runs")
     p.add_argument("--quick", action="store_true", help="floor and mlstack, 1 round of 1 s, no sequential runs")
     p.add_argument("--n-estimators", type=int, default=100)
@@ -492,11 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {"MLSTACK_MODEL_CACHE_DIR": str(workdir / "cache"), "PYTHONUNBUFFERED": "1", "BENCH_ONNX": str(onnx),
            "RAY_AUTH_MODE": "disabled", "PATH": f"{base.BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     ctx = Ctx(workdir, model_dir, onnx, env, args.connections, args.workers)
+    if args.mlstack_src:
+        ctx.mlstack_env = {"PYTHONPATH": str(args.mlstack_src.resolve() / "fastapi")}
     print(f"peers {keys}; {args.rounds} rounds of {args.duration:g}s runs, {args.connections} connections; "
           f"logs in {workdir}", file=sys.stderr)
     rows: dict[str, list[Row]] = {k: [] for k in keys}
     failed: dict[str, str] = {}
-    started, revision = time.monotonic(), _revision()
+    started, revision = time.monotonic(), _revision(args.mlstack_src or base.ROOT)
     with contextlib.ExitStack() as outer:
         ctx.outer = outer  # what lives for the whole run (the API's registry)
         for rnd in range(args.rounds):
