@@ -53,6 +53,8 @@ MATRIX = [
     ("DELETE", "/deployments/nope", None, "deployer"),
     ("POST", "/deployments/nope/canary/promote", None, "deployer"),
     ("POST", "/deployments/nope/canary/abort", None, "deployer"),
+    ("POST", "/feedback", {"request_id": "nope", "label": 1}, "deployer"),
+    ("GET", "/deployments/nope/quality", None, "viewer"),
     ("GET", "/auth/me", None, "viewer"),
 ]
 OPEN = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
@@ -113,7 +115,8 @@ def test_every_route_is_in_the_matrix_or_open(api):
                  "/kill_scheduled_job/{job_id}": "/kill_scheduled_job/nope",
                  "/models/{name}/versions/{version}": None, "/deployments/{name}": "/deployments/nope",
                  "/deployments/{name}/canary/promote": "/deployments/nope/canary/promote",
-                 "/deployments/{name}/canary/abort": "/deployments/nope/canary/abort"}
+                 "/deployments/{name}/canary/abort": "/deployments/nope/canary/abort",
+                 "/deployments/{name}/quality": "/deployments/nope/quality"}
     streams = {"/webhook", "/alerts/stream"}
     orgs = {p for p in paths if p.startswith("/orgs")}
     missing = []

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -177,3 +178,16 @@ def test_without_a_configured_ray_the_api_starts_its_own_head_which_survives_kil
             pid = json.loads(f.read_text())["head"]["pid"]
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_long_temp_dir_is_shortened_for_rays_unix_sockets(tmp_path):
+    """pytest's own tmp paths (/tmp/pytest-of-root/pytest-198/...) made `ray start` fail: the dashboard's
+    sockets under <temp>/session_<date>_<pid>/sockets/ went over the 107-byte AF_UNIX limit."""
+    from mlstack.training.rayjobs import RAY_TEMP_DIR_MAX, ray_temp_dir
+
+    long = tmp_path / ("x" * 60) / "ray"
+    short = ray_temp_dir(long)
+    assert len(str(short)) <= RAY_TEMP_DIR_MAX and short == ray_temp_dir(long) != ray_temp_dir(tmp_path / "other")
+    assert ray_temp_dir(Path("/tmp/r")) == Path("/tmp/r")
+    socket = f"{short}/session_2026-11-25_21-09-43_108876_34540/sockets/dash_MetricsHead"
+    assert len(socket.encode()) <= 107

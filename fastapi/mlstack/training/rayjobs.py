@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -126,12 +128,26 @@ def _alive(pid: int, started: float) -> bool:
     return t is not None and abs(t - started) < 1.0
 
 
+RAY_TEMP_DIR_MAX = 40  # Ray puts unix sockets at <temp>/session_<date>_<pid>/sockets/dash_<Module>: 107 bytes at most
+
+
+def ray_temp_dir(wanted: Path) -> Path:
+    """``wanted`` when it is short enough for Ray's unix sockets, else a short directory under /tmp named after
+    it (stable: the same ``wanted`` always gives the same one)."""
+    wanted = Path(wanted).resolve()
+    if len(str(wanted)) <= RAY_TEMP_DIR_MAX:
+        return wanted
+    short = Path(tempfile.gettempdir()) / f"mlstack-ray-{hashlib.sha256(str(wanted).encode()).hexdigest()[:10]}"
+    log.info("Ray temp dir %s is too long for Ray's unix sockets; using %s", wanted, short)
+    return short
+
+
 class LocalHead:
     """A Ray head (with its job server) that this API process started or adopted. Blocking: call in a thread."""
 
     def __init__(self, state_dir: Path, temp_dir: Path, num_cpus: int, object_store_mb: int):
         self.dir = Path(state_dir) / "ray-heads"
-        self.temp_dir, self.num_cpus, self.object_store_mb = Path(temp_dir), num_cpus, object_store_mb
+        self.temp_dir, self.num_cpus, self.object_store_mb = ray_temp_dir(temp_dir), num_cpus, object_store_mb
         self.pid: int | None = None
         self.started: float = 0.0
         self.url: str | None = None
@@ -179,7 +195,7 @@ class LocalHead:
                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
                "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
                "--num-cpus", str(self.num_cpus), "--object-store-memory", str(self.object_store_mb * 1024 * 1024),
-               "--temp-dir", str(self.temp_dir.resolve()), "--disable-usage-stats"]
+               "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]
         logf = open(self.dir / "ray-head.log", "ab")  # noqa: SIM115 - the head keeps writing to it
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # its own session: an API crash leaves it (and its jobs)

@@ -17,7 +17,8 @@ import numpy as np
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlstack.api.deps import CallerDep, ServicesDep
+from mlstack.api.deps import CallerDep, ServicesDep, allow
+from mlstack.auth import Caller
 from mlstack.deployments.schemas import NAMESPACE_PATTERN
 from mlstack.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from mlstack.inference import DEPLOYMENT, MAX_ROWS, Finite, InferenceRequest
@@ -97,7 +98,10 @@ def _pairs(outputs: Any, label: Any) -> list[tuple[Any, Any]] | None:
              responses={404: {"description": "a single request id that was never logged (or expired)"},
                         422: {"description": "bad body; labels that do not match the request's rows"}},
              summary="Ground truth for served predictions: by request id, or rows scored through a deployment")
-async def feedback(body: FeedbackRequest, svc: ServicesDep, caller: CallerDep) -> FeedbackResult:
+async def feedback(body: FeedbackRequest, svc: ServicesDep,
+                   caller: Annotated[Caller, allow("update", "modeldeployments")]) -> FeedbackResult:
+    """Who may label: a deployer (checked first, so a viewer learns nothing about which ids were logged), and
+    then per deployment the labels are for."""
     quality = _quality(svc)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if body.deployment is not None:
