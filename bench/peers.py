@@ -14,7 +14,7 @@ and moves on to the next, round-robin for ``--rounds`` rounds; the table shows m
 (a Lua script POSTs the body), gRPC load is ``ghz`` (bench/serving_grpc.py), neither of them Python.
 
     .venv/bin/python bench/peers.py [--peers mlstack,floor,mlserver,...] [--rounds 3] [--duration 4]
-        [--connections 16] [--no-seq] [--out table.md]
+        [--connections 16] [--workers 1] [--mlstack-src DIR] [--no-seq] [--out table.md]
     .venv/bin/python bench/peers.py --quick --out /tmp/t.md   # floor + mlstack, 1 round of 1 s (the smoke test)
 
 Peers: mlstack (/predict, v2 JSON, v2 binary, v2 gRPC), floor (bare uvicorn constant), granian (the same
