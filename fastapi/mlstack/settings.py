@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     predict_max_upload_bytes: int = Field(2 * 1024 ** 3, ge=1024, description="largest CSV for POST /predict "
                                           "(batch scoring; spooled to disk, streamed back in batches)")
     api_max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024,
-                                      description="largest request line + headers (uvicorn h11); more is a 400")
+                                      description="largest request line + headers; more is a 431")
     registry_cache_seconds: float = Field(5.0, ge=0, description="alias -> version cache for /inference")
     alert_accuracy_threshold: float = Field(0.9, ge=0, le=1)
 

@@ -12,7 +12,7 @@ known by then, and not a byte of the body has been read) it
 
 Limits are per route (``"METHOD /path/{template}"``) from settings: ``api_body_limits`` over the uploads'
 own limits over ``api_max_body_bytes``. Header size (``api_max_header_bytes``) is bounded twice: the HTTP server
-(h11, ``mlstack.cli``) stops buffering an unfinished header block past it (400), and this middleware answers
+(``mlstack.api.http``) stops buffering an unfinished header block past it (431), and this middleware answers
 431 to a request whose headers, arriving in one piece, are larger.
 A 422 carries at most a short excerpt of what was refused (``validation_response``).
 """
