@@ -17,6 +17,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     _in_head = True  # a connection starts waiting for a request head
     _head_bytes = 0
+    _completed = False  # a request ended in the current read
 
     def on_message_begin(self) -> None:
         self._in_head, self._head_bytes = True, 0
@@ -27,12 +28,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_head, self._head_bytes = True, 0  # the next request's head starts after this one
+        # the next request's head starts after this one; the rest of this read (the body's end, perhaps a
+        # pipelined head's start) is not counted: the bound is then one read looser, never wrong
+        self._in_head, self._head_bytes, self._completed = True, 0, True
         super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
+        self._completed = False
         super().data_received(data)
-        if not self._in_head or self.transport is None or self.transport.is_closing():
+        if not self._in_head or self._completed or self.transport is None or self.transport.is_closing():
             return
         self._head_bytes += len(data)
         if self._head_bytes > self.max_head_bytes:
