@@ -482,8 +482,9 @@ class JobManager:
                 with contextlib.suppress(RayUnreachable):
                     await jobs.stop(sub)
             elif state.status == "RUNNING" and record.status == "queued":
-                started = datetime.fromtimestamp(state.start_time, UTC).isoformat() if state.start_time else _now()
-                await self._update(job_id, status="running", started_at=started)
+                # Ray's start_time is when the job was submitted, not when it got its CPUs: seen running now (the
+                # job's own start time replaces this when it ends)
+                await self._update(job_id, status="running", started_at=_now())
             await asyncio.sleep(s.train_poll_seconds)
 
     async def _finish(self, record: TrainingJob, state: JobState, jobs: RayJobs, sub: str) -> None:
@@ -499,7 +500,7 @@ class JobManager:
             await self._end_runs(job_id, "KILLED" if record.status == "cancelled" else "FAILED")
             return
         if state.status == "SUCCEEDED" and out and out.get("ok"):
-            await self._succeeded(record, out["result"])
+            await self._succeeded(record, out["result"], out.get("started_at"), out.get("finished_at"))
         elif state.status == "STOPPED":
             await self._update(job_id, status="cancelled", finished_at=_now(),
                                error=f"stopped in Ray, not through the API: {state.message}"[:2000])
@@ -592,10 +593,14 @@ class JobManager:
         await self._alert("training.failed", "error", f"Training job {job_id} failed", str(message)[:500],
                           model=job.model_name, data={"job_id": job_id, "error": str(message)[:500]})
 
-    async def _succeeded(self, job: TrainingJob, r: dict) -> None:
+    async def _succeeded(self, job: TrainingJob, r: dict, started_at: str | None = None,
+                         finished_at: str | None = None) -> None:
+        """``started_at``/``finished_at``: the job process's own clock (exact), when it said them."""
         self.registry.forget(job.model_name)
-        await self._update(job.job_id, status="succeeded", finished_at=_now(), task=r["task"], run_id=r["run_id"],
-                           version=r["version"], metrics=r["metrics"], champion=r["champion"])
+        times = {"started_at": started_at} if started_at else {}
+        await self._update(job.job_id, status="succeeded", finished_at=finished_at or _now(), task=r["task"],
+                           run_id=r["run_id"], version=r["version"], metrics=r["metrics"], champion=r["champion"],
+                           **times)
         primary = r["primary_metric"]
         value = r["metrics"][primary]
         verdict = "now champion" if r["champion"] else f"champion stays v{r['previous_champion']}"

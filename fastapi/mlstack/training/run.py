@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 
 RESULT_MARKER = "MLSTACK_TRAINING_RESULT"
 JOB_ENV = "MLSTACK_TRAIN_JOB"
@@ -60,6 +61,7 @@ def main() -> int:
     for name in ("mlstack", "mlflow", "py.warnings"):
         logging.getLogger(name).addHandler(handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    started = datetime.now(UTC).isoformat()  # when this process got its CPUs (Ray's start_time is submission)
     try:
         spec = json.loads(os.environ[JOB_ENV])
         s = Settings()
@@ -72,6 +74,7 @@ def main() -> int:
     else:
         out = run_job(cfg)  # logs both to stdout (above) and to its own buffer
         out.pop("logs", None)
+    out.update(started_at=started, finished_at=datetime.now(UTC).isoformat())
     sys.stdout.flush()
     print(f"{RESULT_MARKER} {json.dumps(out, default=str)}", flush=True)
     return 0 if out["ok"] else 1
