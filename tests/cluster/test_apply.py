@@ -553,7 +553,7 @@ def test_readme_and_init_commands_verbatim(fresh, converged, fresh_operator):
     # kubectl get mdep -A: README names the columns; the operator fills them in (iris: onnx, resolved, Ready, URL)
     get_cmd, columns = next((c, m) for c, m in commands if c.startswith("kubectl get mdep"))
     wanted = [c.strip() for c in columns.split(",")]
-    assert wanted == ["Model", "Version", "Runtime", "Phase", "URL", "Age"], columns
+    assert wanted == ["Model", "Version", "Runtime", "Phase", "URL", "SLOMet", "Age"], columns
 
     def iris_ready() -> bool:
         md = kube.get("/apis/mlstack.io/v1alpha1/namespaces/models/modeldeployments/iris") or {}

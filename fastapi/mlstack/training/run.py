@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 
 RESULT_MARKER = "MLSTACK_TRAINING_RESULT"
@@ -51,6 +52,39 @@ def _on_sigterm(signum, frame) -> None:
         os._exit(128 + signum)
 
 
+def _ppid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _die_with_ray(interval: float = 1.0) -> None:
+    """Stop (SIGTERM: the run ends KILLED) when the Ray job supervisor that started this process is gone.
+
+    Ray runs the entrypoint in a new session (``sh -c`` under the supervisor's worker): when the Ray node stops,
+    the job would otherwise train on, unseen, and register a model version the API already reported failed.
+    The parent and grandparent are watched (one of them is the supervisor's worker); Linux ``/proc`` only."""
+    import threading
+
+    watched = [p for p in (os.getppid(), _ppid_of(os.getppid())) if p and p > 1]
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            for pid in watched:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                except PermissionError:
+                    pass
+
+    threading.Thread(target=watch, name="die-with-ray", daemon=True).start()
+
+
 def main() -> int:
     from mlstack.settings import Settings
     from mlstack.training.data import ObjectStore
@@ -61,6 +95,8 @@ def main() -> int:
     for name in ("mlstack", "mlflow", "py.warnings"):
         logging.getLogger(name).addHandler(handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if os.path.isdir("/proc"):
+        _die_with_ray()
     started = datetime.now(UTC).isoformat()  # when this process got its CPUs (Ray's start_time is submission)
     try:
         spec = json.loads(os.environ[JOB_ENV])
