@@ -44,7 +44,7 @@ from mlstack.registry import Registry
 from mlstack.settings import Settings
 from mlstack.training.access import DataPolicy, check_data_uri
 from mlstack.training.data import ObjectStore, check_exists
-from mlstack.training.rayjobs import JobState, LocalHead, RayJobs, RayUnreachable
+from mlstack.training.rayjobs import JobState, LocalHead, RayJobs, RayUnreachable, ray_temp_dir
 from mlstack.training.run import JOB_ENV, parse_result, strip_result
 from mlstack.training.schemas import TrainingJob, TrainingRequest
 
@@ -208,10 +208,10 @@ class JobManager:
         if s.ray_address:
             ray.init(address=s.ray_address, ignore_reinit_error=True, log_to_driver=False)
             return
-        s.ray_temp_dir.mkdir(parents=True, exist_ok=True)
+        temp = ray_temp_dir(s.ray_temp_dir)  # the same bound on Ray's unix socket paths as the job server's head
+        temp.mkdir(parents=True, exist_ok=True)
         ray.init(num_cpus=s.ray_num_cpus, object_store_memory=s.ray_object_store_mb * 1024 * 1024,
-                 include_dashboard=False, _temp_dir=str(s.ray_temp_dir.resolve()), ignore_reinit_error=True,
-                 log_to_driver=False)
+                 include_dashboard=False, _temp_dir=str(temp), ignore_reinit_error=True, log_to_driver=False)
 
     # -- records -----------------------------------------------------------------------------------
     async def _redis(self, coro: Any) -> Any:
