@@ -48,7 +48,15 @@ from mlstack_operator.drift import drift_patch
 from mlstack_operator.kube import ApiError, KubeClient, Reflector, path_for, path_of
 from mlstack_operator.resolver import ModelNotFound, ModelResolver, RegistryUnavailable
 from mlstack_operator.settings import OperatorSettings, get_settings
-from mlstack_operator.status import ChildState, Inputs, child_state, compute, essential, phase_of
+from mlstack_operator.status import (
+    ChildState,
+    Inputs,
+    child_state,
+    compute,
+    essential,
+    phase_of,
+    with_foreign_conditions,
+)
 
 MD = (GROUP, VERSION, PLURAL)
 CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
@@ -236,6 +244,7 @@ async def mdep_event(type: str | None, body: kopf.Body, namespace: str, name: st
     if meta.get("deletionTimestamp") or namespace in state.terminating:
         return  # going away: the garbage collector takes the children
     tracked = state.track(body)
+    tracked.last_status = with_foreign_conditions(tracked.last_status, body.get("status"))  # SLOMet: the monitor's
     generation = meta.get("generation")
     if tracked.handled == generation:
         return

@@ -114,6 +114,23 @@ def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, rea
     conditions.append(cond)
 
 
+# the conditions the operator writes; any other type (SLOMet: the monitor's) is another writer's, kept as observed
+OPERATOR_CONDITIONS: tuple[str, ...] = ("Admitted", "ModelResolved", "Available", "Ready")
+
+
+def with_foreign_conditions(last: Mapping[str, Any] | None,
+                            observed: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``last`` (the operator's own view of the status) with the conditions it does not own as ``observed`` (the
+    object's status as watched) has them: a status write replaces the whole list (merge patch), so the operator
+    carries the monitor's ``SLOMet`` along instead of erasing it."""
+    foreign = [dict(c) for c in (observed or {}).get("conditions") or [] if c.get("type") not in OPERATOR_CONDITIONS]
+    conds = (last or {}).get("conditions") or []
+    if [c for c in conds if c.get("type") not in OPERATOR_CONDITIONS] == foreign:
+        return last  # nothing new from the other writers (the common case: one comparison per event)
+    mine = [c for c in conds if c.get("type") in OPERATOR_CONDITIONS]
+    return {**(last or {}), "conditions": mine + foreign}
+
+
 def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 

@@ -12,6 +12,7 @@ from mlstack_operator.status import (
     compute,
     essential,
     transition_allowed,
+    with_foreign_conditions,
 )
 
 T0, T1 = "2025-01-01T00:00:00Z", "2025-01-01T00:01:00Z"
@@ -101,3 +102,23 @@ def test_drift_leaves_an_hpa_owned_replica_count_alone_and_compares_selectors_ex
     assert patch == {"spec": {"selector": {"a": "1", "b": None}}}  # an extra key selects other pods: removed
     quantities = {"spec": {"resources": {"requests": {"cpu": "0.5", "memory": "1.5Gi"}}}}
     assert drift_patch(quantities, {"spec": {"resources": {"requests": {"cpu": "500m", "memory": "1536Mi"}}}}) is None
+
+
+def test_the_monitors_slomet_survives_the_operators_status_writes():
+    """The operator's view of the status (its last write) lacks the SLOMet the monitor wrote since: the observed
+    status brings it in, and the next status the operator computes (and writes whole) still carries it."""
+    mine = compute(Inputs(1, admitted=True, resolved_version="3", url="http://iris", children=(NOT_READY,)), None, T0)
+    slo = {"type": "SLOMet", "status": "False", "reason": "P99LatencyAboveMax", "message": "p99 9 ms > 5 ms",
+           "lastTransitionTime": T1}
+    observed = {**mine, "conditions": [*mine["conditions"], slo]}
+    assert with_foreign_conditions(mine, mine) is mine  # nothing foreign: no copy
+    merged = with_foreign_conditions(mine, observed)
+    assert conds(merged)["SLOMet"] == slo and conds(merged)["Admitted"] == conds(mine)["Admitted"]
+    assert with_foreign_conditions(merged, observed) is merged
+    nxt = compute(Inputs(1, admitted=True, resolved_version="3", url="http://iris", children=(READY,)), merged, T1)
+    assert nxt["phase"] == "Ready" and conds(nxt)["SLOMet"] == slo
+    # the monitor's copy wins over the operator's stale one; the operator's own conditions stay its own
+    stale = {**observed, "conditions": [{**c, "status": "True"} for c in observed["conditions"]]}
+    again = with_foreign_conditions(stale, observed)
+    assert conds(again)["SLOMet"]["status"] == "False" and conds(again)["Available"]["status"] == "True"
+    assert with_foreign_conditions(None, {"conditions": [slo]}) == {"conditions": [slo]}
