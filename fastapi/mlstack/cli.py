@@ -1,4 +1,4 @@
-"""The ``mlstack`` command: ``serve`` (model server), ``api`` (the FastAPI service), ``operator``."""
+"""The ``mlstack`` command: ``serve`` (model server), ``api`` (the FastAPI service), ``operator``, ``monitor``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ def _dashboard(args: argparse.Namespace) -> int:
     s = get_settings()
     return run(host=args.host or s.api_host, port=args.port,
                api_url=args.api_url or f"http://{s.api_host}:{s.api_port}", dist_dir=args.dist)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from mlstack.monitoring.cluster import serve
+    from mlstack.monitoring.settings import get_monitor_settings
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ms = get_monitor_settings()
+    asyncio.run(serve(args.metrics_host or ms.metrics_host, args.metrics_port or ms.metrics_port))
+    return 0
 
 
 def _operator(argv: list[str]) -> int:
@@ -162,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--api-url", default=None, help="default: MLSTACK_API_URL, else http://MLSTACK_API_HOST:PORT")
     pr.add_argument("--token", default=None, help="bearer token (default: MLSTACK_TOKEN)")
     pr.set_defaults(func=_predict)
+
+    m = sub.add_parser("monitor", help="the cluster monitor: drains every monitored ModelDeployment's model server "
+                       "pods, judges drift and SLOs, writes SLOMet (one active per Redis)")
+    m.add_argument("--metrics-host", default=None, help="default: MLSTACK_MONITOR_METRICS_HOST")
+    m.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics (MLSTACK_MONITOR_METRICS_PORT)")
+    m.add_argument("--log-level", default="info")
+    m.set_defaults(func=_monitor)
 
     sub.add_parser("operator", help="the ModelDeployment operator: 'render FILE' or 'run'", add_help=False)
     return p

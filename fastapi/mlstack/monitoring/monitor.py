@@ -71,6 +71,7 @@ class Target:
 
 
 Targets = Callable[[], Awaitable[list[Target]]]
+Existing = Callable[[], Awaitable[set[str]]]  # every deployment that exists ("ns/name"), watched or not
 ConditionSink = Callable[[Target, dict[str, Any]], Awaitable[None]]
 
 
@@ -122,7 +123,8 @@ class Window:
 
 class Monitor:
     def __init__(self, redis: Any, ms: MonitorSettings, targets: Targets, alerts: Any, profiles: Profiles,
-                 quality: Quality, conditions: ConditionSink | None = None, history: Any = None):
+                 quality: Quality, conditions: ConditionSink | None = None, history: Any = None,
+                 existing: Existing | None = None):
         self.redis = redis
         self.ms = ms
         self.targets = targets
@@ -131,6 +133,7 @@ class Monitor:
         self.quality = quality
         self.conditions = conditions
         self.history = history
+        self.existing = existing
         self.owner = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(4).hex()}"
         self.leader = False
         self.http = httpx.AsyncClient(timeout=ms.pull_timeout_seconds)
@@ -187,10 +190,14 @@ class Monitor:
     async def tick(self, evaluate: bool | None = None) -> None:
         """One round: drain every watched deployment; evaluate when due (or when ``evaluate`` says so)."""
         targets = [t for t in await self.targets() if t.spec.effective_monitoring.sample_rate > 0]
+        if targets:
+            await self.redis.sadd(self.k("watched"), *(t.key for t in targets))
         await asyncio.gather(*(self.drain(t) for t in targets))
         now = time.monotonic()
         if evaluate or (evaluate is None and now - self._last_eval >= self.ms.evaluate_seconds):
             self._last_eval = now
+            if self.existing is not None:
+                await self.forget_deleted(await self.existing())
             for t in targets:
                 try:
                     await self.evaluate(t)
@@ -203,6 +210,23 @@ class Monitor:
                     await self.history.flush(self, t)
                 except Exception as e:
                     log.warning("monitoring %s: history not written: %s", t.key, e)
+
+    async def forget_deleted(self, existing: set[str]) -> list[str]:
+        """Drop the Redis state of watched deployments that no longer exist (stream, episodes, stats, cursors,
+        condition, feedback buckets); logged request ids expire on their own."""
+        gone = [key for key in await self.redis.smembers(self.k("watched")) if key not in existing]
+        for key in gone:
+            cursors = [f for f in await self.redis.hkeys(self.k("cursors")) if f.startswith(f"{key}|")]
+            quality = [k async for k in self.redis.scan_iter(match=self.k("quality", key, "*"), count=500)]
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(self.stream_key(key), self.k("state", key), self.k("stats", key), *quality)
+            if cursors:
+                pipe.hdel(self.k("cursors"), *cursors)
+            pipe.hdel(self.k("conditions"), key)
+            pipe.srem(self.k("watched"), key)
+            await pipe.execute()
+            log.info("monitoring %s: deleted, its monitoring state is gone", key)
+        return gone
 
     # -- drain ---------------------------------------------------------------------------------------
     async def drain(self, t: Target) -> int:

@@ -34,6 +34,8 @@ class MonitorSettings(BaseSettings):
                                     "s3://<bucket of MLSTACK_UPLOAD_PREFIX>/monitoring)")
     history_seconds: float = Field(300.0, gt=0, description="how often payload history is written as Parquet")
     history_enabled: bool = True
+    metrics_port: int = Field(9090, ge=1, le=65535, description="mlstack monitor: Prometheus /metrics port")
+    metrics_host: str = Field("0.0.0.0", description="mlstack monitor: address of the /metrics port")
 
 
 @lru_cache

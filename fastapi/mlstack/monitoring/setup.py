@@ -2,7 +2,8 @@
 
 Called by ``start_services`` after the deployments backend exists. Local mode: the monitor drains the API's own
 ``mlstack serve`` deployments and the ``SLOMet`` condition is merged into their status views (a Redis hash the
-local backend reads). Cluster mode: see ``cluster_targets``.
+local backend reads). Cluster mode: the API runs no monitor; ``mlstack monitor`` (``manifests/monitor``, see
+``mlstack.monitoring.cluster``) does, with its own least-privilege ServiceAccount.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ async def start(svc: Any, stack: AsyncExitStack, ms: MonitorSettings | None = No
     conditions_key = f"{ms.key_prefix}:conditions"
 
     if svc.settings.mode != "local":
-        log.info("monitor: cluster mode is not wired yet (feedback and quality work; nothing drains the servers)")
+        log.info("monitor: cluster mode: the monitor Deployment (mlstack monitor) drains the model servers")
         return
     backend.conditions_key = conditions_key
 
@@ -58,7 +59,11 @@ async def start(svc: Any, stack: AsyncExitStack, ms: MonitorSettings | None = No
         from mlstack.monitoring.history import History
 
         history = History.from_settings(svc.settings, ms)
-    monitor = Monitor(svc.redis, ms, targets, svc.alerts, Profiles(svc.registry, ms), quality, conditions, history)
+    async def existing() -> set[str]:
+        return set(await svc.redis.hkeys(backend.ds.deployments_redis_key))
+
+    monitor = Monitor(svc.redis, ms, targets, svc.alerts, Profiles(svc.registry, ms), quality, conditions, history,
+                      existing)
     monitor.start()
     svc.extras[MONITOR] = monitor
     stack.push_async_callback(monitor.stop)
