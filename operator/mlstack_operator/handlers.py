@@ -1,7 +1,13 @@
-"""kopf handlers for ModelDeployment: thin; the work is in builders, admission and status.
+"""The operator: thin handlers; the work is in builders, admission and status.
 
-* ``mdep_event`` (every ModelDeployment event; a reconcile when ``metadata.generation`` is one not handled
-  yet: first sight, at start-up, and every spec change): validate -> admit -> resolve the model -> build,
+kopf runs the process (start-up/clean-up, login, the liveness probe, standalone mode: no peering) and watches
+namespaces; everything else comes from raw watches (``kube.Reflector``: one list+watch per kind, parsed with
+orjson, no per-event deep copies, indices of our own), because kopf's per-event processing was most of the
+operator's CPU (bench/operator.py).
+
+* ``mdep_event`` (every ModelDeployment event, from its Reflector; keeps the admission index; a reconcile when
+  ``metadata.generation`` is one not handled yet: first sight, at start-up, and every spec change; one worker
+  per object, in order): validate -> admit -> resolve the model -> build,
   adopt, create-if-absent / patch-if-different the children, delete the ones the spec no longer wants ->
   publish the status. No kopf change tracking (diff base, progress annotations, a PATCH per change).
 * ``child_event`` (one raw watch per child kind, ``kube.Reflector``, not kopf: kopf's per-event cost was most
@@ -84,6 +90,36 @@ class Tracked:
     pruned: tuple[int | None, set[tuple[str, str, str]]] = (None, set())  # (generation, deleted): no re-DELETE
     publish_pending: bool = False  # a status refresh from the children's watch is queued (coalesces events)
     handled: int | None = None  # the generation last reconciled (status writes and other events change none)
+    pending: dict[str, Any] | None = None  # the newest body with an unhandled generation (for ``worker``)
+    worker: asyncio.Task | None = None  # reconciles ``pending`` bodies one at a time, in order
+
+
+class NsIndex:
+    """namespace -> {name: value}, kept from a watch; read like a kopf index: ``get(namespace, default)`` gives the
+    namespace's values, ``namespace in index`` whether it has any."""
+
+    def __init__(self) -> None:
+        self.by_ns: dict[str, dict[str, Any]] = {}
+
+    def set(self, namespace: str, name: str, value: Any) -> None:
+        if value is None:
+            self.drop(namespace, name)
+        else:
+            self.by_ns.setdefault(namespace, {})[name] = value
+
+    def drop(self, namespace: str, name: str) -> None:
+        values = self.by_ns.get(namespace)
+        if values is not None:
+            values.pop(name, None)
+            if not values:
+                del self.by_ns[namespace]
+
+    def get(self, namespace: str, default: Any = None) -> Any:
+        values = self.by_ns.get(namespace)
+        return list(values.values()) if values else default
+
+    def __contains__(self, namespace: object) -> bool:
+        return namespace in self.by_ns
 
 
 @dataclasses.dataclass
@@ -97,8 +133,8 @@ class OperatorState:
     admitted: set[Key] = dataclasses.field(default_factory=set)
     ns_locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=lambda: defaultdict(asyncio.Lock))
     terminating: set[str] = dataclasses.field(default_factory=set)  # namespaces being deleted
-    # kopf's indices (live views), kept from the handlers for the work that runs outside them (retries, rolls)
-    indices: tuple[Any, Any] = ({}, {})
+    # the watches' indices: namespace -> ModelDeployment name -> Candidate; namespace -> quota name -> limits
+    indices: tuple[NsIndex, NsIndex] = dataclasses.field(default_factory=lambda: (NsIndex(), NsIndex()))
     tasks: set[asyncio.Task] = dataclasses.field(default_factory=set)
     reflectors: dict[str, list[Reflector]] = dataclasses.field(default_factory=lambda: defaultdict(list))  # by kind
     # every child in the watches' index, by parent: (kind, name) -> (apiVersion, owner uids); what prune looks at
@@ -132,7 +168,7 @@ class OperatorState:
     def forget(self, key: Key) -> None:
         t = self.tracked.pop(key, None)
         if t is not None:
-            for task in (t.retry, t.unschedulable_check):
+            for task in (t.retry, t.unschedulable_check, t.worker):
                 if task is not None:
                     task.cancel()
         self.children.pop(key, None)
@@ -177,6 +213,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                           lambda type_, obj, s=state: child_event(s, type_, obj), namespace=namespace, log=log)
             state.reflectors[kind].append(r)
             state.spawn(r.run())
+    for namespace in cfg.namespaces or [None]:  # after the children's watches: a reconcile waits for their index
+        state.spawn(Reflector(state.kube, "v1", "ResourceQuota", "", lambda type_, obj, s=state: quota_event(
+            s, type_, obj), namespace=namespace, log=log).run())
+        state.spawn(Reflector(state.kube, API_VERSION, KIND, "", lambda type_, obj, s=state: mdep_event(
+            s, type_, obj), namespace=namespace, log=log).run())
     state.spawn(resync_loop(state))
     if cfg.alias_poll_seconds > 0:
         state.spawn(alias_loop(state))
@@ -191,56 +232,48 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await state.kube.close()
 
 
-# --- indices (kept by kopf from the watch streams) ----------------------------------------------
+# --- ModelDeployments and quotas (raw watches, ``kube.Reflector``; not kopf: see the module docstring) --------
 
 
 _DEMANDS: dict[tuple[str, int], tuple[int, Any] | None] = {}  # (uid, generation) -> (priority, demand)
+LOG = logging.getLogger(__name__)
 
 
-# async (not plain def): kopf runs sync handlers in a thread pool, one hop per event
-@kopf.index(*MD)
-async def mdep_admission(namespace: str, name: str, uid: str, body: kopf.Body, **_: Any) -> dict[str, Candidate] | None:
-    key = (uid, body["metadata"].get("generation") or 0)
+def candidate(body: Mapping[str, Any]) -> Candidate | None:
+    """The admission queue's view of a ModelDeployment (None: invalid, it fails before admission)."""
+    meta = body["metadata"]
+    key = (meta.get("uid", ""), meta.get("generation") or 0)
     if key not in _DEMANDS:  # parse each generation once, not on every status event
         if len(_DEMANDS) > 100_000:
             _DEMANDS.clear()
         try:
-            md = ModelDeployment.model_validate(dict(body))
+            md = ModelDeployment.model_validate(body)
             _DEMANDS[key] = (md.spec.priority, demand(md))
         except ValidationError:
             _DEMANDS[key] = None
     parsed = _DEMANDS[key]
     if parsed is None:
-        return None  # never admitted: it fails before admission
+        return None
     conds = (body.get("status") or {}).get("conditions") or []
     admitted = any(c.get("type") == "Admitted" and c.get("status") == "True" for c in conds)
-    created = body["metadata"].get("creationTimestamp") or ""
-    return {namespace: Candidate(name, parsed[0], created, parsed[1], admitted)}
+    return Candidate(meta["name"], parsed[0], meta.get("creationTimestamp") or "", parsed[1], admitted)
 
 
-@kopf.index("", "v1", "resourcequotas")
-async def quota_limits(namespace: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
-    return {namespace: limits_from_quota(spec)}
-
-
-# --- handlers -----------------------------------------------------------------------------------
-
-
-@kopf.on.event(*MD)
-async def mdep_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
-                     logger: logging.Logger, mdep_admission: kopf.Index, quota_limits: kopf.Index, **_: Any) -> None:
-    """Every event of a ModelDeployment; a reconcile when its generation (the spec) is one not handled yet: its
-    first sight (created, or seen at start-up) and every spec change. The operator's own status writes change no
-    generation and cost no more than the index update. No kopf change-tracking (no diff base, no progress
-    annotations, no patch of the object per change): ``metadata.generation`` is the change detector."""
-    state: OperatorState = memo.state
-    state.indices = (mdep_admission, quota_limits)
-    if type == "DELETED":
+def mdep_event(state: OperatorState, type_: str, body: dict[str, Any]) -> None:
+    """Every event of a ModelDeployment (synchronous: index, then spawn the work); a reconcile when its generation
+    (the spec) is one not handled yet: its first sight (created, or seen at start-up) and every spec change. The
+    operator's own status writes change no generation and cost no more than the index update. One worker per
+    object reconciles the newest unhandled body, in order."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    mdeps = state.indices[0]
+    if type_ == "DELETED":
+        mdeps.drop(namespace, name)
         state.forget((namespace, name))
         if namespace not in state.terminating:
-            await refresh_namespace(state, namespace, mdep_admission, quota_limits, logger)
+            state.spawn(refresh_namespace(state, namespace, *state.indices, LOG))
         return
-    meta = body["metadata"]
+    mdeps.set(namespace, name, candidate(body))
     if meta.get("deletionTimestamp") or namespace in state.terminating:
         return  # going away: the garbage collector takes the children
     tracked = state.track(body)
@@ -249,11 +282,42 @@ async def mdep_event(type: str | None, body: kopf.Body, namespace: str, name: st
     if tracked.handled == generation:
         return
     tracked.handled = generation
+    tracked.pending = body
+    if tracked.worker is None or tracked.worker.done():
+        tracked.worker = state.spawn(mdep_worker(state, tracked))
+
+
+class ObjectLog(logging.LoggerAdapter):
+    """Log lines prefixed with the object (as kopf's per-object logger did)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['key']}] {msg}", kwargs
+
+
+async def mdep_worker(state: OperatorState, tracked: Tracked) -> None:
+    meta = tracked.ref["metadata"]
+    log = ObjectLog(LOG, {"key": f"{meta['namespace']}/{meta['name']}"})
     await state.wait_synced()
-    await reconcile_spec(state, tracked, dict(body), logger, create_first=not body.get("status"))
+    while tracked.pending is not None:
+        body, tracked.pending = tracked.pending, None
+        try:
+            await reconcile_spec(state, tracked, body, log, create_first=not body.get("status"))
+        except Exception as e:  # never lose the object: log it, retry with backoff
+            log.exception(f"reconcile failed: {e!r}")
+            schedule_retry(state, tracked)
 
 
-async def reconcile_spec(state: OperatorState, tracked: Tracked, raw: dict[str, Any], logger: logging.Logger, *,
+def quota_event(state: OperatorState, type_: str, body: dict[str, Any]) -> None:
+    """A ResourceQuota changed: capacity changed -> re-run admission in its namespace."""
+    meta = body["metadata"]
+    namespace = meta["namespace"]
+    state.indices[1].set(namespace, meta["name"], None if type_ == "DELETED" else limits_from_quota(
+        body.get("spec") or {}))
+    if namespace not in state.terminating:
+        state.spawn(refresh_namespace(state, namespace, *state.indices, LOG))
+
+
+async def reconcile_spec(state: OperatorState, tracked: Tracked, raw: dict[str, Any], logger: Any, *
                          create_first: bool) -> None:
     """A new generation: validate, reconcile, and on failure retry with backoff (``schedule_retry``)."""
     mdep_admission, quota_limits = state.indices
@@ -360,14 +424,6 @@ def owned_by(meta: Mapping[str, Any], tracked: Tracked) -> bool:
     return any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
 
 
-@kopf.on.event("", "v1", "resourcequotas")
-async def quota_event(namespace: str, memo: kopf.Memo, logger: logging.Logger, mdep_admission: kopf.Index,
-                      quota_limits: kopf.Index, **_: Any) -> None:
-    state: OperatorState | None = memo.get("state")
-    if state is not None and namespace not in state.terminating:
-        await refresh_namespace(state, namespace, mdep_admission, quota_limits, logger)
-
-
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_event(type: str | None, name: str, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
     """A terminating namespace's objects are left alone: its controller deletes them all, and creates there
@@ -393,13 +449,13 @@ class ChildRefused(Exception):
     """The API server refused a child write; the status says so and the write is retried with backoff."""
 
 
-def candidates(state: OperatorState, namespace: str, mdep_admission: kopf.Index) -> list[Candidate]:
+def candidates(state: OperatorState, namespace: str, mdep_admission: NsIndex) -> list[Candidate]:
     """The namespace's ModelDeployments for admission, counting those this operator admitted already."""
     return [dataclasses.replace(c, admitted=c.admitted or (namespace, c.name) in state.admitted)
             for c in mdep_admission.get(namespace, [])]
 
 
-async def admit(state: OperatorState, namespace: str, mdep_admission: kopf.Index, quota_limits: kopf.Index,
+async def admit(state: OperatorState, namespace: str, mdep_admission: NsIndex, quota_limits: NsIndex,
                 name: str | None = None) -> dict[str, Decision]:
     """Decisions for the namespace (only ``name``'s when there is no quota: everything is admitted)."""
     if name is not None and namespace not in quota_limits:
@@ -412,8 +468,8 @@ async def admit(state: OperatorState, namespace: str, mdep_admission: kopf.Index
         return decisions
 
 
-def surge_fits(state: OperatorState, md: ModelDeployment, mdep_admission: kopf.Index,
-               quota_limits: kopf.Index) -> bool:
+def surge_fits(state: OperatorState, md: ModelDeployment, mdep_admission: NsIndex,
+               quota_limits: NsIndex) -> bool:
     """Room in the namespace's quota for a rolling update's extra pod (else: replace pods one at a time)."""
     if md.namespace not in quota_limits:
         return True
@@ -425,7 +481,7 @@ NO_SURGE = "rolling updates replace one pod at a time without an extra one (the 
 
 
 async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment, body: Mapping[str, Any],
-                    mdep_admission: kopf.Index, quota_limits: kopf.Index, *, create_first: bool) -> None:
+                    mdep_admission: NsIndex, quota_limits: NsIndex, *, create_first: bool) -> None:
     """One pass for one ModelDeployment; the caller holds ``tracked.lock``. Raises ChildRefused."""
     cfg, key = state.cfg, (md.namespace, md.name)
     gen = md.metadata.generation
@@ -735,8 +791,8 @@ async def post_event(state: OperatorState, tracked: Tracked, type_: str, reason:
         logging.getLogger(__name__).warning(f"event {reason} on {meta['namespace']}/{meta['name']} not posted: {e}")
 
 
-async def refresh_namespace(state: OperatorState, namespace: str, mdep_admission: kopf.Index,
-                            quota_limits: kopf.Index, logger: logging.Logger) -> None:
+async def refresh_namespace(state: OperatorState, namespace: str, mdep_admission: NsIndex,
+                            quota_limits: NsIndex, logger: logging.Logger) -> None:
     """Admission moved (a delete, a quota change, a newcomer): admit or re-number the queued ones."""
     queued = [t for (ns, _), t in state.tracked.items()
               if ns == namespace and t.inputs is not None and t.inputs.admitted is False]
