@@ -317,7 +317,7 @@ def quota_event(state: OperatorState, type_: str, body: dict[str, Any]) -> None:
         state.spawn(refresh_namespace(state, namespace, *state.indices, LOG))
 
 
-async def reconcile_spec(state: OperatorState, tracked: Tracked, raw: dict[str, Any], logger: Any, *
+async def reconcile_spec(state: OperatorState, tracked: Tracked, raw: dict[str, Any], logger: Any, *,
                          create_first: bool) -> None:
     """A new generation: validate, reconcile, and on failure retry with backoff (``schedule_retry``)."""
     mdep_admission, quota_limits = state.indices
