@@ -129,9 +129,11 @@ def test_kind_overlays_carry_only_differences():
 def test_argocd_app_of_apps():
     apps = [o for o in kustomize(MANIFESTS / "argocd" / "apps") if o["kind"] == "Application"]
     by_name = {a["metadata"]["name"]: a for a in apps}
-    assert set(by_name) == {"mlstack-crds", "mlstack-auth", "mlstack-operator", "mlstack-api", "mlstack-dashboard"}
+    assert set(by_name) == {"mlstack-crds", "mlstack-auth", "mlstack-operator", "mlstack-api", "mlstack-dashboard",
+                            "mlstack-monitor"}
     wave = {n: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, a in by_name.items()}
     assert wave["mlstack-crds"] < wave["mlstack-operator"] < wave["mlstack-api"] <= wave["mlstack-dashboard"]
+    assert wave["mlstack-api"] < wave["mlstack-monitor"], "the monitor reads the API's ConfigMap"
     assert wave["mlstack-auth"] < wave["mlstack-api"], "the roles the API binds exist before it"
     for app in [*apps, yaml.safe_load((MANIFESTS / "argocd" / "root.yaml").read_text())]:
         auto = app["spec"]["syncPolicy"]["automated"]
@@ -151,7 +153,7 @@ def test_root_patches_apply_to_every_child(tmp_path):
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(k))
     objs = kustomize(tmp_path)
     apps = [o for o in objs if o["kind"] == "Application"]
-    assert len(apps) == 5
+    assert len(apps) == 6
     for app in apps:
         src = app["spec"]["source"]
         assert src["repoURL"] == "__REPO_URL__" and src["targetRevision"] == "__REVISION__"

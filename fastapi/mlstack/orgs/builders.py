@@ -43,10 +43,11 @@ def quota(ns: str, org: str, budget: Budget) -> dict[str, Any]:
 def model_servers_policy_spec() -> dict[str, Any]:
     """What model-server pods (running uploaded package code) may reach, in every namespace that holds them: the
     shared ``models`` namespace (manifests/namespaces/model-servers-networkpolicy.yaml, the same spec: a test
-    keeps them equal) and each organisation's. Ingress: the mlstack API, the namespace's other model-server pods
-    (a RayService's head and workers; a stable track forwarding its canary share), KubeRay's operator. Egress:
-    DNS, MLflow (the model's artifacts), the namespace's other model-server pods. Not Redis, MinIO, the
-    Kubernetes API or the internet. KubeVirt's virt-launcher pods are left out (the VM pulls its image)."""
+    keeps them equal) and each organisation's. Ingress: the mlstack API, the monitor (payload logs), the
+    namespace's other model-server pods (a RayService's head and workers; a stable track forwarding its canary
+    share), KubeRay's operator. Egress: DNS, MLflow (the model's artifacts), the namespace's other model-server
+    pods. Not Redis, MinIO, the Kubernetes API or the internet. KubeVirt's virt-launcher pods are left out (the
+    VM pulls its image)."""
     server = {"matchLabels": {"app.kubernetes.io/name": MODEL_SERVER_APP}}
     api = "mlstack-api"
 
@@ -58,6 +59,8 @@ def model_servers_policy_spec() -> dict[str, Any]:
         "policyTypes": ["Ingress", "Egress"],
         "ingress": [{"from": [
             {"namespaceSelector": ns("mlstack"), "podSelector": {"matchLabels": {"app.kubernetes.io/name": api}}},
+            {"namespaceSelector": ns("mlstack"),  # the monitor drains each pod's payload log
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlstack-monitor"}}},
             {"podSelector": server},
             {"namespaceSelector": ns("ray-system")},
         ]}],
