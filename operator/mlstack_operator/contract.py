@@ -95,6 +95,22 @@ class Canary(_Strict):
     traffic_percent: StrictInt = Field(..., ge=1, le=99, alias="trafficPercent")
 
 
+class Shadow(_Strict):
+    """Another version that gets a copy of ``percent`` of the inference requests: its answers are logged for the
+    monitor (agreement with the live version), never returned."""
+
+    version: ModelVersion | None = None
+    alias: Annotated[str, Field(min_length=1, max_length=63, pattern=ALIAS_PATTERN)] | None = None
+    percent: float = Field(..., gt=0, le=100, strict=True,  # strict: 20 and 0.5, not "20" or true
+                           description="share of inference requests mirrored (0 < percent <= 100)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Shadow:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError("exactly one of shadow.version and shadow.alias must be set")
+        return self
+
+
 class VMSpec(_Strict):
     image: str = Field(..., min_length=1, max_length=512,
                        description="containerDisk image of a Linux distribution with podman and cloud-init")
@@ -129,6 +145,7 @@ class ModelDeploymentSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     priority: StrictInt = Field(0, ge=0, le=1_000_000, description="higher is admitted first")
     canary: Canary | None = None
+    shadow: Shadow | None = None
     vm: VMSpec | None = None
     alerts: Alerts | None = None
     monitoring: Monitoring | None = None
@@ -145,6 +162,11 @@ class ModelDeploymentSpec(_Strict):
             raise ValueError("server: rayserve needs runtime: pod")
         if self.canary is not None and self.model.version is not None and self.canary.version == self.model.version:
             raise ValueError("canary.version must differ from model.version")
+        if self.shadow is not None:
+            if self.server == Server.rayserve:
+                raise ValueError("spec.shadow needs server: onnx (Ray Serve applications do not mirror requests)")
+            if self.model.version is not None and self.shadow.version == self.model.version:
+                raise ValueError("shadow.version must differ from model.version")
         return self
 
     def to_k8s(self) -> dict[str, Any]:
@@ -186,6 +208,7 @@ class ModelDeploymentStatus(BaseModel):
     url: str | None = None
     resolved_version: str | None = Field(None, alias="resolvedVersion")
     canary_version: str | None = Field(None, alias="canaryVersion")
+    shadow_version: str | None = Field(None, alias="shadowVersion")
     replicas: int | None = Field(None, ge=0)
     ready_replicas: int | None = Field(None, ge=0, alias="readyReplicas")
     queue_position: int | None = Field(None, ge=1, alias="queuePosition")

@@ -24,7 +24,7 @@ keeps ``Deploying`` with the scheduler's message on the ``Ready`` condition (rea
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,7 @@ class Inputs:
     admission_message: str = ""
     resolved_version: str | None = None
     canary_version: str | None = None
+    shadow_version: str | None = None  # the version spec.shadow mirrors requests to
     resolve_error: tuple[str, str] | None = None  # (reason, message)
     url: str | None = None
     children: tuple[ChildState, ...] = ()
@@ -181,6 +182,10 @@ def compute(inputs: Inputs, previous: Mapping[str, Any] | None, now: str | None 
     msg = f"serving version {inputs.resolved_version}"
     if inputs.canary_version:
         msg += f", canary {inputs.canary_version}"
+    if inputs.shadow_version or prev.get("shadowVersion"):  # (None: a merge patch removes it)
+        out["shadowVersion"] = inputs.shadow_version
+    if inputs.shadow_version:
+        msg += f", shadow {inputs.shadow_version}"
     set_condition(conds, "ModelResolved", "True", "Resolved", msg, now, gen)
     out["url"] = inputs.url
 
@@ -226,20 +231,5 @@ def essential(status: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**{k: v for k, v in status.items() if v is not None}, "conditions": conds}
 
 
-def changed_fields(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A merge patch turning ``old`` into ``new`` (None removes a key)."""
-    old = old or {}
-    patch = {k: v for k, v in new.items() if old.get(k) != v}
-    return patch
-
-
-def transition_allowed(old: Phase, new: Phase) -> bool:
-    return old == new or new in TRANSITIONS[old]
-
-
 def phase_of(status: Mapping[str, Any] | None) -> Phase:
     return Phase((status or {}).get("phase") or Phase.Pending)
-
-
-def summary(children: Iterable[ChildState]) -> str:
-    return ", ".join(f"{c.kind}/{c.name} {c.ready_replicas}/{c.desired}" for c in children)

@@ -46,6 +46,11 @@ VALID = {
     "monitoring-full": with_(monitoring={"sampleRate": 1, "psiThreshold": 0.1, "windowSeconds": 60, "minRows": 10}),
     "monitoring-off": with_(monitoring={"sampleRate": 0}),
     "monitoring-defaults": with_(monitoring={}),
+    "shadow-version": with_(shadow={"version": "4", "percent": 20}),
+    "shadow-alias-fraction": with_(shadow={"alias": "challenger", "percent": 0.5}),
+    "shadow-everything": with_(shadow={"version": "5", "percent": 100}, canary={"version": "4", "trafficPercent": 10}),
+    "shadow-alias-model": {"model": {"name": "m", "alias": "champion"}, "shadow": {"version": "1", "percent": 1}},
+    "shadow-vm": with_(runtime="vm", vm={"image": "img:1"}, shadow={"version": "4", "percent": 10}),
 }
 
 INVALID = {
@@ -71,6 +76,16 @@ INVALID = {
     "canary-same-version": with_(canary={"version": "3", "trafficPercent": 10}),
     "canary-100-percent": with_(canary={"version": "4", "trafficPercent": 100}),
     "canary-without-traffic": with_(canary={"version": "4"}),
+    "shadow-same-version": with_(shadow={"version": "3", "percent": 10}),
+    "shadow-neither": with_(shadow={"percent": 10}),
+    "shadow-both": with_(shadow={"version": "4", "alias": "challenger", "percent": 10}),
+    "shadow-zero-percent": with_(shadow={"version": "4", "percent": 0}),
+    "shadow-over-100": with_(shadow={"version": "4", "percent": 100.5}),
+    "shadow-percent-string": with_(shadow={"version": "4", "percent": "10"}),
+    "shadow-without-percent": with_(shadow={"version": "4"}),
+    "shadow-bad-alias": with_(shadow={"alias": "my alias", "percent": 10}),
+    "shadow-on-rayserve": with_(server="rayserve", shadow={"version": "4", "percent": 10}),
+    "shadow-unknown-field": with_(shadow={"version": "4", "percent": 10, "mode": "mirror"}),
     "version-not-a-number": {"model": {"name": "m", "version": "latest"}},
     "version-zero": {"model": {"name": "m", "version": "0"}},
     "alias-with-space": {"model": {"name": "m", "alias": "my alias"}},
@@ -160,3 +175,12 @@ def test_crd_shape():
     assert v["subresources"] == {"status": {}}
     assert [col["name"] for col in v["additionalPrinterColumns"]] == ["Model", "Version", "Runtime", "Phase",
                                                                        "URL", "SLOMet", "Age"]
+
+
+def test_shadow_messages_match():
+    for shadow, message in [({"percent": 5}, "exactly one of shadow.version and shadow.alias"),
+                            ({"version": "3", "percent": 5}, "shadow.version must differ from model.version")]:
+        o = obj(with_(shadow=shadow))
+        assert any(message in e for e in crd_errors(o)), crd_errors(o)
+        with pytest.raises(ValidationError, match=message.replace(".", r"\.")):
+            ModelDeployment.model_validate(o)
