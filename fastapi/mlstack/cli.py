@@ -14,7 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or get_settings().serve_host
     return run(model_uri=args.model, host=host, port=args.port, name=args.name, max_batch=args.max_batch,
                grpc_port=args.grpc_port, canary_url=args.canary_url, canary_percent=args.canary_percent,
-               canary_grpc=args.canary_grpc)
+               canary_grpc=args.canary_grpc, shadow_url=args.shadow_url, shadow_percent=args.shadow_percent)
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exactly this many of every 100 requests go to the canary (MLSTACK_SERVE_CANARY_PERCENT)")
     s.add_argument("--canary-grpc", default=None, help="HOST:PORT of the canary's gRPC v2 port: gRPC ModelInfer "
                    "splits too (MLSTACK_SERVE_CANARY_GRPC)")
+    s.add_argument("--shadow-url", default=None, help="mirror --shadow-percent of HTTP inference requests to the "
+                   "shadow version's model server at this URL: its answers are logged, never returned "
+                   "(MLSTACK_SERVE_SHADOW_URL)")
+    s.add_argument("--shadow-percent", type=float, default=None, metavar="(0,100]",
+                   help="exactly this share of requests is mirrored (MLSTACK_SERVE_SHADOW_PERCENT)")
     s.set_defaults(func=_serve)
 
     a = sub.add_parser("api", help="run the FastAPI service (Swagger at /docs)")

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     serve_canary_grpc: str | None = Field(None, description="mlstack serve: HOST:PORT of the canary's gRPC v2 port")
     serve_canary_timeout_seconds: float = Field(2.0, gt=0, le=60, description="mlstack serve: a forwarded request "
                                                 "the canary has not answered by then is answered by stable")
+    serve_shadow_url: str | None = Field(None, description="mlstack serve: the shadow version's model server URL")
+    serve_shadow_percent: float | None = Field(None, gt=0, le=100, description="mlstack serve: this share of "
+                                               "inference requests is mirrored to the shadow (answers never returned)")
+    serve_shadow_timeout_seconds: float = Field(2.0, gt=0, le=60, description="mlstack serve: a mirrored request "
+                                                "the shadow has not answered by then counts as failed")
+    serve_shadow_max_in_flight: int = Field(64, ge=1, le=10_000, description="mlstack serve: mirrors waiting for "
+                                            "the shadow at once; a turn beyond is dropped (and counted)")
     state_dir: Path = Path("outputs/state")
     serve_monitoring_sample_rate: float = Field(0.05, ge=0, le=1, description="mlstack serve: the share of "
                                                 "inference requests kept for the monitor (payload log); 0: off")

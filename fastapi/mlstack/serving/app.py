@@ -18,6 +18,7 @@ import orjson
 from mlstack.monitoring.payload import RequestIds
 from mlstack.serving.canary import CANARY, STABLE, TRACK_HEADER, VERSION_HEADER, CanaryForwarder, GrpcCanary, splits
 from mlstack.serving.service import ModelService, Response, error
+from mlstack.serving.shadow import ShadowMirror
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class ServingApp:
         # /predict and v2 infer (and gRPC ModelInfer with canary_grpc) to the canary's own server
         self.canary: CanaryForwarder | None = None
         self.canary_grpc: GrpcCanary | None = None
+        # shadow traffic (mlstack serve --shadow-url/--shadow-percent): a copy of that share of HTTP inference
+        # requests goes to the shadow version's server in the background; its answers are never returned
+        self.shadow: ShadowMirror | None = None
         self.request_ids = RequestIds()  # every response carries X-Request-ID (the caller's, or a new one)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -123,6 +127,11 @@ class ServingApp:
             await _send(send, error(404, f"version {pinned.decode('latin-1')!r} of model {self.service.name!r} is not "
                                          f"served here (this server serves version {self.service.version})"), extra)
             return
+        mirrored = False
+        if self.shadow is not None and pinned is None and splits(method, path) and self.shadow.take():
+            # a copy under the same id, in the background; this server logs its own answer to compare with
+            sent = scope["headers"] if given_id == request_id else [*scope["headers"], (_REQUEST_ID, rid)]
+            mirrored = self.shadow.mirror(method, path, body, sent)
         if self.canary is not None and splits(method, path):
             # a pinned version is not split (nor counted); the canary logs a request under the same id
             if pinned is None and self.canary.take():
@@ -135,7 +144,7 @@ class ServingApp:
                     await send({"type": "http.response.body", "body": content})
                     return
             extra.append((TRACK_HEADER, STABLE))
-        resp = await self.service.handle(method, path, body, header_length, request_id)
+        resp = await self.service.handle(method, path, body, header_length, request_id, force_log=mirrored)
         version = self.service.version
         if version is not None:
             extra.append((VERSION_HEADER, version.encode()))
@@ -165,6 +174,10 @@ class ServingApp:
                              self.canary.url)
                 if self.canary_grpc is not None:
                     await self.canary_grpc.start()
+                if self.shadow is not None:
+                    await self.shadow.start()
+                    log.info("shadow: %g%% of inference requests mirrored to %s", self.shadow.percent,
+                             self.shadow.url)
                 if self.grpc_port:
                     from mlstack.serving.grpc_server import start_grpc_server
 
@@ -188,6 +201,8 @@ class ServingApp:
                     await self.canary.close()
                 if self.canary_grpc is not None:
                     await self.canary_grpc.close()
+                if self.shadow is not None:
+                    await self.shadow.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -54,6 +54,7 @@ class ServingMetrics(Collector):
         self.batch_requests = FastHistogram(BATCH_BUCKETS)
         self.ready = False
         self.canary: Any = None  # a CanaryForwarder when this server splits traffic with a canary
+        self.shadow: Any = None  # a ShadowMirror when this server mirrors requests to a shadow version
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -98,6 +99,13 @@ class ServingMetrics(Collector):
             cf.add_metric([m, "forwarded"], self.canary.forwarded)
             cf.add_metric([m, "fallback"], self.canary.fallbacks)
             yield cf
+        if self.shadow is not None:
+            sf = CounterMetricFamily("mlstack_serve_shadow_requests", "inference requests mirrored to the shadow "
+                                     "version: mirrored (it answered), failed (it did not), dropped (not sent: too "
+                                     "many mirrors in flight)", labels=["model", "result"])
+            for result, n in self.shadow.metrics().items():
+                sf.add_metric([m, result], n)
+            yield sf
         g = GaugeMetricFamily("mlstack_serve_model_ready", "1 once the model is loaded", labels=["model"])
         g.add_metric([m], 1.0 if self.ready else 0.0)
         yield g

@@ -11,6 +11,7 @@ from mlstack.serving.app import ServingApp
 from mlstack.serving.canary import CanaryForwarder, GrpcCanary
 from mlstack.serving.resolve import parse_model_uri
 from mlstack.serving.service import ModelService
+from mlstack.serving.shadow import ShadowMirror
 
 log = logging.getLogger("mlstack.serving")
 
@@ -22,11 +23,15 @@ def build_app(
     canary_url: str | None = None,
     canary_percent: int | None = None,
     canary_grpc: str | None = None,
+    shadow_url: str | None = None,
+    shadow_percent: float | None = None,
 ) -> tuple[ServingApp, ModelService]:
     """The ASGI app for ``model_uri``, loading it in the background at startup (settings from env).
 
     ``canary_url`` + ``canary_percent`` (default: ``MLSTACK_SERVE_CANARY_URL``/``_PERCENT``): forward exactly
     that share of inference requests to the canary's server (``canary_grpc`` HOST:PORT: gRPC ModelInfer too).
+    ``shadow_url`` + ``shadow_percent`` (``MLSTACK_SERVE_SHADOW_URL``/``_PERCENT``): mirror that share of HTTP
+    inference requests to the shadow version's server (answers logged there, never returned).
     """
     from mlstack.settings import get_settings
 
@@ -40,6 +45,14 @@ def build_app(
         raise ValueError("--canary-grpc needs --canary-url and --canary-percent")
     if canary_url and not canary_url.startswith(("http://", "https://")):
         raise ValueError(f"--canary-url must be an http(s) URL, got {canary_url!r}")
+    shadow_url = shadow_url or s.serve_shadow_url
+    shadow_percent = shadow_percent if shadow_percent is not None else s.serve_shadow_percent
+    if bool(shadow_url) != (shadow_percent is not None):
+        raise ValueError("--shadow-url and --shadow-percent go together")
+    if shadow_url and not shadow_url.startswith(("http://", "https://")):
+        raise ValueError(f"--shadow-url must be an http(s) URL, got {shadow_url!r}")
+    if shadow_percent is not None and not 0 < shadow_percent <= 100:
+        raise ValueError(f"--shadow-percent must be within (0, 100], got {shadow_percent:g}")
     ref = parse_model_uri(model_uri)
     service = ModelService(
         ref, name=name, max_batch=max_batch or s.serve_max_batch,
@@ -58,12 +71,16 @@ def build_app(
         service.metrics.canary = app.canary
         if canary_grpc:
             app.canary_grpc = GrpcCanary(canary_grpc, timeout_s=s.serve_canary_timeout_seconds)
+    if shadow_url and shadow_percent is not None:
+        app.shadow = ShadowMirror(shadow_url, shadow_percent, timeout_s=s.serve_shadow_timeout_seconds,
+                                  max_in_flight=s.serve_shadow_max_in_flight)
+        service.metrics.shadow = app.shadow
     return app, service
 
 
 def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch: int | None = None,
         grpc_port: int = 0, canary_url: str | None = None, canary_percent: int | None = None,
-        canary_grpc: str | None = None) -> int:
+        canary_grpc: str | None = None, shadow_url: str | None = None, shadow_percent: float | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns 1 if the model failed to load, 2 on a bad URI.
 
     ``grpc_port`` > 0 also serves Open Inference Protocol v2 over gRPC there (same model, same batcher).
@@ -73,7 +90,8 @@ def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app, service = build_app(model_uri, name=name, max_batch=max_batch, canary_url=canary_url,
-                                 canary_percent=canary_percent, canary_grpc=canary_grpc)
+                                 canary_percent=canary_percent, canary_grpc=canary_grpc, shadow_url=shadow_url,
+                                 shadow_percent=shadow_percent)
     except ValueError as e:
         print(f"mlstack serve: {e}", file=sys.stderr)
         return 2

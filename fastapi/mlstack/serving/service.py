@@ -134,12 +134,15 @@ class ModelService:
     # -- dispatch -----------------------------------------------------------------------------------
 
     async def handle(self, method: str, path: str, body: bytes, header_length: int | None = None,
-                     request_id: str | None = None) -> Response:
-        """``request_id``: the id the transport answers with; a sampled inference request is logged under it."""
+                     request_id: str | None = None, force_log: bool = False) -> Response:
+        """``request_id``: the id the transport answers with; a sampled inference request is logged under it.
+        ``force_log``: log this one whatever the sample rate (a request mirrored to a shadow: the monitor compares the
+        two answers), unless the payload log is off."""
         t0 = time.perf_counter()
         endpoint, call = self._route(method, path)
         sample = token = None
-        if request_id is not None and endpoint in _LOGGED and self.payloads.sampled():
+        if request_id is not None and endpoint in _LOGGED and (
+                (force_log and self.payloads.enabled) or self.payloads.sampled()):
             sample = []
             token = _SAMPLE.set(sample)
         try:
