@@ -211,6 +211,7 @@ async def serve(metrics_host: str, metrics_port: int) -> None:
     from mlstack.kubeapi import connect, get_kube_settings
     from mlstack.monitoring.monitor import Monitor, Profiles
     from mlstack.monitoring.quality import Quality
+    from mlstack.monitoring.series import Series, get_series_settings
     from mlstack.monitoring.settings import get_monitor_settings
     from mlstack.registry import Registry
     from mlstack.settings import get_settings
@@ -232,9 +233,10 @@ async def serve(metrics_host: str, metrics_port: int) -> None:
         from mlstack.monitoring.history import History
 
         history = History.from_settings(settings, ms)
+    series = Series(redis, ms.key_prefix, get_series_settings())
     cls = instrumented(metrics, Monitor)
     monitor = cls(redis, ms, kube.targets, alerts, Profiles(Registry.from_settings(settings), ms),
-                  Quality(redis, ms), condition, history, kube.existing)
+                  Quality(redis, ms), condition, history, kube.existing, series if series.ss.enabled else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -249,6 +251,7 @@ async def serve(metrics_host: str, metrics_port: int) -> None:
             metrics.leader.set(1 if monitor.leader else 0)
     finally:
         await monitor.stop()
+        await series.aclose()
         await alerts.aclose()
         await redis.aclose()
         api_client.close()

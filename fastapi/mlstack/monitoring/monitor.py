@@ -124,7 +124,7 @@ class Window:
 class Monitor:
     def __init__(self, redis: Any, ms: MonitorSettings, targets: Targets, alerts: Any, profiles: Profiles,
                  quality: Quality, conditions: ConditionSink | None = None, history: Any = None,
-                 existing: Existing | None = None):
+                 existing: Existing | None = None, series: Any = None):
         self.redis = redis
         self.ms = ms
         self.targets = targets
@@ -134,6 +134,7 @@ class Monitor:
         self.conditions = conditions
         self.history = history
         self.existing = existing
+        self.series = series  # a monitoring.series.Series: one point per deployment after its evaluation
         self.owner = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(4).hex()}"
         self.leader = False
         self.http = httpx.AsyncClient(timeout=ms.pull_timeout_seconds)
@@ -197,12 +198,20 @@ class Monitor:
         if evaluate or (evaluate is None and now - self._last_eval >= self.ms.evaluate_seconds):
             self._last_eval = now
             if self.existing is not None:
-                await self.forget_deleted(await self.existing())
+                gone = await self.forget_deleted(await self.existing())
+                if self.series is not None and gone:
+                    await self.series.forget(gone)
             for t in targets:
                 try:
-                    await self.evaluate(t)
+                    summary = await self.evaluate(t)
                 except Exception as e:
                     log.warning("monitoring %s: evaluation failed: %s", t.key, e)
+                    continue
+                if self.series is not None:
+                    try:
+                        await self.series.record(self, t, summary)
+                    except Exception as e:
+                        log.warning("monitoring %s: series point not written: %s", t.key, e)
         if self.history is not None and now - self._last_history >= self.ms.history_seconds:
             self._last_history = now
             for t in targets:

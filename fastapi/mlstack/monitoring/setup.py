@@ -16,10 +16,11 @@ from typing import Any
 
 from mlstack.monitoring.monitor import Monitor, Profiles, Target
 from mlstack.monitoring.quality import Quality
+from mlstack.monitoring.series import Series, get_series_settings
 from mlstack.monitoring.settings import MonitorSettings, get_monitor_settings
 
 log = logging.getLogger(__name__)
-QUALITY, MONITOR, SETTINGS = "quality", "monitor", "monitor_settings"
+QUALITY, MONITOR, SETTINGS, SERIES = "quality", "monitor", "monitor_settings", "monitor_series"
 
 
 def _now() -> str:
@@ -31,6 +32,8 @@ async def start(svc: Any, stack: AsyncExitStack, ms: MonitorSettings | None = No
     svc.extras[SETTINGS] = ms
     quality = Quality(svc.redis, ms)
     svc.extras[QUALITY] = quality
+    series = Series(svc.redis, ms.key_prefix, get_series_settings())  # read by the API in both modes
+    svc.extras[SERIES] = series
     backend = svc.deployments
     if not ms.enabled or backend is None:
         return
@@ -63,7 +66,8 @@ async def start(svc: Any, stack: AsyncExitStack, ms: MonitorSettings | None = No
         return set(await svc.redis.hkeys(backend.ds.deployments_redis_key))
 
     monitor = Monitor(svc.redis, ms, targets, svc.alerts, Profiles(svc.registry, ms), quality, conditions, history,
-                      existing)
+                      existing, series if series.ss.enabled else None)
     monitor.start()
     svc.extras[MONITOR] = monitor
+    stack.push_async_callback(series.aclose)
     stack.push_async_callback(monitor.stop)

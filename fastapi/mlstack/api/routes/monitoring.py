@@ -17,12 +17,17 @@ import numpy as np
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlstack.alerts.events import AlertEvent
+from mlstack.alerts.hub import make_item
+from mlstack.alerts.settings import get_alert_settings
+from mlstack.alerts.setup import SETTINGS as ALERT_SETTINGS
 from mlstack.api.deps import CallerDep, ServicesDep, allow
 from mlstack.auth import Caller
 from mlstack.deployments.schemas import NAMESPACE_PATTERN
 from mlstack.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from mlstack.inference import DEPLOYMENT, MAX_ROWS, Finite, InferenceRequest
-from mlstack.monitoring.setup import MONITOR, QUALITY, SETTINGS
+from mlstack.monitoring.series import Series
+from mlstack.monitoring.setup import MONITOR, QUALITY, SERIES, SETTINGS
 
 router = APIRouter(tags=["monitoring"])
 
@@ -199,3 +204,107 @@ async def deployment_quality(name: Annotated[str, Path(min_length=1, max_length=
     out["condition"] = dep.status.condition("SLOMet").model_dump(by_alias=True, mode="json") \
         if dep.status.condition("SLOMet") else None
     return out
+
+
+# -- the deployment page's time series -----------------------------------------------------------------------
+
+MAX_POINTS = 5000
+ALERTS_SCANNED = 5000  # newest alert stream entries searched for the deployment's alerts
+MAX_ALERTS = 100
+
+
+class TrackPoint(BaseModel):
+    requests: int = Field(..., description="inference requests the track's servers answered in the interval")
+    errors: int = Field(..., description="of which answered with a 5xx")
+    rate: float | None = Field(None, description="requests per second")
+    error_rate: float | None = None
+
+
+class VersionPoint(BaseModel):
+    sampled: int | None = Field(None, description="sampled (logged) requests of the version in the interval")
+    rate: float | None = Field(None, description="requests per second, estimated from the sample rate")
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    feedback: int | None = Field(None, description="labelled predictions over the deployment's window")
+    accuracy: float | None = None
+    rmse: float | None = None
+    psi: dict[str, float] | None = Field(None, description="PSI per feature (and the prediction) over the "
+                                                            "deployment's window, when drift was judged")
+    drifted: list[str] | None = None
+
+
+class ShadowPoint(BaseModel):
+    agreement: float
+    samples: int | None = None
+
+
+class SeriesPoint(BaseModel):
+    ts: float = Field(..., description="unix seconds")
+    seconds: float | None = Field(None, description="the interval the point covers (since the previous point)")
+    counted: bool = Field(False, description="requests/errors counted by the model servers (else: rate estimated "
+                                             "from the sampled requests, errors unknown)")
+    requests: int | None = None
+    errors: int | None = None
+    rate: float | None = None
+    error_rate: float | None = None
+    tracks: dict[str, TrackPoint] = Field(default_factory=dict)
+    versions: dict[str, VersionPoint] = Field(default_factory=dict)
+    shadow: dict[str, ShadowPoint] = Field(default_factory=dict, description="shadow agreement, by shadow version")
+
+
+class DeploymentMonitoring(BaseModel):
+    namespace: str
+    name: str
+    since: float = Field(..., description="unix seconds: points and alerts from then on")
+    step_seconds: float = Field(..., description="least time between two points")
+    points: list[SeriesPoint] = Field(..., description="oldest first")
+    alerts: list[AlertEvent] = Field(..., description=f"the deployment's deployment.* alerts since ``since``, "
+                                                      f"oldest first (the newest {MAX_ALERTS} among the newest "
+                                                      f"{ALERTS_SCANNED} alerts)")
+
+
+async def _deployment_alerts(svc: Any, namespace: str, name: str, since: float) -> list[dict[str, Any]]:
+    """The deployment's ``deployment.*`` alerts from the alert stream (newest ``ALERTS_SCANNED`` entries)."""
+    s = svc.extras.get(ALERT_SETTINGS) or get_alert_settings()
+    entries = await svc.redis.xrevrange(s.alerts_stream, max="+", min=str(int(since * 1000)), count=ALERTS_SCANNED)
+    out = []
+    for entry_id, fields in entries:
+        try:
+            a = json.loads(make_item(entry_id, fields).json)
+        except ValueError:
+            continue
+        if (str(a.get("type", "")).startswith("deployment.") and a.get("namespace") == namespace
+                and a.get("deployment") == name):
+            out.append(a)
+            if len(out) >= MAX_ALERTS:
+                break
+    return out[::-1]
+
+
+@router.get("/deployments/{name}/monitoring", tags=["deployments"], response_model=DeploymentMonitoring,
+            responses={404: {"description": "no such ModelDeployment"},
+                       422: {"description": "bad namespace, since or limit"}},
+            summary="The deployment's monitoring time series (rate, latency, errors, accuracy, drift, shadow "
+                    "agreement) and its recent alerts")
+async def deployment_monitoring(
+    name: Annotated[str, Path(min_length=1, max_length=253)], svc: ServicesDep, caller: CallerDep,
+    namespace: Namespace = None,
+    since: Annotated[float | None, Query(ge=0, description="unix seconds (default: one hour ago)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="most points (the newest)")] = 2000,
+) -> DeploymentMonitoring:
+    series: Series | None = svc.extras.get(SERIES)
+    if series is None:
+        raise Unavailable("monitoring is not available in this API process")
+    if svc.deployments is None:
+        raise Unavailable("deployments are not available in this API process")
+    now = time.time()
+    if since is None:
+        since = now - 3600
+    elif since > now + 60:
+        raise InvalidInput(f"since ({since:.0f}) is in the future: pass unix seconds, e.g. {now - 3600:.0f}")
+    namespace = namespace or caller.principal.namespace
+    await caller.require("get", "modeldeployments", namespace, name)
+    await svc.deployments.get(namespace, name)  # 404 for an unknown deployment
+    points = await series.read(f"{namespace}/{name}", since, limit)
+    return DeploymentMonitoring(namespace=namespace, name=name, since=since, step_seconds=series.ss.step_seconds,
+                                points=points, alerts=await _deployment_alerts(svc, namespace, name, since))
