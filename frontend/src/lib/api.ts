@@ -4,6 +4,7 @@ import type {
   AlertEvent,
   Deployment,
   DeploymentCreate,
+  DeploymentMonitoring,
   InferenceRequest,
   InferenceResponse,
   MetricsResponse,
@@ -247,6 +248,15 @@ export class ApiClient {
   async canary(action: "promote" | "abort", name: string, namespace?: string) {
     const q = namespace ? `?namespace=${enc(namespace)}` : "";
     return flattenDeployment(await this.request<RawDeployment>(`/deployments/${enc(name)}/canary/${action}${q}`, { method: "POST" }));
+  }
+
+  /** The deployment page: its monitoring time series since `since` (unix seconds) and its deployment.* alerts. */
+  deploymentMonitoring(name: string, namespace?: string | null, since?: number) {
+    const q = new URLSearchParams();
+    if (namespace) q.set("namespace", namespace);
+    if (since !== undefined) q.set("since", String(Math.floor(since)));
+    const qs = q.toString();
+    return this.request<DeploymentMonitoring>(`/deployments/${enc(name)}/monitoring${qs ? `?${qs}` : ""}`);
   }
 
   // organisations (cluster mode; local mode answers 501)

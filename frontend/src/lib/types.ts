@@ -212,3 +212,50 @@ export interface OrgJoined {
   token: string;
   expiresAt?: string | null;
 }
+
+// GET /deployments/{name}/monitoring: the deployment page's time series (one point per monitor evaluation step)
+export interface TrackPoint {
+  requests: number;
+  errors: number;
+  rate?: number | null;
+  error_rate?: number | null;
+}
+
+export interface VersionPoint {
+  sampled?: number | null;
+  rate?: number | null;
+  p50_ms?: number | null;
+  p99_ms?: number | null;
+  feedback?: number | null;
+  accuracy?: number | null;
+  rmse?: number | null;
+  /** PSI per feature (and the prediction), when the window was judged for drift */
+  psi?: Record<string, number> | null;
+  drifted?: string[] | null;
+}
+
+export interface SeriesPoint {
+  /** unix seconds */
+  ts: number;
+  /** the interval the point covers */
+  seconds?: number | null;
+  /** requests and errors counted by the model servers (else the rate is estimated from the sampled requests) */
+  counted?: boolean;
+  requests?: number | null;
+  errors?: number | null;
+  rate?: number | null;
+  error_rate?: number | null;
+  tracks?: Record<string, TrackPoint>;
+  versions?: Record<string, VersionPoint>;
+  /** shadow agreement by shadow version */
+  shadow?: Record<string, { agreement: number; samples?: number | null }>;
+}
+
+export interface DeploymentMonitoring {
+  namespace: string;
+  name: string;
+  since: number;
+  step_seconds: number;
+  points: SeriesPoint[];
+  alerts: AlertEvent[];
+}

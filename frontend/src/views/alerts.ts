@@ -1,6 +1,7 @@
 import { AlertStore, AlertStream, severityRank, type ConnectionState } from "../lib/alerts";
 import { api, apiUrl, loadFailure } from "../lib/api";
 import { $, h, localTime, render, timeAgo } from "../lib/dom";
+import { deploymentHash } from "../lib/series";
 import { tokens } from "../lib/token";
 import type { AlertEvent } from "../lib/types";
 import { notifyAlert } from "./notify";
@@ -12,10 +13,13 @@ const STATE_TEXT: Record<ConnectionState, string> = {
   stopped: "Offline",
 };
 
-function alertItem(a: AlertEvent): HTMLLIElement {
-  const subject = [a.model && `${a.model}${a.version ? ` v${a.version}` : ""}`, a.deployment && `deployment ${a.namespace ? `${a.namespace}/` : ""}${a.deployment}`]
-    .filter(Boolean)
-    .join(" · ");
+/** One alert; one that names a deployment links to the deployment's page. */
+export function alertItem(a: AlertEvent): HTMLLIElement {
+  const model = a.model ? `${a.model}${a.version ? ` v${a.version}` : ""}` : "";
+  const deployment = a.deployment
+    ? h("a", { href: deploymentHash(a.namespace, a.deployment), class: "dep-link", dataset: { deploymentLink: `${a.namespace ? `${a.namespace}/` : ""}${a.deployment}` } }, `deployment ${a.namespace ? `${a.namespace}/` : ""}${a.deployment}`)
+    : null;
+  const subject = [model, model && deployment ? " · " : "", deployment].filter(Boolean) as (string | HTMLElement)[];
   return h(
     "li",
     { class: `alert sev-${a.severity}`, dataset: { alertId: a.id, type: a.type, severity: a.severity, jobId: a.data?.job_id } },
@@ -29,7 +33,8 @@ function alertItem(a: AlertEvent): HTMLLIElement {
         "p",
         { class: "alert-meta" },
         h("code", null, a.type),
-        subject ? ` · ${subject}` : "",
+        subject.length ? " · " : "",
+        ...subject,
         " · ",
         h("time", { datetime: a.ts, title: localTime(a.ts) }, timeAgo(a.ts)),
       ),

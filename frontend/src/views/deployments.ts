@@ -1,6 +1,7 @@
 import { api, ApiError, loadFailure } from "../lib/api";
 import { $, formValues, h, render, showFieldErrors } from "../lib/dom";
 import { parseDeployment } from "../lib/forms";
+import { deploymentHash } from "../lib/series";
 import type { Deployment } from "../lib/types";
 
 function modelRef(d: Deployment): string {
@@ -57,7 +58,7 @@ export function row(d: Deployment, refresh: () => Promise<void>, client: CanaryC
   return h(
     "tr",
     { dataset: { deployment: d.name, phase } },
-    h("th", { scope: "row" }, d.namespace ? h("span", { class: "muted" }, `${d.namespace}/`) : null, d.name),
+    h("th", { scope: "row" }, d.namespace ? h("span", { class: "muted" }, `${d.namespace}/`) : null, h("a", { href: deploymentHash(d.namespace, d.name), title: `Monitoring of ${d.name}` }, d.name)),
     h("td", null, modelRef(d)),
     h("td", null, versionText(d)),
     h("td", null, `${d.spec?.runtime ?? "pod"}${d.spec?.runtime !== "vm" && d.spec?.server ? `/${d.spec.server}` : ""}`),
