@@ -46,6 +46,7 @@ from mlstack_operator.status import ChildState, Inputs, compute, essential, now_
 
 log = logging.getLogger(__name__)
 
+RATE_ENV = "MLSTACK_SERVE_MONITORING_SAMPLE_RATE"
 SEVERITY = {Phase.Ready: "info", Phase.Deploying: "info", Phase.Pending: "info", Phase.Queued: "info",
             Phase.Degraded: "warning", Phase.Failed: "error"}
 
@@ -55,6 +56,7 @@ def _key(namespace: str, name: str) -> str:
 
 
 Canary = tuple[str, int]  # (canary version, traffic percent)
+Shadow = tuple[str, float]  # (shadow version, mirrored percent)
 
 
 class Child(Protocol):
@@ -62,9 +64,10 @@ class Child(Protocol):
 
     kind: str
 
-    async def start(self, version: str, replicas: int, canary: Canary | None = None) -> str:
+    async def start(self, version: str, replicas: int, canary: Canary | None = None,
+                    shadow: Shadow | None = None) -> str:
         """Start (or replace) the serving child for ``version`` (with ``canary``'s exact share of requests going
-        to that version); return its base URL once ready."""
+        to that version, and ``shadow``'s share mirrored to that one); return its base URL once ready."""
 
     async def wait_exit(self) -> str:
         """Return (with a reason) when the child stops serving; never returns while it is healthy."""
@@ -83,6 +86,10 @@ class ProcessChild:
     one's URL) and ``--canary-percent``, which forwards exactly that share of requests (``front`` pool, one per
     canary configuration). Promote (the canary's plain server is already running: traffic switches to it) and
     abort (a plain server of the stable version starts beside the front one) roll without a gap.
+
+    With a shadow: a server of the shadow version (``shadow`` pool: track ``shadow``, logging every request it
+    gets for the monitor) and the stable version's front server started with ``--shadow-url``/``--shadow-percent``
+    (and the canary's arguments, if any), which mirrors that share of requests to it in the background.
     """
 
     kind = "Process"
@@ -94,53 +101,69 @@ class ProcessChild:
         self.env = dict(env or {})  # every server's extra environment (the payload log's sample rate)
         # ports shared with its siblings
         self.pool = ServerPool(self.settings, reserved_ports=reserved, extra_env=self.env)
+        # shadow versions: every request they get is a mirrored one, and each is logged (unless monitoring is off)
+        shadow_rate = "1" if float(self.env.get(RATE_ENV, "1")) > 0 else "0"
+        self.shadow_pool = ServerPool(self.settings, reserved_ports=reserved, subdir="shadow",
+                                      extra_env={**self.env, RATE_ENV: shadow_rate, "MLSTACK_SERVE_TRACK": "shadow"})
         self.fronts: dict[tuple[str, ...], ServerPool] = {}  # the stable version forwarding a canary's share
         self.model = model
         self.reserved = reserved
         self.version: str | None = None  # the version started last
-        self._using: list[tuple[ServerPool, str]] = []  # (pool, version) the last successful start serves with
+        # (pool, version, track) the last successful start serves with, the live stable server first
+        self._using: list[tuple[ServerPool, str, str]] = []
 
     def _pools(self) -> list[ServerPool]:
-        return [self.pool, *self.fronts.values()]
+        return [self.pool, self.shadow_pool, *self.fronts.values()]
 
-    async def _plain(self, version: str) -> str:
+    async def _plain(self, version: str, pool: ServerPool | None = None) -> str:
         # beside any other version's live server: a roll switches traffic before the old one stops (retire);
         # a dead one of another version (crashed, then the alias moved) only gives its port back
-        for srv in self.pool.servers():
+        pool = pool or self.pool
+        for srv in pool.servers():
             if srv.version != version and not srv.alive():
-                await self.pool.stop(srv.name, srv.version)
-        return await self.pool.endpoint(self.model, version)
+                await pool.stop(srv.name, srv.version)
+        return await pool.endpoint(self.model, version)
 
-    async def start(self, version: str, replicas: int, canary: Canary | None = None) -> str:
-        if canary is None or canary[0] == version:
+    async def start(self, version: str, replicas: int, canary: Canary | None = None,
+                    shadow: Shadow | None = None) -> str:
+        args: tuple[str, ...] = ()
+        others: list[tuple[ServerPool, str, str]] = []
+        subdir = "front"
+        if canary is not None and canary[0] != version:
+            args += ("--canary-url", await self._plain(canary[0]), "--canary-percent", str(canary[1]))
+            others.append((self.pool, canary[0], "canary"))
+            subdir += f"-v{canary[0]}-{canary[1]}pct"
+        if shadow is not None and shadow[0] != version:
+            args += ("--shadow-url", await self._plain(shadow[0], self.shadow_pool), "--shadow-percent",
+                     f"{shadow[1]:g}")
+            others.append((self.shadow_pool, shadow[0], "shadow"))
+            subdir += f"-shadow-v{shadow[0]}-{shadow[1]:g}pct"
+        if not args:
             url = await self._plain(version)
-            self._using = [(self.pool, version)]
+            self._using = [(self.pool, version, "stable")]
         else:
-            canary_url = await self._plain(canary[0])
-            args = ("--canary-url", canary_url, "--canary-percent", str(canary[1]))
             front = self.fronts.get(args)
             if front is None:
                 front = self.fronts[args] = ServerPool(self.settings, reserved_ports=self.reserved, extra_args=args,
-                                                       subdir=f"front-v{canary[0]}-{canary[1]}pct-{len(self.fronts)}",
-                                                       extra_env=self.env)
+                                                       subdir=f"{subdir}-{len(self.fronts)}", extra_env=self.env)
             url = await front.endpoint(self.model, version)
-            self._using = [(front, version), (self.pool, canary[0])]
+            self._using = [(front, version, "stable"), *others]
         self.version = version
         return url
 
     async def retire(self, keep: str) -> None:
-        using = {(id(p), v) for p, v in self._using}
+        using = {(id(p), v) for p, v, _ in self._using}
         for pool in self._pools():
             for srv in pool.servers():
                 if (id(pool), srv.version) not in using:
                     await pool.stop(srv.name, srv.version)  # SIGTERM: uvicorn finishes in-flight requests
         for args, pool in list(self.fronts.items()):
-            if not pool.servers() and all(p is not pool for p, _ in self._using):
+            if not pool.servers() and all(p is not pool for p, _, _ in self._using):
                 await pool.stop_all()
                 del self.fronts[args]
 
     async def wait_exit(self) -> str:
-        servers = [srv for pool, v in self._using if (srv := pool.get(self.model, v)) is not None]
+        servers = [srv for pool, v, _ in self._using if (srv := pool.get(self.model, v)) is not None]
         if not servers:
             return "no model server process"
         waits = {asyncio.ensure_future(srv.proc.wait()): srv for srv in servers}
@@ -215,8 +238,9 @@ class RayServeChild:
         self.prefix = f"/{namespace}/{name}"
         self.model = model
 
-    async def start(self, version: str, replicas: int, canary: Canary | None = None) -> str:
-        await self.rs.ensure()
+    async def start(self, version: str, replicas: int, canary: Canary | None = None,
+                    shadow: Shadow | None = None) -> str:
+        await self.rs.ensure()  # (no shadow: the contract allows spec.shadow with server: onnx only)
         ds = self.rs.ds
         args: dict[str, Any] = {"model_uri": f"models:/{self.model}/{version}", "name": self.model,
                                 "num_replicas": replicas, "num_cpus": ds.rayserve_replica_cpus}
@@ -368,16 +392,16 @@ class LocalDeployments:
 
     def monitor_targets(self) -> list[tuple[str, str, ModelDeploymentSpec, list[tuple[str, str]], str | None]]:
         """``(namespace, name, spec, [(track, url)], canary version)`` of the Ready ``mlstack serve`` deployments:
-        the model servers the monitor drains (stable first, then the canary's own server)."""
+        the model servers the monitor drains (stable first, then the canary's and the shadow's own servers)."""
         out = []
         for e in list(self._entries.values()):
             st = e.obj.get("status") or {}
             if not isinstance(e.child, ProcessChild) or st.get("phase") != Phase.Ready:
                 continue
             servers = []
-            for i, (pool, version) in enumerate(e.child._using):
+            for pool, version, track in e.child._using:
                 if (srv := pool.get(e.spec.model.name, version)) is not None:
-                    servers.append(("stable" if i == 0 else "canary", srv.url))
+                    servers.append((track, srv.url))
             out.append((e.namespace, e.name, e.spec, servers, st.get("canaryVersion")))
         return out
 
@@ -423,7 +447,8 @@ class LocalDeployments:
     def alias_moved(self, model: str) -> None:
         """An alias of ``model`` moved (the API moved it): its deployments re-resolve now, not at the next tick."""
         for e in self._entries.values():
-            if e.spec.model.name == model and e.spec.model.alias is not None:
+            if e.spec.model.name == model and (e.spec.model.alias is not None or (
+                    e.spec.shadow is not None and e.spec.shadow.alias is not None)):
                 e.wake.set()
 
     # -- /inference routing --------------------------------------------------------------------------
@@ -449,7 +474,7 @@ class LocalDeployments:
             return RayServeChild(self.rayserve, namespace, name, spec.model.name)
         rate = spec.effective_monitoring.sample_rate  # the monitor pulls what the servers sample
         return ProcessChild(self.settings, namespace, name, spec.model.name, self._ports,
-                            env={"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": f"{rate:g}"})
+                            env={RATE_ENV: f"{rate:g}"})
 
     def _launch(self, obj: dict[str, Any], spec: ModelDeploymentSpec) -> None:
         meta = obj["metadata"]
@@ -472,11 +497,28 @@ class LocalDeployments:
         if spec.canary:
             notes.append(f"canary v{spec.canary.version} gets exactly {spec.canary.traffic_percent}% of requests "
                          f"(forwarded by the stable server)")
+        if spec.shadow:
+            which = f"v{spec.shadow.version}" if spec.shadow.version else f"@{spec.shadow.alias}"
+            notes.append(f"shadow {which} gets a copy of {spec.shadow.percent:g}% of requests (mirrored by the "
+                         f"stable server; its answers are logged, never returned)")
         return notes
 
     async def _resolve(self, spec: ModelDeploymentSpec) -> str:
         m = spec.model
         return await asyncio.to_thread(self.registry.resolve, m.name, m.version, m.alias or CHAMPION)
+
+    async def _resolve_shadow(self, entry: Entry, version: str) -> Shadow | None:
+        """``spec.shadow`` as (version, percent), None without one or when it is the serving version. A shadow
+        that cannot be resolved does not stop serving: the deployment runs without it (said in its notes)."""
+        sh = entry.spec.shadow
+        if sh is None:
+            return None
+        try:
+            v = sh.version or await asyncio.to_thread(self.registry.resolve, entry.spec.model.name, None, sh.alias)
+        except (NotFound, Unavailable, InvalidInput) as e:
+            entry.notes.append(f"shadow not running: {e.message}")
+            return None
+        return None if v == version else (v, sh.percent)
 
     async def _set(self, entry: Entry, inputs: Inputs, *, failed: tuple[str, str] | None = None) -> None:
         """Compute and store the next status; emit an alert when the phase changes."""
@@ -528,9 +570,9 @@ class LocalDeployments:
 
     async def _supervise(self, entry: Entry) -> None:
         backoff, child_failed = 1.0, False
-        # what is Ready now: (version, canary); a roll (alias moved, canary promoted or aborted) keeps it serving
-        # until the next one is
-        serving: tuple[str, Canary | None] | None = None
+        # what is Ready now: (version, canary, shadow); a roll (alias moved, canary promoted or aborted) keeps it
+        # serving until the next one is
+        serving: tuple[str, Canary | None, Shadow | None] | None = None
         name = f"{entry.child.kind}/{entry.namespace}--{entry.name}"
         while True:
             spec, gen = entry.spec, int(entry.obj["metadata"].get("generation") or 1)
@@ -553,14 +595,16 @@ class LocalDeployments:
             canary: Canary | None = None
             if spec.canary is not None and spec.canary.version != version:  # an alias may resolve to it
                 canary = (spec.canary.version, spec.canary.traffic_percent)
-            config = (version, canary)
+            shadow = await self._resolve_shadow(entry, version)
+            notes = "; ".join(entry.notes)
+            config = (version, canary, shadow)
             base = dict(generation=gen, admitted=True, admission_message=notes, resolved_version=version,
-                        canary_version=canary[0] if canary else None)
+                        canary_version=canary[0] if canary else None, shadow_version=shadow[0] if shadow else None)
             if replicas == 0:
                 await entry.child.stop()
                 serving = None
                 await self._set(entry, Inputs(**base, children=(ChildState(entry.child.kind, name, 0, 0, True),)))
-                await self._changed(entry, version, gen)
+                await self._changed(entry, version, gen, shadow)
                 continue
             rolling = serving is not None and serving != config
             # after a child failure stay Failed until it is Ready again (no alert flapping); a roll stays Ready
@@ -570,7 +614,7 @@ class LocalDeployments:
                                                                            False),)))
             entry.rolling_to = version if rolling else None
             try:
-                url = await entry.child.start(version, replicas, canary)
+                url = await entry.child.start(version, replicas, canary, shadow)
             except Unavailable as e:
                 entry.rolling_to = None
                 if rolling:  # the old version keeps serving; try again after the backoff
@@ -597,7 +641,7 @@ class LocalDeployments:
                     await self._rolled(entry, serving[0], entry.obj.get("status") or {})
             serving = config
             exit_task = asyncio.create_task(entry.child.wait_exit())
-            moved_task = asyncio.create_task(self._changed(entry, version, gen))
+            moved_task = asyncio.create_task(self._changed(entry, version, gen, shadow))
             try:
                 done, _ = await asyncio.wait({exit_task, moved_task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -616,9 +660,9 @@ class LocalDeployments:
             else:
                 log.info("local ModelDeployment %s/%s: spec or alias changed; rolling", entry.namespace, entry.name)
 
-    async def _changed(self, entry: Entry, version: str, generation: int) -> bool:
-        """Wait until the spec changed (canary promoted or aborted) or the alias it follows points at another
-        version (never returns for an unchanged spec pinned to a version)."""
+    async def _changed(self, entry: Entry, version: str, generation: int, shadow: Shadow | None = None) -> bool:
+        """Wait until the spec changed (canary promoted or aborted) or the alias it (or its shadow) follows points
+        at another version (never returns for an unchanged spec pinned to versions)."""
         spec = entry.spec
         while True:
             with contextlib.suppress(TimeoutError):  # woken by alias_moved or a spec change, else the next tick
@@ -626,11 +670,13 @@ class LocalDeployments:
             entry.wake.clear()
             if int(entry.obj["metadata"].get("generation") or 1) != generation:
                 return True
-            if spec.model.alias is None:
-                continue
             try:
-                if await self._resolve(spec) != version:
+                if spec.model.alias is not None and await self._resolve(spec) != version:
                     return True
+                if spec.shadow is not None and spec.shadow.alias is not None:
+                    now = await asyncio.to_thread(self.registry.resolve, spec.model.name, None, spec.shadow.alias)
+                    if now != (shadow[0] if shadow else version):
+                        return True
             except (NotFound, Unavailable, InvalidInput):
                 continue  # keep serving what runs; the next resolution decides
 

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DRIFT, SLO = DEPLOYMENT_DRIFT, DEPLOYMENT_SLO
 LATENCY, ACCURACY = "maxP99LatencyMs", "minAccuracy"
+SHADOW = "shadow"  # the track of a shadow version's copies of live requests
+SHADOW_LAST = "shadow:last"  # the state hash's field with the last shadow comparison (GET .../quality)
 
 _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
           "else return 0 end")
@@ -266,12 +268,16 @@ class Monitor:
             pipe = self.redis.pipeline(transaction=False)
             stream, ttl = self.stream_key(t), self.ms.request_ttl_seconds
             for rec in records:
-                # the track this server plays now (a promoted canary's server becomes stable)
-                rec["track"] = "canary" if rec.get("version") == t.canary_version else track
+                # the track this server plays now (a promoted canary's server becomes stable); a shadow stays one
+                if track != SHADOW:
+                    rec["track"] = "canary" if rec.get("version") == t.canary_version else track
+                else:
+                    rec["track"] = SHADOW
                 rec["namespace"], rec["deployment"] = t.namespace, t.name
                 data = json.dumps(rec, separators=(",", ":"))
                 pipe.xadd(stream, {"r": data}, maxlen=self.ms.stream_maxlen, approximate=True)
-                pipe.set(self.quality.request_key(str(rec["id"])), data, ex=ttl)
+                if track != SHADOW:  # a shadow's copy has the live request's id: feedback joins the live answer
+                    pipe.set(self.quality.request_key(str(rec["id"])), data, ex=ttl)
             stats = self.k("stats", t.key)
             if records:
                 pipe.hincrby(stats, "records", len(records))
@@ -286,15 +292,30 @@ class Monitor:
                 return n
 
     # -- windows -------------------------------------------------------------------------------------
-    async def window(self, t: Target | str, seconds: float, now: float | None = None) -> dict[str, Window]:
-        """The stream's records of the last ``seconds`` (newest first, at most ``window_max_records``) by version."""
+    async def records(self, t: Target | str, seconds: float, now: float | None = None) -> list[dict[str, Any]]:
+        """The stream's records of the last ``seconds`` (newest first, at most ``window_max_records``)."""
         now = now or time.time()
         entries = await self.redis.xrevrange(self.stream_key(t), max="+", min=str(int((now - seconds) * 1000)),
                                              count=self.ms.window_max_records)
-        out: dict[str, Window] = defaultdict(Window)
+        out = []
         for _, fields in entries:
-            try:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
                 rec = json.loads(fields["r"])
+                if isinstance(rec, dict):
+                    out.append(rec)
+        return out
+
+    async def window(self, t: Target | str, seconds: float, now: float | None = None,
+                     records: list[dict[str, Any]] | None = None) -> dict[str, Window]:
+        """The live traffic's records of the last ``seconds`` by version (``records``: read already). A shadow's
+        copies are not live traffic: they stay out of drift and latency (``shadow_comparison`` judges them)."""
+        if records is None:
+            records = await self.records(t, seconds, now)
+        out: dict[str, Window] = defaultdict(Window)
+        for rec in records:
+            if rec.get("track") == SHADOW:
+                continue
+            try:
                 w = out[str(rec.get("version") or "")]
                 rows, outputs = rec.get("inputs") or [], rec.get("outputs") or []
                 if isinstance(rows, list) and rows and isinstance(rows[0], list) and len(rows) == len(outputs):
@@ -308,13 +329,20 @@ class Monitor:
     # -- evaluation ----------------------------------------------------------------------------------
     async def evaluate(self, t: Target) -> dict[str, Any]:
         mon = t.spec.effective_monitoring
-        windows = await self.window(t, mon.window_seconds)
+        records = await self.records(t, mon.window_seconds)
+        windows = await self.window(t, mon.window_seconds, records=records)
         state_key = self.k("state", t.key)
         state = await self.redis.hgetall(state_key)
         summary: dict[str, Any] = {"drift": {}, "slo": {}}
         for version, w in windows.items():
             summary["drift"][version] = await self._drift(t, version, w, state, state_key)
         summary["slo"] = await self._slos(t, windows, state, state_key)
+        summary["shadow"] = shadow_comparison(records)
+        if summary["shadow"]:
+            await self.redis.hset(state_key, SHADOW_LAST, json.dumps(
+                {"window_seconds": mon.window_seconds, "versions": summary["shadow"], "ts": time.time()}))
+        elif SHADOW_LAST in state:
+            await self.redis.hdel(state_key, SHADOW_LAST)
         return summary
 
     async def _drift(self, t: Target, version: str, w: Window, state: dict[str, str], state_key: str) -> Any:
@@ -400,6 +428,54 @@ class Monitor:
                                    model=t.model, version=version, data=data)
         except Exception as e:  # best effort, like every alert producer; the episode state still moves on
             log.warning("%s alert not sent: %s", type_, e)
+
+
+def _is_label(v: Any) -> bool:
+    return isinstance(v, (str, bool, int)) or (isinstance(v, float) and v.is_integer())
+
+
+def shadow_comparison(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per shadow version: its copies joined to the live answers of the same request ids (the stable server logs
+    every request it mirrors). Labels (strings, integers): ``agreement``, the share of rows where both answered
+    alike; numbers: ``mean_abs_diff`` (and ``agreement`` of exactly equal rows). ``requests``: the shadow's logged
+    copies; ``compared``: those with a live answer in the window; ``rows``: the rows compared."""
+    live: dict[str, dict[str, Any]] = {}
+    shadows: list[dict[str, Any]] = []
+    for rec in records:
+        if rec.get("track") == SHADOW:
+            shadows.append(rec)
+        else:
+            live[str(rec.get("id"))] = rec
+    out: dict[str, dict[str, Any]] = {}
+    acc: dict[str, dict[str, Any]] = {}
+    for rec in shadows:
+        version = str(rec.get("version") or "")
+        a = acc.setdefault(version, {"requests": 0, "compared": 0, "pairs": [], "live": set()})
+        a["requests"] += 1
+        other = live.get(str(rec.get("id")))
+        ys, ls = rec.get("outputs"), (other or {}).get("outputs")
+        if other is None or not isinstance(ys, list) or not isinstance(ls, list):
+            continue
+        a["compared"] += 1
+        a["live"].add(str(other.get("version") or ""))
+        a["pairs"].extend(zip(ls, ys, strict=False))
+    for version, a in acc.items():
+        pairs = a["pairs"]
+        r: dict[str, Any] = {"requests": a["requests"], "compared": a["compared"], "rows": len(pairs),
+                             "live_versions": sorted(a["live"]), "kind": None, "agreement": None}
+        if pairs:
+            labels = all(_is_label(x) and _is_label(y) for x, y in pairs)
+            r["kind"] = "classification" if labels else "regression"
+            r["agreement"] = round(sum(1 for x, y in pairs if x == y) / len(pairs), 6)
+            if not labels:
+                try:
+                    diff = np.abs(np.asarray([x for x, _ in pairs], dtype=float)
+                                  - np.asarray([y for _, y in pairs], dtype=float))
+                    r["mean_abs_diff"] = round(float(diff.mean()), 6)
+                except (TypeError, ValueError):  # not numbers either (nested outputs): agreement only
+                    r["kind"] = "other"
+        out[version] = r
+    return out
 
 
 def slo_condition(results: dict[str, dict[str, Any]]) -> dict[str, Any]:

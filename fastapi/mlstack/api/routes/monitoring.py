@@ -3,7 +3,8 @@
 ``POST /feedback``: labels joined to logged predictions, by request id (one, or ``items``) or by sending the rows
 again through a deployment (``deployment`` + ``rows`` + ``labels``: works whatever was sampled). Needs the role
 that may update the deployment (deployer). ``GET /deployments/{name}/quality``: online accuracy / RMSE per
-version over sliding windows, latency percentiles and drift of the sampled traffic, SLO state (viewer).
+version over sliding windows, latency percentiles and drift of the sampled traffic, SLO state, and with
+``spec.shadow`` the shadow version's agreement with the live one (viewer).
 """
 
 from __future__ import annotations
@@ -201,6 +202,8 @@ async def deployment_quality(name: Annotated[str, Path(min_length=1, max_length=
     state = await redis.hgetall(f"{ms.key_prefix}:state:{key}")
     out["drift"] = {f.split("|", 1)[1]: json.loads(v) for f, v in state.items() if f.startswith("drift:last|")}
     out["episodes"] = {f: json.loads(v) for f, v in state.items() if f.startswith(("drift|", "slo|"))}
+    # spec.shadow: the shadow version's answers against the live ones (agreement / mean absolute difference)
+    out["shadow"] = json.loads(state["shadow:last"]) if "shadow:last" in state else None
     out["condition"] = dep.status.condition("SLOMet").model_dump(by_alias=True, mode="json") \
         if dep.status.condition("SLOMet") else None
     return out
