@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from mlstack.deployments.settings import DeploymentSettings
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from mlstack.errors import Conflict, InvalidInput, MlstackError, NotFound, Unavailable
 
 # the cause a real API server gives (403) for a create in a namespace that is being deleted (NamespaceLifecycle)
@@ -25,7 +29,24 @@ class NamespaceTerminating(Conflict):
     """A write refused because its namespace is being deleted (409, not "already exists")."""
 
 
-def connect(ds: DeploymentSettings) -> Any:
+class KubeSettings(BaseSettings):
+    """How the API (and the cluster monitor) reach the Kubernetes API (env prefix ``MLSTACK_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLSTACK_", env_file=None, extra="ignore")
+
+    kube_server: str | None = Field(None, description="a bare API server URL; unset: in-cluster/kubeconfig")
+    kube_insecure: bool = False
+    kubeconfig: Path | None = Field(None, description="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    kube_context: str | None = None
+    kube_timeout: float = Field(10.0, gt=0, le=300, description="timeout of one Kubernetes API call")
+
+
+@lru_cache
+def get_kube_settings() -> KubeSettings:
+    return KubeSettings()
+
+
+def connect(ds: KubeSettings) -> Any:
     """A ``kubernetes.client.ApiClient`` (blocking: call it in a thread)."""
     from kubernetes import client as k8s
     from kubernetes import config as k8s_config

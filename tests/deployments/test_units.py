@@ -34,7 +34,7 @@ class FakeApi:
 
 def backend(api: FakeApi) -> KubeDeployments:
     b = KubeDeployments.__new__(KubeDeployments)
-    b.api, b.api_client, b.ds = api, None, DeploymentSettings()
+    b.api, b.api_client, b.ds, b.timeout = api, None, DeploymentSettings(), 10.0
     return b
 
 

@@ -10,7 +10,6 @@ from typing import Any
 from mlstack.auth.base import Authority
 from mlstack.auth.local import LocalTokens, Open
 from mlstack.auth.settings import AuthSettings, get_auth_settings
-from mlstack.deployments.settings import get_deployment_settings
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +22,27 @@ def resolve_mode(settings: AuthSettings, api_mode: str, has_tokens: bool) -> str
     return "tokens" if has_tokens else "off"
 
 
-async def start(svc: Any, stack: AsyncExitStack, settings: AuthSettings | None = None) -> Authority:
-    """Set ``svc.auth``. Cluster mode reuses ``svc.kube`` (the API's Kubernetes client) when there is one."""
+async def start(svc: Any, stack: AsyncExitStack, namespace: str, settings: AuthSettings | None = None) -> Authority:
+    """Set ``svc.auth``. Cluster mode reuses ``svc.kube`` (the API's Kubernetes client) when there is one.
+    ``namespace``: the deployments' default namespace (where a request naming none goes)."""
     s = settings or get_auth_settings()
-    ds = get_deployment_settings()
     tokens = s.tokens()
     mode = resolve_mode(s, svc.settings.mode, bool(tokens))
     if mode == "tokens":
         if not tokens:
             raise ValueError("MLSTACK_AUTH_MODE=tokens but no token is set (MLSTACK_AUTH_TOKENS[_FILE])")
-        svc.auth = LocalTokens(tokens, ds.deployments_namespace)
+        svc.auth = LocalTokens(tokens, namespace)
     elif mode == "kubernetes":
         from mlstack.auth.kube import KubeAuthority
+        from mlstack.kubeapi import connect, get_kube_settings
 
         if svc.kube is None:
-            from mlstack.kubeapi import connect
-
-            svc.kube = await asyncio.to_thread(connect, ds)
+            svc.kube = await asyncio.to_thread(connect, get_kube_settings())
             stack.push_async_callback(asyncio.to_thread, svc.kube.close)
-        svc.auth = KubeAuthority(svc.kube, s, ds.deployments_namespace, timeout=ds.kube_timeout)
+        svc.auth = KubeAuthority(svc.kube, s, namespace, timeout=get_kube_settings().kube_timeout)
     else:
         log.warning("authentication is OFF: every caller is an admin. Set MLSTACK_AUTH_TOKENS_FILE "
                     "(./init.sh --local does) or MLSTACK_AUTH_MODE=kubernetes")
-        svc.auth = Open(ds.deployments_namespace)
+        svc.auth = Open(namespace)
     log.info("auth mode: %s", mode)
     return svc.auth

@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class KubeDeployments:
-    def __init__(self, api_client: Any, ds: DeploymentSettings):
+    def __init__(self, api_client: Any, ds: DeploymentSettings, timeout: float):
         from kubernetes import client as k8s
 
         self.api_client = api_client
         self.api = k8s.CustomObjectsApi(api_client)
         self.ds = ds
+        self.timeout = timeout
 
     @property
     def default_namespace(self) -> str:
@@ -37,7 +38,7 @@ class KubeDeployments:
 
     async def _call(self, what: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await call(what, getattr(self.api, fn_name), GROUP, VERSION, *args, timeout=self.ds.kube_timeout,
+            return await call(what, getattr(self.api, fn_name), GROUP, VERSION, *args, timeout=self.timeout,
                               **kwargs)
         except NotFound as e:
             if "could not find the requested resource" in e.message:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,12 +30,7 @@ class DeploymentSettings(BaseSettings):
     rayserve_replica_cpus: float = Field(0.25, gt=0, le=64, description="CPUs reserved per Ray Serve replica")
     rayserve_start_timeout: float = Field(300.0, gt=0)
 
-    # cluster mode: the Kubernetes API (in-cluster service account, else kubeconfig)
-    kube_server: str | None = Field(None, description="a bare API server URL; unset: in-cluster/kubeconfig")
-    kube_insecure: bool = False
-    kubeconfig: Path | None = Field(None, description="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    kube_context: str | None = None
-    kube_timeout: float = Field(10.0, gt=0, le=300, description="timeout of one Kubernetes API call")
+    # cluster mode (the connection itself: mlstack.kubeapi.KubeSettings)
     endpoint_cache_seconds: float = Field(
         2.0, ge=0, description="cluster mode: how long /inference reuses the list of Ready ModelDeployments")
     deployments_watch_seconds: float = Field(

@@ -19,10 +19,11 @@ async def start(svc: Any, stack: AsyncExitStack, ds: DeploymentSettings | None =
     ds = ds or DeploymentSettings()
     if svc.settings.mode == "cluster":
         from mlstack.deployments.kube import KubeDeployments, KubeEndpoints, PhaseAlerts
-        from mlstack.kubeapi import connect
+        from mlstack.kubeapi import connect, get_kube_settings
 
-        svc.kube = await asyncio.to_thread(connect, ds)
-        backend = KubeDeployments(svc.kube, ds)
+        ks = get_kube_settings()
+        svc.kube = await asyncio.to_thread(connect, ks)
+        backend = KubeDeployments(svc.kube, ds, ks.kube_timeout)
         stack.push_async_callback(backend.close)
         svc.deployments = backend
         endpoints = KubeEndpoints(backend, ds)
