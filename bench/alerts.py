@@ -1,7 +1,7 @@
 """Alert fan-out benchmark: N concurrent SSE clients on ONE API process, M alerts through Redis.
 
 Starts its own redis-server and one API process (``--app full``: ``mlstack api``, the whole API;
-``--app standalone``: only the alert router + lifespan, ``mlstack.alerts.standalone``), connects N
+``--app standalone``: only the alert router + lifespan, ``mlstack.api.alerts_app``), connects N
 SSE clients to ``GET /webhook`` (raw asyncio sockets in this process), then appends M alerts to the
 Redis Stream exactly as producers do (``RedisStreamSink``), one every ``--interval`` seconds, and
 measures for every (alert, client) pair the time from just before XADD to the client parsing the
@@ -123,7 +123,7 @@ async def run(args) -> dict:
         if args.app == "full":
             cmd = [str(BIN / "mlstack"), "api", "--host", "127.0.0.1", "--port", str(aport), "--log-level", "warning"]
         else:
-            cmd = [str(BIN / "python"), "-m", "uvicorn", "--factory", "mlstack.alerts.standalone:create_app",
+            cmd = [str(BIN / "python"), "-m", "uvicorn", "--factory", "mlstack.api.alerts_app:create_app",
                    "--host", "127.0.0.1", "--port", str(aport), "--log-level", "warning"]
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(work / "api.log", "wb"),  # noqa: SIM115
                                       stderr=subprocess.STDOUT, start_new_session=True,

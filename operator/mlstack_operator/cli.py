@@ -83,8 +83,10 @@ def _run(extra: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlstack operator", description="The ModelDeployment operator.")
+def main(argv: list[str] | None = None) -> int:
+    """``mlstack-operator`` (also reached as ``mlstack operator``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="mlstack-operator", description="The ModelDeployment operator.")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="print the children a ModelDeployment would create (no cluster needed)")
     r.add_argument("file", help="ModelDeployment YAML (multi-document allowed; '-' reads stdin)")

@@ -4,7 +4,7 @@ import pytest
 
 from tests.alerts.helpers import RedisServer, alert_env, start_app
 
-STANDALONE = "mlstack.alerts.standalone:create_app"
+STANDALONE = "mlstack.api.alerts_app:create_app"
 
 
 @pytest.fixture

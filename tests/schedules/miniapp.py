@@ -67,7 +67,7 @@ def create_app() -> FastAPI:
             svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True)
             stack.push_async_callback(svc.redis.aclose)
             await start_alerts(svc, stack)
-            await start_auth(svc, stack)  # the routes check the caller (auth off here: no tokens configured)
+            await start_auth(svc, stack, "models")  # the routes check the caller (auth off: no tokens configured)
             svc.registry = RedisRegistry(settings.redis_url)
             svc.training = RecordingTraining(svc.redis)
             await start_schedules(svc, stack)

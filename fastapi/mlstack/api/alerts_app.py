@@ -1,7 +1,7 @@
 """An alerts-only ASGI app (the alert router + the sink/hub lifespan, nothing else).
 
 Used by ``bench/alerts.py`` and the alert tests, and usable as a separate SSE fan-out
-Deployment: ``uvicorn --factory mlstack.alerts.standalone:create_app``.
+Deployment: ``uvicorn --factory mlstack.api.alerts_app:create_app``.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         from mlstack.alerts.setup import start
         from mlstack.auth.setup import start as start_auth
+        from mlstack.deployments.settings import get_deployment_settings
 
         async with AsyncExitStack() as stack:
             svc = Services(settings=settings)
             svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
             stack.push_async_callback(svc.redis.aclose)
             await start(svc, stack)
-            await start_auth(svc, stack)
+            await start_auth(svc, stack, get_deployment_settings().deployments_namespace)
             app.state.services = svc
             yield
 

@@ -63,7 +63,7 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     svc.servers = ServerPool(settings)
     stack.push_async_callback(svc.servers.stop_all)
     await start_deployments(svc, stack)  # may swap svc.servers for the cluster's ModelDeployments
-    await start_auth(svc, stack)  # cluster mode: shares svc.kube with the deployments
+    await start_auth(svc, stack, svc.deployments.default_namespace)  # cluster mode: shares svc.kube
     start_orgs(svc)
     svc.inference = InferenceClient(settings, svc.registry, svc.servers, getattr(svc, "deployments", None))
     stack.push_async_callback(svc.inference.aclose)
