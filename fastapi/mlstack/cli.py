@@ -64,9 +64,10 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _operator(argv: list[str]) -> int:
-    from mlstack_operator.cli import main as operator_main
-
-    return operator_main(argv)
+    """``mlstack operator ...`` runs the operator's own command (``mlstack-operator``) in this process's place: the
+    API's CLI imports nothing of the operator (its image does not need the API's dependencies)."""
+    os.execv(sys.executable, [sys.executable, "-m", "mlstack_operator.cli", *argv])
+    return 1  # not reached
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -188,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--log-level", default="info")
     m.set_defaults(func=_monitor)
 
-    sub.add_parser("operator", help="the ModelDeployment operator: 'render FILE' or 'run'", add_help=False)
+    sub.add_parser("operator", help="the ModelDeployment operator: 'render FILE' or 'run' (= mlstack-operator)",
+                   add_help=False)
     return p
 
 
