@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from mlstack_operator.builders import base_replicas, canary_split
+from mlstack_operator.builders import base_replicas, canary_split, shadow_replicas
 from mlstack_operator.contract import ModelDeployment, Runtime, Server
 
 ZERO = Decimal(0)
@@ -132,8 +132,11 @@ def demand(md: ModelDeployment) -> Demand:
     spec = md.spec
     one = per_replica(md)
     n = base_replicas(md)
+    base = n
     if spec.canary is not None and not (spec.runtime == Runtime.pod and spec.server == Server.rayserve):
         n = sum(canary_split(n, spec.canary.traffic_percent))
+    if spec.shadow is not None:  # the shadow's own replicas (the contract allows it on onnx and vm only)
+        n += shadow_replicas(base, spec.shadow.percent)
     return Demand(one.cpu * n, one.memory * n, one.gpu * n)
 
 

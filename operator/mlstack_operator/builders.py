@@ -14,6 +14,11 @@ track, and every stable replica (``mlstack serve --canary-url <canary Service> -
 exactly P of every 100 inference requests it gets to the canary Service. Both use ``canary_turn``
 (``mlstack.serving.canary``), so the share does not depend on replica counts or autoscaling; the replica split
 (``canary_split``) only sizes the canary for its share of the load.
+
+Shadow traffic (``spec.shadow``; ``onnx`` and ``vm``): the shadow version runs as its own replica set behind its own
+``<name>-shadow`` Service (track ``shadow``, logging every request it gets for the monitor); every stable replica
+(``--shadow-url <shadow Service> --shadow-percent P``) mirrors exactly P% of its inference requests to it in the
+background and answers from itself. The model-server NetworkPolicy already admits model-server pods to each other.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ LABEL_TRACK = f"{LABEL_PREFIX}/track"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack-operator"}
 ANNOTATION_MODEL_URI = f"{LABEL_PREFIX}/model-uri"
 ANNOTATION_CANARY_PERCENT = f"{LABEL_PREFIX}/canary-percent"  # the canary's exact share of requests
+ANNOTATION_SHADOW_PERCENT = f"{LABEL_PREFIX}/shadow-percent"  # the share of requests mirrored to the shadow
 # On a Deployment whose replica count an HPA owns: spec.replicas is only the starting count (the HPA's minimum,
 # so the Deployment starts at its minimum scale, not at 1), never patched back (drift.py).
 ANNOTATION_REPLICAS_FROM = f"{LABEL_PREFIX}/replicas-from"
 
 STABLE = "stable"
 CANARY = "canary"
+SHADOW = "shadow"
 RAY_SERVE_PORT = 8000
 CONTAINER_NAME = "model-server"
 NON_ROOT_UID = 10001
@@ -47,10 +54,11 @@ Manifest = dict[str, Any]
 
 @dataclass(frozen=True)
 class Versions:
-    """The model versions to serve: ``stable`` resolved from version/alias, ``canary`` if any."""
+    """The model versions to serve: ``stable`` resolved from version/alias, ``canary`` and ``shadow`` if any."""
 
     stable: str
     canary: str | None = None
+    shadow: str | None = None
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -92,7 +100,7 @@ def labels(md: ModelDeployment, track: str | None = None) -> dict[str, str]:
 
 
 def child_name(md: ModelDeployment, track: str) -> str:
-    return md.name if track == STABLE else f"{md.name}-canary"
+    return md.name if track == STABLE else f"{md.name}-{track}"
 
 
 def base_replicas(md: ModelDeployment) -> int:
@@ -109,6 +117,21 @@ def canary_split(total: int, percent: int) -> tuple[int, int]:
     canary = max(1, round(total * percent / 100))
     stable = max(1, total - canary)
     return stable, canary
+
+
+def shadow_replicas(total: int, percent: float) -> int:
+    """Replicas of the shadow: sized for its ``percent`` of the load, at least one (when ``total`` > 0)."""
+    return max(1, -(-round(total * percent * 1000) // 100_000)) if total > 0 else 0
+
+
+def shadow_version(md: ModelDeployment, versions: Versions) -> str | None:
+    """The version the shadow track serves: None without ``spec.shadow``, on Ray Serve, or when its alias resolves
+    to the stable version itself (nothing to compare)."""
+    if md.spec.shadow is None or versions.shadow in (None, versions.stable):
+        return None
+    if md.spec.runtime == Runtime.pod and md.spec.server == Server.rayserve:
+        return None
+    return versions.shadow
 
 
 def url(md: ModelDeployment, settings: OperatorSettings) -> str:
@@ -133,6 +156,20 @@ def canary_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
     if settings.grpc_port:
         out += ["--canary-grpc", f"{host}:{settings.grpc_port}"]
     return out
+
+
+def shadow_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
+    """``mlstack serve`` arguments of the stable track when there is a shadow: mirror its share to its Service."""
+    if md.spec.shadow is None:
+        return []
+    host = f"{child_name(md, SHADOW)}.{md.namespace}.svc.{settings.cluster_domain}"
+    return ["--shadow-url", f"http://{host}:{settings.server_port}", "--shadow-percent", f"{md.spec.shadow.percent:g}"]
+
+
+def _stable_args(md: ModelDeployment, settings: OperatorSettings, track: str, mirror: bool) -> list[str]:
+    if track != STABLE:
+        return []
+    return canary_args(md, settings) + (shadow_args(md, settings) if mirror else [])
 
 
 def _meta(md: ModelDeployment, name: str, track: str | None, annotations: dict[str, str] | None = None) -> Manifest:
@@ -181,19 +218,23 @@ def _serve_command(md: ModelDeployment, version: str, port: int, grpc_port: int 
 
 def monitoring_env(md: ModelDeployment, track: str) -> dict[str, str]:
     """The model server's payload log: the share of requests it keeps for the API's monitor (which pulls them
-    over HTTP: model servers hold no platform credentials) and the track it records them under."""
-    return {"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": f"{md.spec.effective_monitoring.sample_rate:g}",
-            "MLSTACK_SERVE_TRACK": track}
+    over HTTP: model servers hold no platform credentials) and the track it records them under. A shadow logs every
+    request it gets (each is a mirrored one, compared with the live answer), unless monitoring is off."""
+    rate = md.spec.effective_monitoring.sample_rate
+    if track == SHADOW:
+        rate = 1.0 if rate > 0 else 0.0
+    return {"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": f"{rate:g}", "MLSTACK_SERVE_TRACK": track}
 
 
 def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettings, *, track: str = STABLE,
-                     replicas: int | None = None, surge: bool = True) -> Manifest:
+                     replicas: int | None = None, surge: bool = True, mirror: bool = False) -> Manifest:
     """The lean model server. ``replicas`` None leaves the count to an HPA. ``surge`` False: rolling updates
-    replace one pod at a time without an extra one (when the namespace's quota has no room for it)."""
+    replace one pod at a time without an extra one (when the namespace's quota has no room for it). ``mirror``:
+    the stable track mirrors ``spec.shadow``'s share of requests to the shadow's Service."""
     requests, limits = _requests(md)
     port = settings.server_port
     probe_common = {"periodSeconds": 5, "timeoutSeconds": 2}
-    extra = canary_args(md, settings) if track == STABLE else []
+    extra = _stable_args(md, settings, track, mirror)
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": settings.server_image,
@@ -249,7 +290,8 @@ def build_deployment(md: ModelDeployment, version: str, settings: OperatorSettin
 def build_service(md: ModelDeployment, settings: OperatorSettings, *, target_port: int | str = "http",
                   grpc_target: int | str = "grpc", track: str = STABLE) -> Manifest:
     """The Service of one track: ``<name>`` selects the stable pods only (they forward the canary's share),
-    ``<name>-canary`` the canary's (what the stable pods forward to). HTTP and, when the model server has one,
+    ``<name>-canary`` the canary's (what the stable pods forward to), ``<name>-shadow`` the shadow's (what they
+    mirror to). HTTP and, when the model server has one,
     its gRPC v2 port (``appProtocol: grpc`` for meshes and gateways)."""
     ports = [{"name": "http", "port": settings.server_port, "targetPort": target_port, "protocol": "TCP"}]
     if settings.grpc_port:
@@ -283,12 +325,20 @@ def hpa_bounds(md: ModelDeployment) -> tuple[tuple[int, int], tuple[int, int] | 
     return (lo, hi), (canary_lo, canary_hi)
 
 
+def shadow_hpa_bounds(md: ModelDeployment) -> tuple[int, int]:
+    """(min, max) of the shadow's HPA: sized for its share of the load at the deployment's minimum and maximum."""
+    auto, shadow = md.spec.autoscaling, md.spec.shadow
+    assert auto is not None and shadow is not None
+    lo = shadow_replicas(auto.min_replicas, shadow.percent)
+    return lo, max(lo, shadow_replicas(auto.max_replicas, shadow.percent))
+
+
 def build_hpa(md: ModelDeployment, track: str = STABLE) -> Manifest:
     """The HPA of one track (``hpa_bounds``); each track scales on its own CPU, neither changes the share."""
     auto = md.spec.autoscaling
     assert auto is not None
     stable, canary = hpa_bounds(md)
-    bounds = stable if track == STABLE else canary
+    bounds = stable if track == STABLE else canary if track == CANARY else shadow_hpa_bounds(md)
     assert bounds is not None
     name = child_name(md, track)
     return {
@@ -412,13 +462,14 @@ def build_rayservice(md: ModelDeployment, versions: Versions, settings: Operator
     }
 
 
-def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings, track: str = STABLE) -> str:
+def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings, track: str = STABLE,
+               mirror: bool = False) -> str:
     """cloud-config that runs the platform's own model-server image (``vm_server_image``, else ``server_image``:
     pinned, by digest in production) with podman as a systemd service. Nothing of the platform is installed by name
     from a public index (the old ``pip install mlstack==0.1.0`` resolved to a stranger's project on PyPI); podman
     itself comes from the VM image's own distribution."""
     port = settings.server_port
-    argv = _serve_command(md, version, port, settings.grpc_port, canary_args(md, settings) if track == STABLE else [])
+    argv = _serve_command(md, version, port, settings.grpc_port, _stable_args(md, settings, track, mirror))
     run = ["/usr/bin/podman", "run", "--rm", "--name", "mlstack-serve", "--network", "host", "--read-only",
            "--tmpfs", "/tmp", "--user", "10001:10001", "--security-opt", "no-new-privileges",
            "-e", f"MLSTACK_MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri}",
@@ -456,7 +507,7 @@ def cloud_init(md: ModelDeployment, version: str, settings: OperatorSettings, tr
 
 
 def build_virtualmachine(md: ModelDeployment, version: str, settings: OperatorSettings, *,
-                         track: str = STABLE) -> Manifest:
+                         track: str = STABLE, mirror: bool = False) -> Manifest:
     vm = md.spec.vm
     assert vm is not None
     port = settings.server_port
@@ -498,7 +549,7 @@ def build_virtualmachine(md: ModelDeployment, version: str, settings: OperatorSe
                     "volumes": [
                         {"name": "containerdisk", "containerDisk": {"image": vm.image}},
                         {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": cloud_init(md, version, settings,
-                                                                                              track)}},
+                                                                                              track, mirror)}},
                     ],
                 },
             },
@@ -514,6 +565,8 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
     if spec.runtime == Runtime.pod and spec.server == Server.rayserve:
         return [build_rayservice(md, Versions(versions.stable, canary), settings)]
 
+    shadow = shadow_version(md, versions)
+    mirror = shadow is not None
     total = base_replicas(md)
     if canary is not None:
         assert spec.canary is not None
@@ -523,19 +576,24 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
 
     children: list[Manifest] = []
     if spec.runtime == Runtime.vm:
-        children.append(build_virtualmachine(md, versions.stable, settings))
+        children.append(build_virtualmachine(md, versions.stable, settings, mirror=mirror))
         if canary is not None:
             children.append(build_virtualmachine(md, canary, settings, track=CANARY))
+        if shadow is not None:
+            children.append(build_virtualmachine(md, shadow, settings, track=SHADOW))
         children.append(build_service(md, settings, target_port=settings.server_port,
                                       grpc_target=settings.grpc_port))
         if canary is not None:
             children.append(build_service(md, settings, target_port=settings.server_port,
                                           grpc_target=settings.grpc_port, track=CANARY))
+        if shadow is not None:
+            children.append(build_service(md, settings, target_port=settings.server_port,
+                                          grpc_target=settings.grpc_port, track=SHADOW))
         return children
 
     # With autoscaling each track's HPA owns its replica count (hpa_bounds); the share stays exact at any scale
     # because the stable replicas forward it, whatever the counts.
-    stable = build_deployment(md, versions.stable, settings, replicas=stable_n, surge=surge)
+    stable = build_deployment(md, versions.stable, settings, replicas=stable_n, surge=surge, mirror=mirror)
     if spec.autoscaling:
         stable["metadata"]["annotations"][ANNOTATION_REPLICAS_FROM] = f"HorizontalPodAutoscaler/{md.name}"
     children.append(stable)
@@ -547,33 +605,50 @@ def build_children(md: ModelDeployment, versions: Versions, settings: OperatorSe
             dep["metadata"]["annotations"][ANNOTATION_REPLICAS_FROM] = \
                 f"HorizontalPodAutoscaler/{child_name(md, CANARY)}"
         children.append(dep)
+    if shadow is not None:
+        assert spec.shadow is not None
+        dep = build_deployment(md, shadow, settings, track=SHADOW, surge=surge,
+                               replicas=shadow_replicas(total, spec.shadow.percent))
+        dep["metadata"]["annotations"][ANNOTATION_SHADOW_PERCENT] = f"{spec.shadow.percent:g}"
+        if spec.autoscaling:
+            dep["metadata"]["annotations"][ANNOTATION_REPLICAS_FROM] = \
+                f"HorizontalPodAutoscaler/{child_name(md, SHADOW)}"
+        children.append(dep)
     children.append(build_service(md, settings))
     if canary is not None:
         children.append(build_service(md, settings, track=CANARY))
+    if shadow is not None:
+        children.append(build_service(md, settings, track=SHADOW))
     if spec.autoscaling:
         children.append(build_hpa(md))
         if canary is not None:
             children.append(build_hpa(md, CANARY))
+        if shadow is not None:
+            children.append(build_hpa(md, SHADOW))
     return children
 
 
 def child_keys(md: ModelDeployment, settings: OperatorSettings) -> set[tuple[str, str, str]]:
     """(apiVersion, kind, name) of the children ``md``'s spec makes (which ones, not their versions)."""
-    versions = Versions("1", "2" if md.spec.canary is not None else None)
+    versions = Versions("1", "2" if md.spec.canary is not None else None, "3" if md.spec.shadow is not None else None)
     return {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in build_children(md, versions, settings)}
 
 
 def possible_children(md: ModelDeployment) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of everything this operator could have made for ``md``: stale ones get deleted."""
-    canary = child_name(md, CANARY)
+    canary, shadow = child_name(md, CANARY), child_name(md, SHADOW)
     return [
         ("apps/v1", "Deployment", md.name),
         ("apps/v1", "Deployment", canary),
+        ("apps/v1", "Deployment", shadow),
         ("v1", "Service", md.name),
         ("v1", "Service", canary),
+        ("v1", "Service", shadow),
         ("autoscaling/v2", "HorizontalPodAutoscaler", md.name),
         ("autoscaling/v2", "HorizontalPodAutoscaler", canary),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", shadow),
         ("ray.io/v1", "RayService", md.name),
         ("kubevirt.io/v1", "VirtualMachine", md.name),
         ("kubevirt.io/v1", "VirtualMachine", canary),
+        ("kubevirt.io/v1", "VirtualMachine", shadow),
     ]

@@ -501,18 +501,22 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
     try:
         version = await state.resolver.resolve(spec.model.name, version=spec.model.version, alias=spec.model.alias)
         canary = await state.resolver.version(spec.model.name, spec.canary.version) if spec.canary else None
+        shadow = await state.resolver.resolve(spec.model.name, version=spec.shadow.version,
+                                              alias=spec.shadow.alias) if spec.shadow else None
     except ModelNotFound as e:
         await publish(state, tracked, dataclasses.replace(base, resolve_error=("ModelNotFound", str(e))))
         raise kopf.TemporaryError(str(e), delay=cfg.failed_retry_seconds) from None
     except RegistryUnavailable as e:
         raise kopf.TemporaryError(str(e), delay=REGISTRY_RETRY_SECONDS) from None
 
-    children = builders.build_children(md, builders.Versions(version, canary), cfg, surge=surge)
+    versions = builders.Versions(version, canary, shadow)
+    children = builders.build_children(md, versions, cfg, surge=surge)
     kopf.adopt(children, owner=dict(body))
     tracked.desired = {(c["kind"], c["metadata"]["name"]): c for c in children}
     tracked.expected = tuple((c["kind"], c["metadata"]["name"]) for c in children
                              if c["kind"] in ("Deployment", "Service", "RayService", "VirtualMachine"))
-    resolved = dataclasses.replace(base, resolved_version=version, canary_version=canary, url=builders.url(md, cfg))
+    resolved = dataclasses.replace(base, resolved_version=version, canary_version=canary,
+                                   shadow_version=builders.shadow_version(md, versions), url=builders.url(md, cfg))
     child = children[0]
     try:
         for child in children:
