@@ -55,6 +55,7 @@ MATRIX = [
     ("POST", "/deployments/nope/canary/abort", None, "deployer"),
     ("POST", "/feedback", {"request_id": "nope", "label": 1}, "deployer"),
     ("GET", "/deployments/nope/quality", None, "viewer"),
+    ("GET", "/deployments/nope/monitoring", None, "viewer"),
     ("GET", "/auth/me", None, "viewer"),
 ]
 OPEN = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
@@ -116,7 +117,8 @@ def test_every_route_is_in_the_matrix_or_open(api):
                  "/models/{name}/versions/{version}": None, "/deployments/{name}": "/deployments/nope",
                  "/deployments/{name}/canary/promote": "/deployments/nope/canary/promote",
                  "/deployments/{name}/canary/abort": "/deployments/nope/canary/abort",
-                 "/deployments/{name}/quality": "/deployments/nope/quality"}
+                 "/deployments/{name}/quality": "/deployments/nope/quality",
+                 "/deployments/{name}/monitoring": "/deployments/nope/monitoring"}
     streams = {"/webhook", "/alerts/stream"}
     orgs = {p for p in paths if p.startswith("/orgs")}
     missing = []
