@@ -784,12 +784,13 @@ cluster_up() {
   kapply_generated sed -e "s|__REPO_URL__|$repo|g" -e "s|__REVISION__|$revision|g" \
     -e "s|__IMAGE_TAG__|$IMAGE_TAG|g" manifests/argocd/root.yaml
 
-  step "Waiting for the roles, the operator, the API and the dashboard (synced by Argo CD)"
+  step "Waiting for the roles, the operator, the API, the dashboard and the monitor (synced by Argo CD)"
   wait_app mlstack-crds
   wait_app mlstack-auth
   wait_app mlstack-operator
   wait_app mlstack-api
   wait_app mlstack-dashboard
+  wait_app mlstack-monitor
 
   if ((WITH_KUBEVIRT)); then
     step "Installing KubeVirt $MLSTACK_KUBEVIRT_VERSION (software emulation)"

@@ -94,6 +94,7 @@ def test_order(commands):
     assert at(r"Healthy application/mlstack-crds") < at(r"Healthy application/mlstack-operator")
     assert at(r"Healthy application/mlstack-operator") < at(r"Healthy application/mlstack-api")
     assert at(r"Healthy application/mlstack-api") < at(r"Healthy application/mlstack-dashboard")
+    assert at(r"Healthy application/mlstack-operator") < at(r"Healthy application/mlstack-monitor")
     # the platform admin's ServiceAccount is synced by mlstack-auth before its token is minted
     assert at(r"Healthy application/mlstack-auth") < at(r"create token mlstack-admin")
     for image in defaults_env()["MLSTACK_IMAGES"].split():
