@@ -227,7 +227,8 @@ def test_deployment_created_from_the_form_becomes_ready_and_is_deleted(page, api
 
     # no reload: the deployment.phase alerts make the panel refresh itself (a model server starts first)
     expect(row).to_have_attribute("data-phase", "Ready", timeout=180_000)
-    expect(row.locator("a")).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:\d+$"))
+    # the URL cell's link (the name's links to the deployment page)
+    expect(row.locator("td a")).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:\d+$"))
 
     row.get_by_role("button", name="Delete deployment web-iris").click()
     expect(row).to_have_count(0, timeout=30_000)
