@@ -87,6 +87,7 @@ class Tracked:
     retries: int = 0
     unschedulable_check: asyncio.Task | None = None
     follows: tuple[str, str] | None = None  # (model, alias) when the spec follows an alias
+    shadow_follows: tuple[str, str] | None = None  # (model, alias) when spec.shadow follows an alias
     pruned: tuple[int | None, set[tuple[str, str, str]]] = (None, set())  # (generation, deleted): no re-DELETE
     publish_pending: bool = False  # a status refresh from the children's watch is queued (coalesces events)
     handled: int | None = None  # the generation last reconciled (status writes and other events change none)
@@ -498,6 +499,7 @@ async def reconcile(state: OperatorState, tracked: Tracked, md: ModelDeployment,
 
     spec = md.spec
     tracked.follows = (spec.model.name, spec.model.alias) if spec.model.alias else None
+    tracked.shadow_follows = (spec.model.name, spec.shadow.alias) if spec.shadow and spec.shadow.alias else None
     try:
         version = await state.resolver.resolve(spec.model.name, version=spec.model.version, alias=spec.model.alias)
         canary = await state.resolver.version(spec.model.name, spec.canary.version) if spec.canary else None
@@ -635,12 +637,17 @@ async def alias_loop(state: OperatorState) -> None:
     while True:
         await asyncio.sleep(delay)
         followers: dict[tuple[str, str], list[Tracked]] = defaultdict(list)
+        shadow_followers: dict[tuple[str, str], list[Tracked]] = defaultdict(list)
         for t in state.tracked.values():
-            if t.follows and t.inputs is not None and t.inputs.resolved_version and \
+            if t.inputs is not None and t.inputs.resolved_version and \
                     t.ref["metadata"]["namespace"] not in state.terminating:
-                followers[t.follows].append(t)
+                if t.follows:
+                    followers[t.follows].append(t)
+                if t.shadow_follows:
+                    shadow_followers[t.shadow_follows].append(t)
         delay = state.cfg.alias_poll_seconds
-        for (model, alias), tracked_list in followers.items():
+        for (model, alias) in followers.keys() | shadow_followers.keys():
+            tracked_list = followers.get((model, alias), [])
             try:
                 version = await state.resolver.refresh(model, alias)
             except RegistryUnavailable as e:
@@ -652,18 +659,27 @@ async def alias_loop(state: OperatorState) -> None:
             for t in tracked_list:
                 if t.inputs is not None and t.inputs.resolved_version != version:
                     state.spawn(roll(state, t, alias, version))
+            for t in shadow_followers.get((model, alias), []):  # (no shadow_version: it resolved to the stable one)
+                if t.inputs is not None and version != (t.inputs.shadow_version or t.inputs.resolved_version):
+                    state.spawn(roll(state, t, alias, version, shadow=True))
 
 
-async def roll(state: OperatorState, tracked: Tracked, alias: str, version: str) -> None:
+async def roll(state: OperatorState, tracked: Tracked, alias: str, version: str, shadow: bool = False) -> None:
+    """``shadow``: the alias spec.shadow follows moved (the shadow's children roll, the stable ones stay)."""
     meta = tracked.ref["metadata"]
     body = await state.kube.get(path_for(API_VERSION, KIND, meta["namespace"], meta["name"]))
     if body is None or body["metadata"].get("uid") != meta.get("uid"):
         return
-    before = tracked.inputs.resolved_version if tracked.inputs else None
+
+    def serving() -> str | None:
+        i = tracked.inputs
+        return None if i is None else (i.shadow_version or i.resolved_version) if shadow else i.resolved_version
+
+    before = serving()
     try:
         md = ModelDeployment.model_validate(body)
         async with tracked.lock:
-            if tracked.inputs is not None and tracked.inputs.resolved_version == version:
+            if serving() == version:
                 return  # rolled meanwhile (a spec change)
             await reconcile(state, tracked, md, body, *state.indices, create_first=False)
     except (ChildRefused, ApiError, kopf.TemporaryError):
@@ -672,7 +688,8 @@ async def roll(state: OperatorState, tracked: Tracked, alias: str, version: str)
     except (kopf.PermanentError, ValidationError):
         return
     await post_event(state, tracked, "Normal", "Rolled",
-                     f"alias {alias!r} moved: rolling from version {before} to version {version}")
+                     f"{'shadow ' if shadow else ''}alias {alias!r} moved: rolling "
+                     f"{'the shadow ' if shadow else ''}from version {before} to version {version}")
 
 
 def schedule_retry(state: OperatorState, tracked: Tracked, delay: float | None = None) -> None:

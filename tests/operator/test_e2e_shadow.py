@@ -86,3 +86,40 @@ def test_shadow_children_status_and_pruning(k8s_admin, mlstack_operator, ns, reg
                what="stable without --shadow-url")
     wait_until(lambda: (st := (kube.get(path) or {}).get("status") or {}).get("phase") == "Ready"
                and not st.get("shadowVersion"), DEADLINE, what="status without shadowVersion")
+
+
+def test_a_moved_shadow_alias_rolls_the_shadow_only(k8s_admin, mlstack_operator, ns, registered_model):
+    from mlflow import MlflowClient
+
+    kube = k8s_admin
+    model = f"shadowed_{secrets.token_hex(3)}"
+    v1, v2, v3 = (register(registered_model, model) for _ in range(3))
+    client = MlflowClient(registered_model)
+    client.set_registered_model_alias(model, "challenger", v2)
+    path = MDS.format(ns=ns) + "/sa"
+    kube.create(MDS.format(ns=ns), {"apiVersion": "mlstack.io/v1alpha1", "kind": "ModelDeployment",
+                                    "metadata": {"name": "sa", "namespace": ns},
+                                    "spec": {"model": {"name": model, "version": v1},
+                                             "resources": {"cpu": "100m", "memory": "128Mi"},
+                                             "shadow": {"alias": "challenger", "percent": 50}}})
+
+    def status(version):
+        def check():
+            st = (kube.get(path) or {}).get("status") or {}
+            return st if st.get("phase") == "Ready" and st.get("shadowVersion") == version else None
+        return check
+
+    wait_until(status(v2), DEADLINE, interval=0.1, what=f"Ready with shadow {v2}")
+    stable_before = kube.get(DEPS.format(ns=ns) + "/sa")["metadata"]["generation"]
+    client.set_registered_model_alias(model, "challenger", v3)
+    st = wait_until(status(v3), 30, interval=0.1, what=f"shadow rolled to {v3}")
+    assert st["resolvedVersion"] == v1
+    assert f"models:/{model}/{v3}" in command(kube.get(DEPS.format(ns=ns) + "/sa-shadow"))
+    assert kube.get(DEPS.format(ns=ns) + "/sa")["metadata"]["generation"] == stable_before  # stable untouched
+    rolled = [e for e in kube.items(f"/api/v1/namespaces/{ns}/events") if e["reason"] == "Rolled"]
+    assert any(f"shadow alias 'challenger' moved: rolling the shadow from version {v2} to version {v3}"
+               in e["message"] for e in rolled), [e["message"] for e in rolled]
+    # the alias onto the live version itself: nothing to compare, the shadow's children go
+    client.set_registered_model_alias(model, "challenger", v1)
+    wait_until(lambda: kube.get(DEPS.format(ns=ns) + "/sa-shadow") is None, 30, what="shadow pruned")
+    wait_until(status(None), 30, interval=0.1, what="no shadowVersion")
