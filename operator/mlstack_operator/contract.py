@@ -167,6 +167,8 @@ class ModelDeploymentSpec(_Strict):
                 raise ValueError("spec.shadow needs server: onnx (Ray Serve applications do not mirror requests)")
             if self.model.version is not None and self.shadow.version == self.model.version:
                 raise ValueError("shadow.version must differ from model.version")
+            if self.canary is not None and self.shadow.version == self.canary.version:
+                raise ValueError("shadow.version must differ from canary.version")
         return self
 
     def to_k8s(self) -> dict[str, Any]:

@@ -77,6 +77,8 @@ INVALID = {
     "canary-100-percent": with_(canary={"version": "4", "trafficPercent": 100}),
     "canary-without-traffic": with_(canary={"version": "4"}),
     "shadow-same-version": with_(shadow={"version": "3", "percent": 10}),
+    "shadow-same-as-canary": with_(shadow={"version": "4", "percent": 10},
+                                   canary={"version": "4", "trafficPercent": 5}),
     "shadow-neither": with_(shadow={"percent": 10}),
     "shadow-both": with_(shadow={"version": "4", "alias": "challenger", "percent": 10}),
     "shadow-zero-percent": with_(shadow={"version": "4", "percent": 0}),
@@ -179,8 +181,9 @@ def test_crd_shape():
 
 def test_shadow_messages_match():
     for shadow, message in [({"percent": 5}, "exactly one of shadow.version and shadow.alias"),
-                            ({"version": "3", "percent": 5}, "shadow.version must differ from model.version")]:
-        o = obj(with_(shadow=shadow))
+                            ({"version": "3", "percent": 5}, "shadow.version must differ from model.version"),
+                            ({"version": "4", "percent": 5}, "shadow.version must differ from canary.version")]:
+        o = obj(with_(shadow=shadow, canary={"version": "4", "trafficPercent": 5}))
         assert any(message in e for e in crd_errors(o)), crd_errors(o)
         with pytest.raises(ValidationError, match=message.replace(".", r"\.")):
             ModelDeployment.model_validate(o)
