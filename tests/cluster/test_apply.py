@@ -435,13 +435,13 @@ def test_fresh_cluster_converges_in_sync_wave_order(fresh, converged):
     kube = fresh.admin()
     kinds = scopes(kube)
     names = [a["metadata"]["name"] for a in converged.applications]
-    assert names[0] == "mlstack-crds" and names[-1] == "mlstack-dashboard", names
+    assert names[0] == "mlstack-crds" and sorted(names[-2:]) == ["mlstack-dashboard", "mlstack-monitor"], names
     missing = [f"{o['kind']}/{o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
                for o in converged.applied if live(kube, o, kinds) is None]
     assert not missing, f"not in the cluster after the sync: {missing}"
-    # the real controllers took it from there: the operator's, the API's and the dashboard's pods are Ready
+    # the real controllers took it from there: the operator's, the API's, the dashboard's and the monitor's pods
     for ns, dep in (("mlstack-system", "mlstack-operator"), ("mlstack", "mlstack-api"),
-                    ("mlstack", "mlstack-dashboard")):
+                    ("mlstack", "mlstack-dashboard"), ("mlstack", "mlstack-monitor")):
         wait_until(lambda ns=ns, dep=dep: (kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{dep}") or {})
                    .get("status", {}).get("readyReplicas"), DEADLINE, interval=0.2, what=f"{ns}/{dep} Ready")
 
