@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.alerts.helpers import RedisServer, alert_env, start_app
+from tests.utils.alerts import RedisServer, alert_env, start_app
 
 STANDALONE = "mlstack.api.alerts_app:create_app"
 

@@ -10,7 +10,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.alerts.helpers import SSEClient, holds_for, until
+from tests.utils.alerts import SSEClient, holds_for, until
 from tests.utils.procs import start_api
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.alerts.helpers import SSEClient, publish, status, until
+from tests.utils.alerts import SSEClient, publish, status, until
 
 
 async def subscribers(base: str) -> int:

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.alerts.helpers import until
+from tests.utils.alerts import until
 from tests.utils.procs import BIN, Proc, free_port, http_ok, start, start_api
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]

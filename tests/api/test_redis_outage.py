@@ -9,7 +9,7 @@ import time
 import httpx
 from mlflow.tracking import MlflowClient
 
-from tests.alerts.helpers import RedisServer, until
+from tests.utils.alerts import RedisServer, until
 from tests.utils.procs import start_api
 
 MODEL = "outage_model"

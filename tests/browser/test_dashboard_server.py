@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.stand_in import Upstream, make_dist
 from tests.utils.procs import BIN, free_port, http_ok, start
+from tests.utils.stand_in_api import Upstream, make_dist
 
 NGINX_CONF = Path(__file__).resolve().parents[2] / "frontend" / "nginx.conf"
 

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import open_page
-from tests.packages import zips
+from tests.utils import zips
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

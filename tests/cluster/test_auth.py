@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from mlstack.auth.roles import PLATFORM_ADMIN, ROLES, cluster_role_name, cluster_roles, render_cluster_roles
-from tests.cluster.conftest import MANIFESTS, kustomize
+from tests.utils.cluster import MANIFESTS, kustomize
 
 CLUSTERROLES = MANIFESTS / "auth" / "clusterroles.yaml"
 READ = {"get", "list", "watch"}

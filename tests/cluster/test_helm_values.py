@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.cluster.conftest import ROOT, chart_rows, need_shared
+from tests.utils.cluster import ROOT, chart_rows, need_shared
 
 CHECKED = ("argo-cd", "kuberay-operator", "ray-cluster")
 # maps the chart copies verbatim into a ConfigMap (any key is meaningful there)

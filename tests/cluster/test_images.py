@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.cluster.conftest import (
+from tests.utils.cluster import (
     MANIFESTS,
     ROOT,
     defaults_env,

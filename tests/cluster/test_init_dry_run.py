@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.cluster.conftest import MANIFESTS, chart_rows, defaults_env, kustomize, run_init
+from tests.utils.cluster import MANIFESTS, chart_rows, defaults_env, kustomize, run_init
 
 
 @pytest.fixture(scope="module")

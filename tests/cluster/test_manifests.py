@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.cluster.conftest import (
+from tests.utils.cluster import (
     KIND_NODE_K8S,
     MANIFESTS,
     ROOT,

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.cluster.conftest import ROOT, need_tool
+from tests.utils.cluster import ROOT, need_tool
 
 SKIP_DIRS = {".git", ".venv", "node_modules", "outputs", "dist", "__pycache__"}
 

@@ -10,7 +10,7 @@ from mlstack_operator import builders
 from mlstack_operator.builders import Versions, build_children, canary_split
 from mlstack_operator.contract import ModelDeployment
 from mlstack_operator.settings import OperatorSettings
-from tests.operator.schemas import k8s_validate, upstream_validate
+from tests.utils.operator_schemas import k8s_validate, upstream_validate
 
 SETTINGS = OperatorSettings(server_image="ghcr.io/mlstack/model-server:1.2.3", mlflow_tracking_uri="http://mlflow:5000")
 

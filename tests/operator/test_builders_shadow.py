@@ -15,7 +15,7 @@ from mlstack_operator.admission import demand
 from mlstack_operator.builders import Versions, build_children, shadow_replicas
 from mlstack_operator.contract import ModelDeployment
 from mlstack_operator.settings import OperatorSettings
-from tests.operator.schemas import k8s_validate, upstream_validate
+from tests.utils.operator_schemas import k8s_validate, upstream_validate
 
 SETTINGS = OperatorSettings(server_image="ghcr.io/mlstack/model-server:1.2.3", mlflow_tracking_uri="http://mlflow:5000")
 SHADOW_URL = "http://iris-shadow.models.svc.cluster.local:8080"

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlstack_operator.contract import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
-from tests.operator.schemas import crd, crd_errors
+from tests.utils.operator_schemas import crd, crd_errors
 
 BASE: dict[str, Any] = {"model": {"name": "iris_model", "version": "3"}}
 
@@ -151,7 +151,7 @@ def test_cross_field_messages_match():
 
 def test_defaults_agree():
     """The API server's defaults equal pydantic's: the stored spec is what the operator sees."""
-    from tests.operator.schemas import _default, crd_schema
+    from tests.utils.operator_schemas import _default, crd_schema
 
     spec_schema = crd_schema()["properties"]["spec"]
     defaulted = _default(spec_schema, copy.deepcopy(BASE))

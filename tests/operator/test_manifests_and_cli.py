@@ -14,7 +14,7 @@ import yaml
 
 from mlstack_operator.cli import main, render_documents
 from tests.k8s.controlplane import Cluster, Kube
-from tests.operator.schemas import REPO
+from tests.utils.operator_schemas import REPO
 
 MANIFESTS = REPO / "manifests"
 EXAMPLES = sorted((MANIFESTS / "examples").glob("*.yaml"))

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from mlstack.packages import PackageLimits
 from mlstack.packages.register import UploadOptions, model_dir_for, register_upload
 from mlstack.packages.validate import prepare
-from tests.packages import zips
+from tests.utils import zips
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.packages import zips
+from tests.utils import zips
 from tests.utils.procs import free_port, http_ok, port_open, redis_server_bin, start, wait_until
 
 REDIS_PASSWORD = "redis-secret-7f3a9c"

@@ -16,7 +16,7 @@ from mlstack.packages import PackageInvalid, PackageLimits
 from mlstack.packages.archive import check_name, inspect_zip
 from mlstack.packages.seed import check_app, check_meta, check_requirements, unsatisfied
 from mlstack.packages.validate import detect_layout, prepare
-from tests.packages import zips
+from tests.utils import zips
 
 MiB = 1024 * 1024
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.alerts.helpers import until
 from tests.schedules.test_schedules import alerts_of, runs
+from tests.utils.alerts import until
 from tests.utils.procs import start_api
 
 

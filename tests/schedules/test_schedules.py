@@ -10,9 +10,9 @@ from datetime import datetime
 
 import httpx
 
-from tests.alerts.helpers import alert_env, holds_for, start_app, until
 from tests.schedules.conftest import MINIAPP
 from tests.schedules.miniapp import REGISTRY_KEY, SUBMITTED_KEY
+from tests.utils.alerts import alert_env, holds_for, start_app, until
 
 
 def api(redis_url: str, log, port: int | None = None):

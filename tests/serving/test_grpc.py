@@ -12,7 +12,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.serving.http import get, post
+from tests.utils.http import get, post
 
 
 @pytest.fixture(scope="module")

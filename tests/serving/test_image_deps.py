@@ -17,7 +17,7 @@ import tritonclient.grpc as triton  # not mlstack's own stubs: both register inf
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.serving.http import post
+from tests.utils.http import post
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = [5.1, 3.5, 1.4, 0.2]

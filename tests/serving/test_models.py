@@ -14,7 +14,7 @@ import pytest
 import tritonclient.http as triton
 
 from mlstack.serving.resolve import ModelRef, parse_model_uri
-from tests.serving.http import get, post
+from tests.utils.http import get, post
 from tests.utils.procs import free_port, wait_until
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.serving.http import get, post
+from tests.utils.http import get, post
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 ALL = {"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "1", "MLSTACK_SERVE_MONITORING_CAPACITY": "50"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.serving.http import get, post
+from tests.utils.http import get, post
 from tests.utils.procs import free_port
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.serving.http import get, post
+from tests.utils.http import get, post
 from tests.utils.procs import wait_until
 
 

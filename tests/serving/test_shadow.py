@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mlstack.serving.shadow import ShadowMirror, shadow_turn
-from tests.serving.http import get, post
+from tests.utils.http import get, post
 from tests.utils.procs import free_port, wait_until
 
 ROW = [5.1, 3.5, 1.4, 0.2]
