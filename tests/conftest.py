@@ -6,18 +6,19 @@ Each is started as a process on a free port and stopped by PID at the end of the
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.utils.alerts import RedisServer
 from tests.utils.procs import BIN, free_port, http_ok, port_open, redis_server_bin, start
+from tests.utils.stack import IRIS_CSV, S3_KEY, S3_SECRET
 
-pytest_plugins = ["tests.k8s.fixtures"]  # the real-Kubernetes tier: k8s, operator_kubeconfig, mlstack_operator, ...
+pytest_plugins = [
+    "tests.k8s.fixtures",  # the real-Kubernetes tier: k8s, operator_kubeconfig, mlstack_operator, ...
+    "tests.utils.deployments",  # model (a registered ONNX iris model), api_factory (mlstack api processes)
+]
 
-IRIS_CSV = Path(__file__).resolve().parents[1] / "fastapi" / "mlstack" / "data" / "iris.csv"
-S3_KEY = "test-access-key"
-S3_SECRET = "test-secret-key"  # moto accepts any credentials
 
 
 @pytest.fixture(scope="session")
@@ -94,4 +95,10 @@ def stack_env(redis_url, s3_endpoint, mlflow_uri, workdir) -> dict[str, str]:
     }
 
 
-PYTHON = sys.executable
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A function-scoped redis-server (AOF on) that a test may stop and restart on the same port."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

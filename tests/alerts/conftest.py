@@ -2,17 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.utils.alerts import RedisServer, alert_env, start_app
-
-STANDALONE = "mlstack.api.alerts_app:create_app"
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A function-scoped redis-server (AOF on) that a test may stop and restart on the same port."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
+from tests.utils.alerts import STANDALONE, RedisServer, alert_env, start_app
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import socket
 
 import httpx
 
-from tests.alerts.conftest import STANDALONE
-from tests.utils.alerts import SSEClient, alert_env, publish, start_app, status, until
+from tests.utils.alerts import STANDALONE, SSEClient, alert_env, publish, start_app, status, until
 
 
 async def test_redis_restart_mid_stream_clients_resume_and_miss_nothing(own_redis, tmp_path):

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 
 import httpx
 import pytest
 
-from tests.utils.procs import start_api, wait_until
-
-TRAIN_TIMEOUT = 300
+from tests.utils.api import wait_job
+from tests.utils.procs import start_api
+from tests.utils.stack import IRIS_CSV
 
 
 @pytest.fixture(scope="session")
 def data_dir(workdir):
     """The API's one local data directory (MLSTACK_DATA_DIR), holding iris.csv."""
-    from tests.conftest import IRIS_CSV
-
     d = workdir / "data"
     d.mkdir(exist_ok=True)
     (d / "iris.csv").write_bytes(IRIS_CSV.read_bytes())
@@ -42,14 +38,6 @@ def client(api_url):
         yield c
 
 
-def wait_job(client: httpx.Client, job_id: str, timeout: float = TRAIN_TIMEOUT) -> dict:
-    def done():
-        job = client.get(f"/training/{job_id}").json()
-        return job if job["status"] in ("succeeded", "failed") else None
-
-    return wait_until(done, timeout, interval=0.5, what=f"training job {job_id}")
-
-
 @pytest.fixture(scope="session")
 def trained(client) -> dict:
     """One finished training on the default data (s3://mlops/data/iris.csv): the champion."""
@@ -58,11 +46,3 @@ def trained(client) -> dict:
     job = wait_job(client, r.json()["job_id"])
     assert job["status"] == "succeeded", job
     return job
-
-
-def model_server_pid(state_dir: str, name: str, version: str) -> int:
-    return int(open(os.path.join(state_dir, "servers", f"{name}-v{version}.pid")).read())
-
-
-def signal_pid(pid: int, sig: signal.Signals) -> None:
-    os.kill(pid, sig)

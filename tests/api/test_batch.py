@@ -230,7 +230,7 @@ def test_cli_predict(batch_api, tmp_path, trained):
 def test_model_server_killed_mid_stream_is_restarted(bclient, stack_env, trained, client):
     """SIGKILL the model server while the answer streams: the batches in flight retry on the restarted server and
     the answer is complete and right."""
-    from tests.api.conftest import model_server_pid
+    from tests.utils.api import model_server_pid
 
     champion = client.get("/models/iris_model").json()["aliases"]["champion"]
     assert post(bclient, iris_csv(10)).status_code == 200  # a server for the champion is up

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.api.conftest import model_server_pid, signal_pid
+from tests.utils.api import model_server_pid, signal_pid
 from tests.utils.procs import wait_until
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]

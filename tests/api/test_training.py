@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.api.conftest import wait_job
+from tests.utils.api import wait_job
 
 
 def test_trigger_returns_202_then_registers_version_with_both_flavours(client, trained, mlflow_uri):
@@ -88,7 +88,7 @@ def test_unknown_job_is_404(client):
 def test_failed_job_reports_its_error(client, s3_endpoint):
     import boto3
 
-    from tests.conftest import S3_KEY, S3_SECRET
+    from tests.utils.stack import S3_KEY, S3_SECRET
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
                       region_name="us-east-1")

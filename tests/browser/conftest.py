@@ -9,8 +9,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,20 +106,6 @@ def browser():
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
-
-
-@contextmanager
-def open_page(browser, url: str, watch: Callable | None = None) -> Iterator:
-    """A page in a fresh light-mode context at ``url`` (``watch(page)`` hooks listeners before it loads)."""
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light")
-    try:
-        page = context.new_page()
-        if watch is not None:
-            watch(page)
-        page.goto(url)
-        yield page
-    finally:
-        context.close()
 
 
 @pytest.fixture(scope="session")

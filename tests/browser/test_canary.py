@@ -9,8 +9,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_page
-from tests.deployments.conftest import register_onnx
+from tests.utils.browser import open_page
+from tests.utils.deployments import register_onnx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_page
+from tests.utils.browser import open_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_page
 from tests.k8s.fixtures import TEST_USERS_NS, user_token
+from tests.utils.browser import open_page
 from tests.utils.kube_api import start_cluster_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

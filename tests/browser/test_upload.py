@@ -18,8 +18,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_page
 from tests.utils import zips
+from tests.utils.browser import open_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

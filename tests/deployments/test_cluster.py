@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.deployments.conftest import ROWS, Api, wait_phase
 from tests.k8s.controlplane import Kube
+from tests.utils.deployments import ROWS, Api, wait_phase
 from tests.utils.kube_api import cluster_api_env, unique
 from tests.utils.procs import free_port, http_ok, start, wait_until
 
@@ -203,7 +203,7 @@ def test_canary_children_are_wired_for_an_exact_split_and_promote_abort_change_t
     """What the operator builds for a canary (fake nodes: the pods never run, so the forwarding itself is measured
     in tests/serving/test_canary.py and tests/deployments/test_local_canary.py), and promote/abort through the API
     as changes of the custom resource that the operator turns into rolled/pruned children."""
-    from tests.deployments.conftest import register_onnx
+    from tests.utils.deployments import register_onnx
 
     name = f"canary_{unique('m').replace('-', '_')}"
     v1, v2 = register_onnx(mlflow_uri, name), register_onnx(mlflow_uri, name)

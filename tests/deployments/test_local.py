@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.deployments.conftest import ROWS, Api, condition, pid_files, wait_phase
+from tests.utils.deployments import ROWS, Api, condition, pid_files, wait_phase
 from tests.utils.procs import wait_until
 
 NS = "models"
@@ -173,7 +173,7 @@ def test_alias_move_rolls_without_failed_requests_and_back(client, local_api, ml
 
     from mlflow import MlflowClient
 
-    from tests.deployments.conftest import register_onnx
+    from tests.utils.deployments import register_onnx
 
     name = f"roll_iris_{uuid.uuid4().hex[:6]}"
     v1, v2 = register_onnx(mlflow_uri, name), register_onnx(mlflow_uri, name)

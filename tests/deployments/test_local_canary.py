@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.deployments.conftest import ROWS, Api, register_onnx, wait_phase
+from tests.utils.deployments import ROWS, Api, register_onnx, wait_phase
 from tests.utils.procs import wait_until
 
 NS = "models"

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.deployments.conftest import ROWS, wait_phase
+from tests.utils.deployments import ROWS, wait_phase
 from tests.utils.procs import free_port
 
 pytestmark = pytest.mark.slow

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import IRIS_CSV
-from tests.deployments.conftest import FEATURES, Api, api_factory, wait_phase  # noqa: F401 (fixture)
+from tests.utils.deployments import FEATURES, Api, wait_phase
 from tests.utils.procs import wait_until
+from tests.utils.stack import IRIS_CSV
 
 NS = "models"
 SHIFTED = "petal_length"
@@ -34,7 +34,7 @@ def model(mlflow_uri):
     from sklearn.ensemble import RandomForestClassifier
 
     from mlstack.monitoring.profile import log_reference_profile
-    from tests.deployments.conftest import Model
+    from tests.utils.deployments import Model
 
     df = pd.read_csv(IRIS_CSV)
     x, y = df[FEATURES].to_numpy(np.float32), df["target"].to_numpy()
@@ -50,7 +50,7 @@ def model(mlflow_uri):
 
 
 @pytest.fixture(scope="module")
-def api(api_factory, workdir) -> Api:  # noqa: F811
+def api(api_factory, workdir) -> Api:
     return api_factory("monitoring", {
         "MLSTACK_STATE_DIR": str(workdir / "monitoring-state"),
         "MLSTACK_SERVE_PORT_RANGE": "[25000, 25499]",

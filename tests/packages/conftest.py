@@ -14,19 +14,8 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from tests.utils.packages import EXPERIMENT, LIMITS, MODEL
 from tests.utils.procs import start_api
-
-MODEL = "packages_model"
-EXPERIMENT = "packages-tests"
-MiB = 1024 * 1024
-LIMITS = {  # MLSTACK_PACKAGE_* for the API under test
-    "MAX_UPLOAD_BYTES": 6 * MiB,
-    "MAX_TOTAL_BYTES": 4 * MiB,
-    "MAX_ENTRY_BYTES": 3 * MiB,
-    "MAX_ENTRIES": 100,
-    "MAX_RATIO": 100,
-    "RATIO_MIN_BYTES": 256 * 1024,
-}
 
 
 @pytest.fixture(scope="session")

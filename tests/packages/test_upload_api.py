@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.packages.conftest import LIMITS, MODEL, MiB
 from tests.utils import zips
+from tests.utils.packages import LIMITS, MODEL, MiB
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.9, 3.1, 5.4, 2.1]

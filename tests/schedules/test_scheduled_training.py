@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.schedules.test_schedules import alerts_of, runs
 from tests.utils.alerts import until
 from tests.utils.procs import start_api
+from tests.utils.schedules import alerts_of, runs
 
 
 async def test_a_firing_produces_exactly_one_schedule_fired_and_no_failure(own_redis, stack_env, tmp_path):

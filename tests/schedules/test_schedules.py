@@ -10,23 +10,15 @@ from datetime import datetime
 
 import httpx
 
-from tests.schedules.conftest import MINIAPP
 from tests.schedules.miniapp import REGISTRY_KEY, SUBMITTED_KEY
 from tests.utils.alerts import alert_env, holds_for, start_app, until
+from tests.utils.schedules import MINIAPP, alerts_of, runs
 
 
 def api(redis_url: str, log, port: int | None = None):
     env = alert_env(redis_url, MLSTACK_SCHEDULES_POLL_SECONDS="0.5", MLSTACK_MODEL_NAME="iris_model",
                     MLSTACK_SCHEDULES_MIN_TRAINING_SECONDS="1")  # fast firings (the default floor is 5 minutes)
     return start_app(MINIAPP, log, env, port=port)
-
-
-def runs(r, job_id: str) -> list[dict]:
-    return [json.loads(x) for x in r.lrange(f"mlstack:schedules:runs:{job_id}", 0, -1)][::-1]
-
-
-def alerts_of(r, type_: str) -> list[dict]:
-    return [json.loads(f["event"]) for _, f in r.xrange("mlstack:alerts") if f.get("type") == type_]
 
 
 def set_latest(r, version: str, age_seconds: float) -> None:

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from mlstack.serving.resolve import parse_model_uri
-from tests.conftest import IRIS_CSV
 from tests.utils.procs import Proc, free_port, http_ok, start
+from tests.utils.stack import IRIS_CSV
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 

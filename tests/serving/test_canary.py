@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from mlstack.serving.canary import CanaryCounter, canary_turn, splits
-from tests.serving.test_server import metric
-from tests.utils.http import get, post
+from tests.utils.http import get, metric, post
 
 N = 2000
 

@@ -12,7 +12,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.utils.http import get, post
+from tests.utils.http import get, metric, post
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_unknown_model_in_client(client):
 
 def test_grpc_and_http_share_the_batcher(server, iris, classifier, stub):
     """Concurrent gRPC and HTTP requests land in the same onnxruntime batches (one model, one batcher)."""
-    before = _metric(get(f"{server.base}/metrics").body.decode(), "mlstack_serve_batch_requests_sum")
+    before = metric(get(f"{server.base}/metrics").body.decode(), "mlstack_serve_batch_requests_sum")
     rows = [iris.x[i:i + 1] for i in range(60)]
 
     def one(i: int) -> int:
@@ -152,16 +152,8 @@ def test_grpc_and_http_share_the_batcher(server, iris, classifier, stub):
         labels = list(pool.map(one, range(len(rows))))
     assert labels == classifier.predict(iris.x[:60]).tolist()
     text = get(f"{server.base}/metrics").body.decode()
-    assert _metric(text, "mlstack_serve_batch_requests_sum") - before == len(rows)
-    assert _metric(text, "mlstack_serve_requests_total", endpoint="grpc_infer", status="200") >= 30
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and \
-                all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    assert metric(text, "mlstack_serve_batch_requests_sum") - before == len(rows)
+    assert metric(text, "mlstack_serve_requests_total", endpoint="grpc_infer", status="200") >= 30
 
 
 def test_grpc_port_taken_fails_fast(serve, onnx_model_dir, server):

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.utils.http import get, post
+from tests.utils.http import get, metric, post
 from tests.utils.procs import wait_until
 
 
@@ -27,16 +27,6 @@ def client(server):
     c = triton.InferenceServerClient(url=server.hostport, connection_timeout=30, network_timeout=30)
     yield c
     c.close()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one Prometheus sample (0 if absent)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_health_and_metadata(server, client):

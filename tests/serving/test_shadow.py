@@ -16,18 +16,11 @@ import numpy as np
 import pytest
 
 from mlstack.serving.shadow import ShadowMirror, shadow_turn
-from tests.utils.http import get, post
+from tests.utils.http import get, metric, post
 from tests.utils.procs import free_port, wait_until
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 N = 400
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def records(base: str) -> list[dict]:

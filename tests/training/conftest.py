@@ -1,64 +1,12 @@
-"""A real Ray head with its job server (``ray start --head --block``, as ./init.sh --local runs it), restartable on
-the same ports, and API processes pointed at it (MLSTACK_RAY_JOBS_URL)."""
+"""A real Ray head with its job server (tests/utils/training.py), one per module."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import secrets
 import shutil
-import signal
-import subprocess
-from pathlib import Path
 
-import httpx
 import pytest
-from mlflow.tracking import MlflowClient
 
-from tests.utils.procs import BIN, Proc, free_port, http_ok, start, start_api, wait_until
-
-
-class RayHead:
-    """``ray start --head --block`` with the dashboard (the job server) on fixed ports: stop() loses every job it
-    runs; start() again is a restarted Ray that knows none of them."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.temp = Path(f"/tmp/mlt-{secrets.token_hex(3)}")  # Ray's socket paths must stay short
-        self.ports = {k: free_port() for k in ("gcs", "dashboard", "agent", "client")}
-        self.url = f"http://127.0.0.1:{self.ports['dashboard']}"
-        self.proc: Proc | None = None
-
-    def start(self) -> RayHead:
-        p = self.ports
-        self.proc = start(
-            [str(BIN / "ray"), "start", "--head", "--block", "--port", str(p["gcs"]), "--node-ip-address", "127.0.0.1",
-             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(p["dashboard"]),
-             "--dashboard-agent-listen-port", str(p["agent"]), "--ray-client-server-port", str(p["client"]),
-             "--num-cpus", "2", "--object-store-memory", str(256 * 1024 * 1024), "--temp-dir", str(self.temp),
-             "--disable-usage-stats"],
-            self.workdir / "ray-head.log", ready=lambda: http_ok(f"{self.url}/api/version"), timeout=180,
-            env={"RAY_AUTH_MODE": "disabled"}, what="ray head")
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM ``ray start --block`` alone (it stops the processes it started, workers too), then the group."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.popen.wait(30)
-            self.proc.stop(timeout=10)
-            self.proc = None
-
-    def client(self):
-        from ray.job_submission import JobSubmissionClient
-
-        return JobSubmissionClient(self.url)
-
-    def status(self, job_id: str) -> str:
-        return self.client().get_job_status(f"mlstack-train-{job_id}").value
+from tests.utils.training import RayHead
 
 
 @pytest.fixture(scope="module")
@@ -67,46 +15,3 @@ def ray_head(workdir):
     yield head
     head.stop()
     shutil.rmtree(head.temp, ignore_errors=True)
-
-
-def api_env(stack_env, state: Path, **extra: str) -> dict[str, str]:
-    return {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "durable-training", "MLSTACK_STATE_DIR": str(state),
-            "MLSTACK_SERVE_PORT_RANGE": "[24200, 24299]", "MLSTACK_TRAIN_POLL_SECONDS": "0.3", **extra}
-
-
-def start_training_api(log: Path, env: dict[str, str]) -> tuple[Proc, str]:
-    return start_api(log, env)
-
-
-def trigger(base: str, model: str, n_estimators: int = 1500, seed: int = 1) -> str:
-    r = httpx.post(f"{base}/trigger_training", timeout=30,
-                   json={"model_name": model, "hyperparameters": {"n_estimators": n_estimators, "random_state": seed}})
-    assert r.status_code == 202, r.text
-    return r.json()["job_id"]
-
-
-def job(base: str, job_id: str) -> dict:
-    r = httpx.get(f"{base}/training/{job_id}", timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def wait_status(base: str, job_id: str, statuses: tuple[str, ...], timeout: float = 300) -> dict:
-    return wait_until(lambda: (j := job(base, job_id))["status"] in statuses and j, timeout, interval=0.3,
-                      what=f"training job {job_id} {'/'.join(statuses)}")
-
-
-def mlflow_runs(mlflow_uri: str, job_id: str) -> list:
-    mc = MlflowClient(tracking_uri=mlflow_uri)
-    exp = mc.get_experiment_by_name("durable-training")
-    if exp is None:
-        return []
-    return mc.search_runs([exp.experiment_id], filter_string=f"tags.`mlstack.job_id` = '{job_id}'")
-
-
-def alerts(redis_url: str, type_: str, job_id: str) -> list[dict]:
-    import redis
-
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    events = [json.loads(f["event"]) for _, f in r.xrange("mlstack:alerts") if f.get("type") == type_]
-    return [e for e in events if e.get("data", {}).get("job_id") == job_id]

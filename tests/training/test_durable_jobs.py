@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.training.conftest import alerts, api_env, job, mlflow_runs, start_training_api, trigger, wait_status
 from tests.utils.procs import wait_until
+from tests.utils.training import alerts, api_env, job, mlflow_runs, start_training_api, trigger, wait_status
 
 MODEL = "durable_model"
 

@@ -19,7 +19,7 @@ import redis
 from tests.utils.procs import BIN, Proc, free_port, http_ok, port_open, redis_server_bin, start
 
 ROOT = Path(__file__).resolve().parents[2]
-
+STANDALONE = "mlstack.api.alerts_app:create_app"  # the alerts-only API (the alert router + lifespan)
 
 
 class RedisServer:

@@ -10,7 +10,6 @@ import functools
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -106,5 +105,3 @@ def run_init(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(ROOT / "init.sh"), *args], cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=60)
 
-
-PYTHON = sys.executable

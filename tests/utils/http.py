@@ -1,4 +1,5 @@
-"""A minimal HTTP client for the tests (stdlib only, so it measures nothing but the server)."""
+"""A minimal HTTP client for the tests (stdlib only, so it measures nothing but the server), and the reading of a
+sample from the Prometheus text a server's ``/metrics`` answers."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def get(url: str) -> Reply:
 
 def post(url: str, body: bytes | dict, headers: dict[str, str] | None = None) -> Reply:
     return call("POST", url, body, headers)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample (0 if absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

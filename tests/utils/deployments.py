@@ -1,4 +1,5 @@
-"""Fixtures for ``/deployments``: a registered ONNX iris model and real ``mlstack api`` processes.
+"""Helpers and fixtures for ``/deployments``: a registered ONNX iris model and real ``mlstack api`` processes (a
+pytest plugin, loaded by tests/conftest.py: tests/deployments and tests/monitoring use its fixtures).
 
 The API runs as a subprocess on the session's real Redis, MLflow and S3 (``stack_env``); local-mode
 model servers are its children. Every wait polls with a deadline.
@@ -15,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import IRIS_CSV
 from tests.utils.procs import Proc, free_port, start_api, wait_until
+from tests.utils.stack import IRIS_CSV
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
