@@ -7,29 +7,12 @@ import json
 import os
 import signal
 import stat
-import subprocess
 from pathlib import Path
 
 import httpx
 
+from tests.utils.local import read_credentials, run_init
 from tests.utils.procs import BIN, free_port, port_open, wait_until
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(args, env, timeout=600):
-    return subprocess.run([str(ROOT / "init.sh"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _credentials(out: Path) -> dict[str, str]:
-    """outputs/credentials.txt of local mode: ``<what> <value>`` lines (``#`` lines are notes)."""
-    creds = {}
-    for line in (out / "credentials.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            creds[key.strip()] = value
-    return creds
 
 
 def _env_file(state: Path) -> dict[str, str]:
@@ -51,12 +34,12 @@ def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
     api = f"http://127.0.0.1:{ports['API']}"
     pids: dict[str, int] = {}
     try:
-        up = _run(["--local"], env)
+        up = run_init(["--local"], env)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "[8/8]" in up.stdout
         urls = (out / "urls.txt").read_text()
         assert api in urls
-        creds = _credentials(out)
+        creds = read_credentials(out)
         password = creds["redis password"]
         assert len(password) >= 32 and password in (state / "env").read_text()
         assert _mode(out / "credentials.txt") == 0o600
@@ -82,7 +65,7 @@ def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
         assert {"redis", "mlflow", "ray", "api"} <= set(pids)
 
-        again = _run(["--local"], env, timeout=60)
+        again = run_init(["--local"], env, timeout=60)
         assert again.returncode == 0, again.stderr
         assert "already running" in again.stdout
         assert {p.stem: int(p.read_text()) for p in state.glob("*.pid")} == pids
@@ -94,13 +77,13 @@ def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
         crashed_log = (state / "api.log").read_bytes()
         os.killpg(crashed, signal.SIGKILL)
         wait_until(lambda: _gone(crashed), 60, interval=0.2, what="the API process exited")
-        restart = _run(["--local"], env, timeout=300)
+        restart = run_init(["--local"], env, timeout=300)
         assert restart.returncode == 0, restart.stdout + restart.stderr
         assert (state / "api.log.1").read_bytes() == crashed_log
         assert f"[{crashed}]" not in (state / "api.log").read_text()
         assert not (state / "redis.log.1").exists()  # services that kept running keep their log
         assert {t["name"]: t for t in json.loads(tokens_file.read_text())} == tokens
-        assert _credentials(out) == creds and _env_file(state)["MLSTACK_TOKEN"] == tokens["admin"]["token"]
+        assert read_credentials(out) == creds and _env_file(state)["MLSTACK_TOKEN"] == tokens["admin"]["token"]
         pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
 
         # the API enforces them: no token or a wrong one is a 401; the open routes stay open
@@ -118,7 +101,7 @@ def test_local_up_is_idempotent_and_down_frees_ports(tmp_path):
         viewer = {"Authorization": f"Bearer {creds['viewer token']}"}
         assert httpx.get(f"{api}/auth/me", headers=viewer, timeout=10).json()["role"] == "viewer"
     finally:
-        down = _run(["--local", "--down"], env, timeout=180)
+        down = run_init(["--local", "--down"], env, timeout=180)
     assert down.returncode == 0, down.stderr
     assert not list(state.glob("*.pid"))
     for pid in pids.values():
@@ -140,7 +123,7 @@ def _zombie(pid: int) -> bool:
 
 def test_dry_run_local_touches_nothing(tmp_path):
     env = {**os.environ, "MLSTACK_OUTPUTS": str(tmp_path / "out")}
-    r = _run(["--local", "--dry-run"], env, timeout=60)
+    r = run_init(["--local", "--dry-run"], env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "mlflow server" in r.stdout and "ray start --head" in r.stdout and "mlstack api" in r.stdout
     assert "auth-tokens.json" in r.stdout and "MLSTACK_TOKEN" in r.stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.test_init_local import _credentials, _run
+from tests.utils.local import read_credentials, run_init
 from tests.utils.procs import BIN, free_port, wait_until
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -64,9 +64,9 @@ def test_local_stack_listens_on_loopback_and_ray_wants_its_token(tmp_path):
     out, state = tmp_path / "out", tmp_path / "out" / "local"
     api = f"http://127.0.0.1:{ports['API']}"
     try:
-        up = _run(["--local"], env)
+        up = run_init(["--local"], env)
         assert up.returncode == 0, up.stdout + up.stderr
-        creds = _credentials(out)
+        creds = read_credentials(out)
         tokens = json.loads((state / "auth-tokens.json").read_text())
         deployer = next(t["token"] for t in tokens if t["role"] == "deployer")
         ray_token = (state / "ray-token").read_text().strip()
@@ -134,14 +134,14 @@ def test_local_stack_listens_on_loopback_and_ray_wants_its_token(tmp_path):
                 leaks.append((p.info["pid"], line[:80]))
         assert leaks == []
     finally:
-        down = _run(["--local", "--down"], env, timeout=180)
+        down = run_init(["--local", "--down"], env, timeout=180)
         assert down.returncode == 0, down.stdout + down.stderr
         subprocess.run(["rm", "-rf", f"/tmp/mlx-{ports['RAY']}"], check=False)
 
 
 def test_ray_token_and_redis_config_are_in_the_dry_run(tmp_path):
     env = {**os.environ, "MLSTACK_OUTPUTS": str(tmp_path / "out"), "MLSTACK_VENV": str(BIN.parent)}
-    r = _run(["--local", "--dry-run"], env, timeout=120)
+    r = run_init(["--local", "--dry-run"], env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "RAY_AUTH_MODE=token" in r.stdout or "--dashboard-host 127.0.0.1" in r.stdout
     assert "--requirepass" not in r.stdout
