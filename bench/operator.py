@@ -1,6 +1,10 @@
 """Benchmark: N ModelDeployments on a real control plane; the operator's CPU per create and create -> Ready.
 
     .venv/bin/python bench/operator.py [--n 200] [--namespaces 4] [--kcm-qps 200]
+    .venv/bin/python bench/operator.py --baseline DIR [--rounds 2]   # DIR: another checkout (git worktree add)
+
+``--baseline``: interleaved rounds of DIR's operator (its operator/ package and manifests/operator RBAC) and this
+tree's, each on a fresh control plane, in one run; the medians side by side and their ratio.
 
 Starts a real Kubernetes control plane (tests/k8s/controlplane.py: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, fake nodes that make pods Ready), a real `mlflow server` with the model registered, and the
@@ -133,21 +137,21 @@ def mlflow_with_model(workdir: Path):
     return proc, uri
 
 
-def run(n: int, namespaces: int, kcm_qps: int) -> dict[str, float]:
+def run(n: int, namespaces: int, kcm_qps: int, src: Path = REPO) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
     cluster = controlplane.up(workdir / "k8s", kcm_qps=kcm_qps)  # audited: the operator's writes are counted
     mlflow_proc = op = None
     try:
         mlflow_proc, mlflow_uri = mlflow_with_model(workdir)
-        cluster.kubectl("apply", "--server-side", "-k", "manifests/operator")
+        cluster.kubectl("apply", "--server-side", "-k", str(src / "manifests" / "operator"))
         kubeconfig = cluster.token_kubeconfig("mlstack-system", "mlstack-operator", workdir / "operator.kubeconfig")
         health = free_port()
         env = {"KUBECONFIG": str(kubeconfig), "MLSTACK_OPERATOR_REGISTRY_URI": mlflow_uri, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([str(src / "operator"), os.environ.get("PYTHONPATH", "")])}
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         op = start([sys.executable, *profile, "-m", "mlstack_operator.cli", "run", "--standalone", "--quiet",
                     f"--liveness=http://127.0.0.1:{health}/healthz"], workdir / "operator.log",
-                   ready=lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), timeout=90, env=env, cwd=REPO,
+                   ready=lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), timeout=90, env=env, cwd=src,
                    what="operator")
         kube = cluster.admin()
         pids = dict(controlplane._read_pids(cluster.dir))
@@ -248,24 +252,42 @@ def main() -> int:
     p.add_argument("--kcm-qps", type=int, default=200, help="kube-controller-manager/scheduler --kube-api-qps")
     p.add_argument("--goal-ms", type=float, default=10.0)
     p.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
+    p.add_argument("--baseline", metavar="DIR", help="another checkout whose operator runs in interleaved rounds")
+    p.add_argument("--rounds", type=int, default=2, help="rounds per tree with --baseline")
     args = p.parse_args()
     if args.top:
         top(args.top)
         return 0
-    r = run(args.n, args.namespaces, args.kcm_qps)
-    print(f"| N (namespaces) | operator CPU / create | create -> Ready p50 / p99 / max | all Ready "
-          f"| events / object | writes / object | operator RSS | apiserver RSS | kcm qps |\n"
-          f"|---|---|---|---|---|---|---|---|---|\n"
-          f"| {r['n']} ({r['namespaces']}) | {r['cpu_ms_per_create']:.1f} ms | {r['ready_p50_s']:.1f} / "
-          f"{r['ready_p99_s']:.1f} / {r['ready_max_s']:.1f} s | {r['all_ready_s']:.1f} s "
-          f"| {r['events_per_object']:.1f} | {r['writes_per_object']:.1f} "
-          f"| {r['operator_rss_mib']:.0f} MiB | {r['apiserver_rss_mib']:.0f} MiB | {r['kcm_qps']} |")
+    trees = [("this tree", REPO)]
+    if args.baseline:
+        trees.insert(0, (f"baseline {args.baseline}", Path(args.baseline).resolve()))
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in trees}
+    for _ in range(args.rounds if args.baseline else 1):
+        for label, src in trees:
+            results[label].append(run(args.n, args.namespaces, args.kcm_qps, src))
+            print(f"{label}: {results[label][-1]['cpu_ms_per_create']:.1f} ms CPU per create", file=sys.stderr)
+    med = {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in results.items()}
+    print("| operator | N (namespaces) | operator CPU / create | create -> Ready p50 / p99 / max | all Ready "
+          "| events / object | writes / object | operator RSS | apiserver RSS | kcm qps |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+    for label, r in med.items():
+        print(f"| {label} | {r['n']:.0f} ({r['namespaces']:.0f}) | {r['cpu_ms_per_create']:.1f} ms "
+              f"| {r['ready_p50_s']:.1f} / {r['ready_p99_s']:.1f} / {r['ready_max_s']:.1f} s "
+              f"| {r['all_ready_s']:.1f} s "
+              f"| {r['events_per_object']:.1f} | {r['writes_per_object']:.1f} "
+              f"| {r['operator_rss_mib']:.0f} MiB | {r['apiserver_rss_mib']:.0f} MiB | {r['kcm_qps']:.0f} |")
     if args.json:
-        print(json.dumps(r))
+        print(json.dumps(results))
+    r = med["this tree"]
+    if args.baseline:
+        base = med[trees[0][0]]
+        print(f"\nthis tree / baseline, CPU per create: {r['cpu_ms_per_create'] / base['cpu_ms_per_create']:.2f}x "
+              f"(medians of {args.rounds} interleaved rounds each: "
+              f"{[round(x['cpu_ms_per_create'], 1) for x in results['this tree']]} vs "
+              f"{[round(x['cpu_ms_per_create'], 1) for x in results[trees[0][0]]]})")
     ok = r["cpu_ms_per_create"] <= args.goal_ms
     print(f"\ngoal <= {args.goal_ms:.0f} ms operator CPU per create: {'met' if ok else 'NOT met'}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
