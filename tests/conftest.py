@@ -16,6 +16,7 @@ from tests.utils.stack import IRIS_CSV, S3_KEY, S3_SECRET
 
 pytest_plugins = [
     "tests.k8s.fixtures",  # the real-Kubernetes tier: k8s, operator_kubeconfig, mlstack_operator, ...
+    "tests.utils.api",  # api_url, client, trained: the session API that tests/api and tests/training use
     "tests.utils.deployments",  # model (a registered ONNX iris model), api_factory (mlstack api processes)
 ]
 

@@ -1,14 +1,18 @@
-"""Helpers for the tests of a real API process (tests/api/conftest.py starts it): waiting for a training job, the
-PID of a local model server."""
+"""A real API process (``mlstack api``) on the session's real Redis, MLflow, S3 and a local Ray, and helpers for its
+tests: waiting for a training job, the PID of a local model server. A pytest plugin (tests/conftest.py loads it):
+tests/api and tests/training share the one session API."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 
 import httpx
+import pytest
 
-from tests.utils.procs import wait_until
+from tests.utils.procs import start_api, wait_until
+from tests.utils.stack import IRIS_CSV
 
 TRAIN_TIMEOUT = 300
 
@@ -27,3 +31,39 @@ def model_server_pid(state_dir: str, name: str, version: str) -> int:
 
 def signal_pid(pid: int, sig: signal.Signals) -> None:
     os.kill(pid, sig)
+
+
+@pytest.fixture(scope="session")
+def data_dir(workdir):
+    """The API's one local data directory (MLSTACK_DATA_DIR), holding iris.csv."""
+    d = workdir / "data"
+    d.mkdir(exist_ok=True)
+    (d / "iris.csv").write_bytes(IRIS_CSV.read_bytes())
+    return d
+
+
+@pytest.fixture(scope="session")
+def api_url(stack_env, workdir, data_dir):
+    env = {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "api-tests", "MLSTACK_SERVE_PORT_RANGE": "[23000, 23999]",
+           "MLSTACK_DATA_DIR": str(data_dir),
+           # deployments of their own (schemathesis creates some): not the session Redis' default key
+           "MLSTACK_DEPLOYMENTS_REDIS_KEY": f"mlstack:deployments:api-{secrets.token_hex(4)}"}
+    proc, url = start_api(workdir / "api.log", env)
+    yield url
+    proc.stop(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def client(api_url):
+    with httpx.Client(base_url=api_url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def trained(client) -> dict:
+    """One finished training on the default data (s3://mlops/data/iris.csv): the champion."""
+    r = client.post("/trigger_training", json={"hyperparameters": {"n_estimators": 20, "random_state": 1}})
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    return job
