@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from mlstack.auth.roles import RESOURCES, ROLES, allows, cluster_roles
 from mlstack.auth.settings import AuthSettings, LocalToken
 from mlstack.auth.setup import resolve_mode
-from mlstack.orgs import builders
 
 TOKEN = "t" * 20
 
@@ -82,20 +81,3 @@ def test_tokens_file_and_env_merge_and_errors(tmp_path, monkeypatch):
 ])
 def test_auth_mode(setting, api_mode, has_tokens, mode):
     assert resolve_mode(AuthSettings(auth_mode=setting), api_mode, has_tokens) == mode
-
-
-def test_org_builders():
-    assert builders.subject("system:serviceaccount:org-a:bob") == {"kind": "ServiceAccount", "name": "bob",
-                                                                  "namespace": "org-a"}
-    assert builders.subject("alice@example.com")["kind"] == "User"
-    rb = builders.role_binding("org-a", "a", "m", "deployer", builders.subject("alice"))
-    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                             "name": "mlstack-deployer"}
-    assert rb["metadata"]["labels"][builders.ORG_LABEL] == "a"
-
-
-def test_org_namespace_is_labelled_like_the_shared_models_namespace():
-    ns = builders.namespace("org-a", "a", None, "pat")
-    assert ns["metadata"]["labels"][builders.ORG_LABEL] == "a"
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/warn"] == "restricted"
-    assert "mlstack.io/display-name" not in ns["metadata"]["annotations"]
