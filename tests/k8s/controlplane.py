@@ -348,11 +348,13 @@ def _ready(url: str, ctx: ssl.SSLContext | None = None) -> bool:
         return False
 
 
-AUDITED_USERS = ["system:serviceaccount:mlstack-system:mlstack-operator", "system:serviceaccount:mlstack:mlstack-api"]
+AUDITED_USERS = ["system:serviceaccount:mlstack-system:mlstack-operator", "system:serviceaccount:mlstack:mlstack-api",
+                 "system:serviceaccount:mlstack:mlstack-monitor"]
 
 
 def _audit_policy(d: Path) -> Path:
-    """Metadata-level audit of what the operator and the API do (least privilege is measured on it), nothing else."""
+    """Metadata-level audit of what the operator, the API and the monitor do (least privilege is measured on it),
+    nothing else."""
     policy = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
               "rules": [{"level": "Metadata", "users": AUDITED_USERS}, {"level": "None"}]}
     path = d / "audit-policy.yaml"

@@ -1,5 +1,6 @@
 """The cluster monitor's pure parts (EndpointSlices -> pod URLs, the SLOMet merge patch) and the Redis cleanup of
-deleted deployments (real Redis). The whole path against a real control plane: tests/k8s/test_monitor_cluster.py."""
+deleted deployments (real Redis). The whole path, ``mlstack monitor`` as its ServiceAccount against a real control
+plane: tests/monitoring/test_monitor_cluster.py."""
 
 from __future__ import annotations
 
