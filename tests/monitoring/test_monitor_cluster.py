@@ -1,19 +1,20 @@
 """The cluster monitor (``mlstack monitor``) as its own process against the real control plane (tests/k8s/), as its
 ServiceAccount ``mlstack/mlstack-monitor`` with exactly the RBAC of ``manifests/monitor`` (a kubeconfig holding a
-TokenRequest token, nothing more), with a real Redis, MLflow and a real ``mlstack serve``.
+TokenRequest token, nothing more), with a real Redis, MLflow and real ``mlstack serve`` processes.
 
-The fake nodes run no containers and there is no pod network, so the model server's pod is stood in for: a real
-``mlstack serve`` on this machine's own (non-loopback: the API server refuses loopback endpoints) IPv4 address, a
-selector-less Service ``<name>`` and an EndpointSlice (label ``kubernetes.io/service-name``) whose one ready endpoint
-is that address and the server's port: what the EndpointSlice controller writes for a Ready pod. The shared
+The fake nodes run no containers and there is no pod network, so the deployment's two pods are stood in for: two
+real ``mlstack serve`` on this machine's own (non-loopback: the API server refuses loopback endpoints) IPv4 address,
+a selector-less Service ``<name>`` and EndpointSlices (label ``kubernetes.io/service-name``) with that address and
+each server's port: what the EndpointSlice controller writes for Ready pods (and a third, not ready). The shared
 operator runs too (every namespace): the namespace's ResourceQuota is smaller than the deployment's requests, so the
-operator fails it with ``ExceedsQuota`` and makes no children (the Service and EndpointSlice stay the test's), and
+operator fails it with ``ExceedsQuota`` and makes no children (the Service and EndpointSlices stay the test's), and
 writes its own conditions concurrently with the monitor's ``SLOMet``: both sets must survive.
 
-Checked: the served requests reach the deployment's Redis stream; ``SLOMet`` True under a loose latency objective
-and False (with a ``deployment.slo`` alert) under a 1 ms one; the operator's conditions kept; ``mlstack_monitor_*``
-on the metrics port; deleting the ModelDeployment drops its Redis state; and on the API server's audit log, the
-monitor's requests are exactly its ClusterRole (every request allowed, every grant used).
+Checked: each pod's requests reach the deployment's Redis stream, drained with a cursor per pod (the unready one
+left alone); ``SLOMet`` True under a loose latency objective and False (with a ``deployment.slo`` alert) under a
+1 ms one; the operator's conditions kept; ``mlstack_monitor_*`` on the metrics port; deleting the ModelDeployment
+drops its Redis state; and on the API server's audit log, the monitor's requests are exactly its ClusterRole (every
+request allowed, every grant used).
 """
 
 from __future__ import annotations
@@ -102,22 +103,28 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(model, mlflow_uri: str, workdir: Path) -> Iterator[Server]:
-    """A real model server logging every request (the env the operator gives a monitored pod) on this machine's
-    address; each request waits 4 ms for a batch, so its p99 is above 1 ms on any machine."""
-    srv = Server(host_ip(), free_port())
-    name, version = model
-    proc = start([sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{name}/{version}",
-                  "--host", srv.ip, "--port", str(srv.port), "--name", name],
-                 workdir / "monitor-cluster" / f"serve-{srv.port}.log",
-                 ready=lambda: http_ok(f"{srv.url}/v2/health/ready"), timeout=120,
-                 env={"MLSTACK_MLFLOW_TRACKING_URI": mlflow_uri,
-                      "MLSTACK_MODEL_CACHE_DIR": str(workdir / "monitor-cluster-cache"),
-                      "MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "1", "MLSTACK_SERVE_TRACK": "stable",
-                      "MLSTACK_SERVE_BATCH_WINDOW_MS": "4"},
-                 what="mlstack serve")
-    yield srv
-    proc.stop()
+def pods(model, mlflow_uri: str, workdir: Path) -> Iterator[list[Server]]:
+    """Two real model servers (two pods of the deployment) logging every request (the env the operator gives a
+    monitored pod) on this machine's address; each request waits 4 ms for a batch, so its p99 is above 1 ms on any
+    machine."""
+    ip, (name, version) = host_ip(), model
+    procs: list[Proc] = []
+    servers = [Server(ip, free_port()) for _ in range(2)]
+    try:
+        for srv in servers:
+            procs.append(start([sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{name}/{version}",
+                                "--host", srv.ip, "--port", str(srv.port), "--name", name],
+                               workdir / "monitor-cluster" / f"serve-{srv.port}.log",
+                               ready=lambda srv=srv: http_ok(f"{srv.url}/v2/health/ready"), timeout=120,
+                               env={"MLSTACK_MLFLOW_TRACKING_URI": mlflow_uri,
+                                    "MLSTACK_MODEL_CACHE_DIR": str(workdir / "monitor-cluster-cache"),
+                                    "MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "1", "MLSTACK_SERVE_TRACK": "stable",
+                                    "MLSTACK_SERVE_BATCH_WINDOW_MS": "4"},
+                               what="mlstack serve"))
+        yield servers
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 class Monitor:
@@ -179,18 +186,26 @@ def infer(server: Server, n: int) -> None:
             assert resp.status_code == 200, resp.text
 
 
-def test_served_requests_reach_redis_and_slomet_lands_beside_the_operators_conditions(
-        k8s_admin, ns, model, server, monitor, r, mlstack_operator):
+def endpoint_slice(name: str, ip: str, port: int, ready: bool) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": NAME}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}}]}
+
+
+def test_each_pods_requests_reach_redis_and_slomet_lands_beside_the_operators_conditions(
+        k8s_admin, ns, model, pods, monitor, r, mlstack_operator):
     kube, (model_name, version) = k8s_admin, model
-    # the model server's "pod": a selector-less Service and the EndpointSlice the controller would write for it
+    a, b = pods
+    # the deployment's pods: a selector-less Service and the EndpointSlices the controller would write for it (one
+    # per port here: the stand-ins share one address), plus a pod that is not ready, on a port nobody listens on
     kube.create(f"/api/v1/namespaces/{ns}/services", {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME},
-        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": server.port}]}})
-    kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"{NAME}-pod", "labels": {"kubernetes.io/service-name": NAME}},
-        "addressType": "IPv4", "ports": [{"name": "http", "port": server.port, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [server.ip], "conditions": {"ready": True}}]})
+        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}})
+    unready = Server(a.ip, free_port())
+    for i, (srv, ready) in enumerate(((a, True), (b, True), (unready, False))):
+        kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                    endpoint_slice(f"{NAME}-{i}", srv.ip, srv.port, ready))
     kube.create(MDS.format(ns=ns), {
         "apiVersion": "mlstack.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": NAME},
         "spec": {"model": {"name": model_name, "version": version},
@@ -203,13 +218,19 @@ def test_served_requests_reach_redis_and_slomet_lands_beside_the_operators_condi
     ops = wait_until(failed_on_quota, DEADLINE, interval=0.2, what="the operator's ExceedsQuota")
     assert kube.items(f"/apis/apps/v1/namespaces/{ns}/deployments") == []  # no children: the Service stays ours
 
-    infer(server, 30)
+    infer(a, 30)
+    infer(b, 20)
 
     def drained():
         entries = r.xrange(monitor.stream(ns))
-        return entries if len(entries) >= 30 else None
+        return entries if len(entries) >= 50 else None
 
-    entries = wait_until(drained, DEADLINE, interval=0.2, what=f"30 records in Redis\n{monitor.proc.log_tail()}")
+    entries = wait_until(drained, DEADLINE, interval=0.2, what=f"50 records in Redis\n{monitor.proc.log_tail()}")
+    assert len(entries) == 50
+    # each pod drained with its own cursor (its ring's sequence); the unready one never asked
+    key = f"{ns}/{NAME}"
+    cursors = {f: int(v) for f, v in r.hgetall(f"{monitor.prefix}:cursors").items() if f.startswith(f"{key}|")}
+    assert cursors == {f"{key}|{a.url}": 30, f"{key}|{b.url}": 20}, cursors
     recs = [json.loads(f["r"]) for _, f in entries]
     assert {(x["namespace"], x["deployment"], x["track"], str(x["version"])) for x in recs} == {
         (ns, NAME, "stable", version)}
@@ -232,12 +253,12 @@ def test_served_requests_reach_redis_and_slomet_lands_beside_the_operators_condi
     def metrics():
         s = monitor.series()
         labels = f'deployment="{NAME}",namespace="{ns}"'
-        ok = (s.get(f"mlstack_monitor_records_total{{{labels}}}", 0) >= 30
+        ok = (s.get(f"mlstack_monitor_records_total{{{labels}}}", 0) >= 50
               and s.get(f"mlstack_monitor_slo_met{{{labels}}}") == 1)
         return s if ok else None
 
     s = wait_until(metrics, DEADLINE, interval=0.3, what="mlstack_monitor_* series")
-    assert s[f'mlstack_monitor_model_servers{{deployment="{NAME}",namespace="{ns}",track="stable"}}'] == 1
+    assert s[f'mlstack_monitor_model_servers{{deployment="{NAME}",namespace="{ns}",track="stable"}}'] == 2
     assert s[f'mlstack_monitor_model_servers{{deployment="{NAME}",namespace="{ns}",track="canary"}}'] == 0
     assert s["mlstack_monitor_leader"] == 1 and s['mlstack_monitor_rounds_total{result="ok"}'] > 0
     assert s.get(f'mlstack_monitor_pull_errors_total{{deployment="{NAME}",namespace="{ns}"}}', 0) == 0
@@ -245,12 +266,12 @@ def test_served_requests_reach_redis_and_slomet_lands_beside_the_operators_condi
 
 
 def test_a_latency_objective_below_the_measured_p99_turns_slomet_false_with_an_alert(
-        k8s_admin, ns, server, monitor, r):
+        k8s_admin, ns, pods, monitor, r):
     kube = k8s_admin
     before = conditions(kube, ns)
     assert before["SLOMet"]["status"] == "True"
     kube.patch(MDS.format(ns=ns) + f"/{NAME}", {"spec": {"alerts": {"maxP99LatencyMs": 1}}})
-    infer(server, 5)  # the window holds the earlier records too: every one waited 4 ms for its batch
+    infer(pods[0], 5)  # the window holds the earlier records too: every one waited 4 ms for its batch
 
     def breached():
         c = conditions(kube, ns).get("SLOMet")
