@@ -13,8 +13,9 @@ writes its own conditions concurrently with the monitor's ``SLOMet``: both sets 
 Checked: each pod's requests reach the deployment's Redis stream, drained with a cursor per pod (the unready one
 left alone); ``SLOMet`` True under a loose latency objective and False (with a ``deployment.slo`` alert) under a
 1 ms one; the operator's conditions kept; ``mlstack_monitor_*`` on the metrics port; deleting the ModelDeployment
-drops its Redis state; and on the API server's audit log, the monitor's requests are exactly its ClusterRole (every
-request allowed, every grant used).
+drops its Redis state; a ModelDeployment changed since the list makes the condition write a 409, written next
+round; and on the API server's audit log, the monitor's requests are exactly its ClusterRole (every request allowed,
+every grant used).
 """
 
 from __future__ import annotations
@@ -325,6 +326,56 @@ def test_deleting_the_modeldeployment_drops_its_redis_state(k8s_admin, ns, monit
     assert monitor.proc.popen.poll() is None  # still running, with nothing to watch
 
 
+def test_a_status_changed_since_the_list_is_a_409_and_the_next_round_writes(k8s_admin, ns, monitor_kubeconfig,
+                                                                             monitor):
+    """The precondition for real: ``ClusterTargets`` (the monitor's Kubernetes half, in this process, with the
+    monitor's token) lists, the object changes, the condition write is refused (409) and left to the next round,
+    which writes it on the newer object with the operator's conditions kept. No ``spec.alerts`` here: the running
+    monitor writes no condition for this one."""
+    import asyncio
+
+    from mlstack.kubeapi import KubeSettings, connect
+    from mlstack.monitoring.cluster import CONDITION, ClusterTargets
+
+    name, path = "precond", MDS.format(ns=ns) + "/precond"
+    k8s_admin.create(MDS.format(ns=ns), {
+        "apiVersion": "mlstack.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {"model": {"name": "any", "version": "1"}, "monitoring": {"sampleRate": 1}}})
+
+    def operator_wrote():
+        st = (k8s_admin.get(path) or {}).get("status") or {}
+        return {c["type"]: c for c in st.get("conditions") or []} if st.get("phase") == "Failed" else None
+
+    ops = wait_until(operator_wrote, DEADLINE, interval=0.2, what="the operator's ExceedsQuota")
+    cond = {"type": CONDITION, "status": "True", "reason": "ObjectivesMet", "message": "written by the test"}
+    ks = KubeSettings(kubeconfig=monitor_kubeconfig)
+    api = connect(ks)
+    try:
+        kube = ClusterTargets(api, ks)
+
+        async def round_() -> Any:
+            targets = {t.key: t for t in await kube.targets()}
+            return targets[f"{ns}/{name}"]
+
+        t = asyncio.run(round_())
+        listed = kube.objects[t.key]["metadata"]["resourceVersion"]
+        k8s_admin.patch(path, {"metadata": {"labels": {"touched": "yes"}}})  # any change: a new resourceVersion
+        asyncio.run(kube.condition(t, cond))  # refused: logged, not raised
+        assert CONDITION not in {c["type"] for c in k8s_admin.get(path)["status"]["conditions"]}
+        t = asyncio.run(round_())
+        assert kube.objects[t.key]["metadata"]["resourceVersion"] != listed
+        asyncio.run(kube.condition(t, cond))
+    finally:
+        api.close()
+    obj = k8s_admin.get(path)
+    after = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert after[CONDITION]["message"] == "written by the test" and after[CONDITION]["lastTransitionTime"]
+    assert {k: (v["status"], v["reason"]) for k, v in after.items() if k != CONDITION} == {
+        k: (v["status"], v["reason"]) for k, v in ops.items()}
+    assert obj["metadata"]["labels"]["touched"] == "yes"
+    k8s_admin.delete(path)
+
+
 def test_zz_least_privilege_measured_on_the_audit_log(k8s, monitor):
     """Every request the monitor made was allowed, and its requests are exactly its ClusterRole's grants."""
     audit = k8s.dir / "logs" / "audit.log"
@@ -350,4 +401,6 @@ def test_zz_least_privilege_measured_on_the_audit_log(k8s, monitor):
     assert used == granted, f"used but not granted: {sorted(used - granted)}; granted, unused: {sorted(granted - used)}"
     failed = [(e["verb"], e["requestURI"], e["responseStatus"].get("code")) for e in events
               if e["responseStatus"].get("code", 0) >= 400 and e["responseStatus"].get("code") != 409]
-    assert failed == []  # a 409 is the resourceVersion precondition meeting an operator write: retried next round
+    assert failed == []  # a 409 is the resourceVersion precondition meeting another write: retried next round
+    conflicts = [e["requestURI"] for e in events if e["responseStatus"].get("code") == 409]
+    assert any(u.endswith("/modeldeployments/precond/status") for u in conflicts), conflicts  # the test's one
