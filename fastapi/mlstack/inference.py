@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import aiohttp
 import orjson
@@ -135,8 +135,18 @@ class InferenceResponse(BaseModel):
                                 "resolved for this request's alias or pin, not a fresh answer")
 
 
+class Endpoints(Protocol):
+    """Where ``/inference`` sends a version's rows: the base URL of a ready model server of ``name``/``version``
+    (``namespace``: the caller's, in cluster mode). Implementations: ``mlstack.local.servers.ServerPool`` (starts
+    a server per version), ``mlstack.deployments.local.LocalRouter`` (a Ready local deployment first, else the
+    pool), ``mlstack.deployments.kube.KubeEndpoints`` (the ``status.url`` of a Ready ModelDeployment)."""
+
+    async def endpoint(self, name: str, version: str, timeout: float | None = None,
+                       namespace: str | None = None) -> str: ...
+
+
 class InferenceClient:
-    def __init__(self, settings: Settings, registry: Registry, servers, deployments=None):
+    def __init__(self, settings: Settings, registry: Registry, servers: Endpoints, deployments=None):
         self.settings = settings
         self.registry = registry
         self.servers = servers

@@ -14,11 +14,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from mlstack.api.services import Services
+from mlstack.api.quotas import Quotas
+from mlstack.api.services import start_core
 from mlstack.errors import MlstackError
 from mlstack.settings import get_settings
 from mlstack.training.schemas import TrainingJob
@@ -58,19 +58,17 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from mlstack.alerts.setup import start as start_alerts
         from mlstack.auth.setup import start as start_auth
         from mlstack.schedules.setup import start as start_schedules
 
         async with AsyncExitStack() as stack:
-            svc = Services(settings=settings)
-            svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True)
-            stack.push_async_callback(svc.redis.aclose)
-            await start_alerts(svc, stack)
-            await start_auth(svc, stack, "models")  # the routes check the caller (auth off: no tokens configured)
-            svc.registry = RedisRegistry(settings.redis_url)
-            svc.training = RecordingTraining(svc.redis)
-            await start_schedules(svc, stack)
+            svc = await start_core(settings, stack)  # Redis and the alerts
+            # the routes check the caller (auth off: no tokens configured)
+            svc.auth = await start_auth(settings.mode, stack, "models")
+            svc.registry = RedisRegistry(settings.redis_url)  # type: ignore[assignment]  # a stand-in
+            svc.training = RecordingTraining(svc.redis)  # type: ignore[assignment]  # a stand-in
+            svc.quotas = Quotas(svc.redis)
+            svc.schedules = await start_schedules(svc, stack)
             app.state.services = svc
             yield
 

@@ -1,39 +1,44 @@
-"""Lifespan wiring: ``svc.alerts`` becomes the Redis Streams sink; one ``AlertHub`` reader starts."""
+"""Lifespan wiring: the Redis Streams sink, one ``AlertHub`` reader and the stream tickets, as one ``Alerting``."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from mlstack.alerts.hub import AlertHub
 from mlstack.alerts.settings import AlertSettings, get_alert_settings
 from mlstack.alerts.sink import RedisStreamSink
-
-HUB = "alerts_hub"
-SETTINGS = "alerts_settings"
+from mlstack.alerts.tickets import TicketBook
 
 
-async def start(svc: Any, stack: AsyncExitStack, settings: AlertSettings | None = None) -> None:
-    """Needs ``svc.redis`` (redis.asyncio, decode_responses=True) and ``svc.settings.redis_url``.
+@dataclass
+class Alerting:
+    """This process's alerts: ``sink`` publishes, ``hub`` reads the stream once for every SSE client."""
+
+    settings: AlertSettings
+    sink: RedisStreamSink
+    hub: AlertHub
+    tickets: TicketBook
+
+    def ready(self) -> str:
+        """The readiness check (``/readyz``): "ok" or what is wrong."""
+        if not self.hub.connected:
+            return f"alerts reader not connected: {self.hub.last_error or 'starting'}"
+        if self.sink.buffered:
+            return f"{self.sink.buffered} alerts waiting for Redis"
+        return "ok"
+
+
+async def start(redis: Any, redis_url: str, stack: AsyncExitStack, settings: AlertSettings | None = None) -> Alerting:
+    """``redis``: the API's redis.asyncio client (decode_responses=True); the hub opens its own on ``redis_url``.
 
     Never fails because Redis is down: the sink buffers and the reader retries.
     """
     s = settings or get_alert_settings()
-    svc.extras[SETTINGS] = s
-    sink = RedisStreamSink(svc.redis, s)
-    svc.alerts = sink
+    sink = RedisStreamSink(redis, s)
     stack.push_async_callback(sink.aclose)
-    hub = AlertHub(svc.settings.redis_url, s, svc.redis)
+    hub = AlertHub(redis_url, s, redis)
     await hub.start()
-    svc.extras[HUB] = hub
     stack.push_async_callback(hub.stop)
-    # readiness contributors (see the note to the lead: /readyz may merge these)
-    svc.extras.setdefault("ready_checks", {})["alerts"] = lambda: _ready(hub, sink)
-
-
-def _ready(hub: AlertHub, sink: RedisStreamSink) -> str:
-    if not hub.connected:
-        return f"alerts reader not connected: {hub.last_error or 'starting'}"
-    if sink.buffered:
-        return f"{sink.buffered} alerts waiting for Redis"
-    return "ok"
+    return Alerting(s, sink, hub, TicketBook(redis, s.alerts_ticket_seconds))

@@ -50,17 +50,3 @@ class TicketBook:
         d["groups"] = tuple(d.get("groups") or ())
         return Principal(**d)
 
-
-EXTRA = "alerts.tickets"
-
-
-def tickets(svc) -> TicketBook:
-    """This process's ticket book (a thin wrapper over the API's Redis client, made on first use)."""
-    book = svc.extras.get(EXTRA)
-    if book is None:
-        from mlstack.alerts.settings import get_alert_settings
-        from mlstack.alerts.setup import SETTINGS
-
-        s = svc.extras.get(SETTINGS) or get_alert_settings()
-        book = svc.extras[EXTRA] = TicketBook(svc.redis, s.alerts_ticket_seconds)
-    return book

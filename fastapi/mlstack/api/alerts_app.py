@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from mlstack.api.services import Services
+from mlstack.api.services import start_core
 from mlstack.errors import MlstackError, error_response
 from mlstack.settings import Settings, get_settings
 
@@ -22,16 +21,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from mlstack.alerts.setup import start
         from mlstack.auth.setup import start as start_auth
         from mlstack.deployments.settings import get_deployment_settings
 
         async with AsyncExitStack() as stack:
-            svc = Services(settings=settings)
-            svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
-            stack.push_async_callback(svc.redis.aclose)
-            await start(svc, stack)
-            await start_auth(svc, stack, get_deployment_settings().deployments_namespace)
+            svc = await start_core(settings, stack)
+            svc.auth = await start_auth(settings.mode, stack, get_deployment_settings().deployments_namespace)
             app.state.services = svc
             yield
 

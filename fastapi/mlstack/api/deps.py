@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mlstack.alerts.tickets import tickets
+from mlstack.alerts.setup import Alerting
 from mlstack.api.limits import PRINCIPAL_KEY
+from mlstack.api.quotas import Quotas
 from mlstack.api.services import Services
 from mlstack.auth import HOME, Caller
-from mlstack.errors import Unauthorized
+from mlstack.errors import MlstackError, NotFound, Unauthorized, Unavailable
 from mlstack.settings import Settings
+
+if TYPE_CHECKING:
+    from mlstack.deployments.kube import KubeDeployments
+    from mlstack.deployments.local import LocalDeployments
+    from mlstack.monitoring.setup import Monitoring
+    from mlstack.orgs.kube import KubeOrgs
+    from mlstack.schedules.service import ScheduleService
+
+T = TypeVar("T")
 
 
 # async on purpose: FastAPI runs sync dependencies in a worker thread, a hop per request
@@ -26,6 +37,35 @@ async def _settings(svc: Annotated[Services, Depends(get_services)]) -> Settings
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+def running(pick: Callable[[Services], T | None], missing: Callable[[], MlstackError]) -> Any:
+    """A dependency on a subsystem of ``Services``; ``missing()`` is raised when this process did not start it."""
+
+    async def get(svc: ServicesDep) -> T:
+        obj = pick(svc)
+        if obj is None:
+            raise missing()
+        return obj
+
+    return Depends(get)
+
+
+def _unavailable(message: str) -> Callable[[], MlstackError]:
+    return lambda: Unavailable(message)
+
+
+AlertingDep = Annotated[Alerting, running(lambda s: s.alerting, _unavailable("alerts are not running in this process"))]
+SchedulesDep = Annotated["ScheduleService", running(lambda s: s.schedules,
+                                                    _unavailable("schedules are not running in this process"))]
+MonitoringDep = Annotated["Monitoring", running(lambda s: s.monitoring,
+                                                _unavailable("monitoring is not available in this API process"))]
+DeploymentsDep = Annotated["LocalDeployments | KubeDeployments", running(
+    lambda s: s.deployments, _unavailable("deployments are not available in this API process"))]
+QuotasDep = Annotated[Quotas, running(lambda s: s.quotas, _unavailable("limits are not running in this process"))]
+# 404, not a 5xx: in local mode there are no organisations to find (nothing is broken)
+OrgsDep = Annotated["KubeOrgs", running(lambda s: s.orgs, lambda: NotFound(
+    "no organisations in local mode: they are Kubernetes namespaces and need cluster mode (MLSTACK_MODE=cluster)"))]
 
 # auto_error=False: a missing token is the authority's call (auth off lets it through; else 401, not 403)
 _bearer = HTTPBearer(auto_error=False, description="local mode: a token from MLSTACK_AUTH_TOKENS (init.sh writes "
@@ -63,7 +103,9 @@ async def get_stream_caller(
     """For server-sent-event routes: the bearer header, or ``?ticket=`` (never the token itself in the URL)."""
     token = _token(request, creds)
     if token is None and ticket is not None:
-        return Caller(await tickets(svc).redeem(ticket), svc.auth)
+        if svc.alerting is None:
+            raise Unavailable("alerts are not running in this process")
+        return Caller(await svc.alerting.tickets.redeem(ticket), svc.auth)
     return Caller(await _authenticate(request, svc, token), svc.auth)
 
 

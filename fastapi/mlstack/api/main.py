@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -11,6 +10,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from mlstack.api.limits import BodyGuard, validation_response
+from mlstack.api.routes import (
+    alerts,
+    auth,
+    batch,
+    deployments,
+    health,
+    inference,
+    metrics,
+    models,
+    monitoring,
+    orgs,
+    packages,
+    schedules,
+    training,
+)
 from mlstack.api.services import start_services
 from mlstack.auth.redact import redact_access_logs
 from mlstack.errors import MlstackError, error_response, mlflow_error
@@ -18,9 +32,9 @@ from mlstack.settings import Settings, get_settings
 
 log = logging.getLogger("mlstack.api")
 
-# one module per resource under mlstack.api.routes, each exporting ``router``
-ROUTERS = ["health", "training", "inference", "batch", "models", "packages", "metrics", "alerts", "schedules",
-           "deployments", "monitoring", "auth", "orgs"]
+# one module per resource, each exporting ``router`` (in the OpenAPI document's order)
+ROUTES = (health, training, inference, batch, models, packages, metrics, alerts, schedules, deployments, monitoring,
+          auth, orgs)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,6 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyGuard, settings=settings)  # token and body size before the body is read
 
-    for name in ROUTERS:
-        app.include_router(importlib.import_module(f"mlstack.api.routes.{name}").router)
+    for routes in ROUTES:
+        app.include_router(routes.router)
     return app

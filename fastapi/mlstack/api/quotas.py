@@ -181,9 +181,3 @@ class Quotas:
         await self.confirm(kind, principal, reservation, item_id(out))
         return out
 
-
-def quotas_of(svc: Any) -> Quotas:
-    q = svc.extras.get("quotas")
-    if q is None:
-        q = svc.extras["quotas"] = Quotas(svc.redis)
-    return q

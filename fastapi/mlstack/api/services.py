@@ -1,75 +1,112 @@
-"""Clients and managers the API uses, built once in the lifespan (never at import)."""
+"""The API's composition root: every client and manager, built once in the lifespan (never at import).
+
+Each subsystem's ``start`` returns what it built; ``start_services`` alone puts it into ``Services``, in the
+order the subsystems need each other. Routes take what they use through ``mlstack.api.deps``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlstack.alerts import AlertSink, NullSink
 from mlstack.settings import Settings
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+    from redis.asyncio import Redis
+
+    from mlstack.alerts.setup import Alerting
+    from mlstack.api.quotas import Quotas
+    from mlstack.auth import Authority
+    from mlstack.deployments.kube import KubeDeployments
+    from mlstack.deployments.local import LocalDeployments
+    from mlstack.inference import Endpoints, InferenceClient
+    from mlstack.monitoring.setup import Monitoring
+    from mlstack.orgs.kube import KubeOrgs
+    from mlstack.registry import Registry
+    from mlstack.schedules.service import ScheduleService
+    from mlstack.training.jobs import JobManager
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Services:
+    """What the API runs with. None: not started in this process (the mini-apps start a few subsystems only;
+    a route needing one answers 503, see ``mlstack.api.deps``)."""
+
     settings: Settings
-    alerts: AlertSink = field(default_factory=NullSink)
-    redis: Any = None  # redis.asyncio.Redis
-    registry: Any = None  # mlstack.registry.Registry
-    training: Any = None  # mlstack.training.jobs.JobManager
-    servers: Any = None  # mlstack.local.servers.ServerPool (local mode)
-    inference: Any = None  # mlstack.inference.InferenceClient
-    deployments: Any = None  # mlstack.deployments backend (local processes or the Kubernetes API)
-    kube: Any = None  # kubernetes.client.ApiClient (cluster mode)
-    auth: Any = None  # mlstack.auth.Authority: who calls and what they may do
-    orgs: Any = None  # mlstack.orgs.KubeOrgs (cluster mode)
-    extras: dict[str, Any] = field(default_factory=dict)  # room for later subsystems (schedules, k8s, ...)
+    alerts: AlertSink = field(default_factory=NullSink)  # where subsystems emit alerts (``alerting.sink``)
+    redis: Redis | None = None
+    registry: Registry | None = None
+    training: JobManager | None = None
+    endpoints: Endpoints | None = None  # where /inference finds a version's model server
+    inference: InferenceClient | None = None
+    deployments: LocalDeployments | KubeDeployments | None = None
+    kube: ApiClient | None = None  # cluster mode
+    auth: Authority | None = None  # who calls and what they may do
+    orgs: KubeOrgs | None = None  # cluster mode
+    alerting: Alerting | None = None  # the alert stream: sink, reader (hub), stream tickets
+    schedules: ScheduleService | None = None
+    monitoring: Monitoring | None = None
+    quotas: Quotas | None = None
+    ready_checks: dict[str, Callable[[], str]] = field(default_factory=dict)  # /readyz: name -> "ok" or the problem
+
+
+async def start_core(settings: Settings, stack: AsyncExitStack) -> Services:
+    """Redis and the alert stream: what every API process (the full API, the alerts-only app) starts with."""
+    import redis.asyncio as aioredis
+
+    from mlstack.alerts.setup import start as start_alerts
+
+    svc = Services(settings=settings)
+    svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
+    stack.push_async_callback(svc.redis.aclose)
+    svc.alerting = await start_alerts(svc.redis, settings.redis_url, stack)
+    svc.alerts = svc.alerting.sink
+    svc.ready_checks["alerts"] = svc.alerting.ready
+    return svc
 
 
 async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     """Create every client; ``stack`` closes them in reverse order at shutdown."""
-    import redis.asyncio as aioredis
-
-    from mlstack.alerts.setup import start as start_alerts
+    from mlstack.api.quotas import Quotas
     from mlstack.auth.setup import start as start_auth
     from mlstack.deployments.setup import start as start_deployments
     from mlstack.inference import InferenceClient
-    from mlstack.local.servers import ServerPool
     from mlstack.monitoring.setup import start as start_monitoring
     from mlstack.orgs.setup import start as start_orgs
     from mlstack.registry import Registry
     from mlstack.schedules.setup import start as start_schedules
     from mlstack.training.jobs import JobManager
 
-    svc = Services(settings=settings)
     # MLflow's client retries for minutes by default; an API request must fail fast and clearly instead
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_http_timeout))
-    svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
-    stack.push_async_callback(svc.redis.aclose)
-
-    await start_alerts(svc, stack)
+    svc = await start_core(settings, stack)
 
     svc.registry = Registry.from_settings(settings)
     svc.training = JobManager(settings, svc.redis, svc.registry, svc.alerts)
     await svc.training.start()
     stack.push_async_callback(svc.training.stop)
 
-    svc.servers = ServerPool(settings)
-    stack.push_async_callback(svc.servers.stop_all)
-    await start_deployments(svc, stack)  # may swap svc.servers for the cluster's ModelDeployments
-    await start_auth(svc, stack, svc.deployments.default_namespace)  # cluster mode: shares svc.kube
-    start_orgs(svc)
-    svc.inference = InferenceClient(settings, svc.registry, svc.servers, getattr(svc, "deployments", None))
+    deployed = await start_deployments(settings, stack, svc.redis, svc.alerts, svc.registry, svc.training)
+    svc.deployments, svc.endpoints, svc.kube = deployed.backend, deployed.endpoints, deployed.kube
+    # cluster mode: auth and orgs share the deployments' Kubernetes client
+    svc.auth = await start_auth(settings.mode, stack, svc.deployments.default_namespace, kube=svc.kube)
+    svc.orgs = start_orgs(settings.mode, svc.kube, svc.redis)
+    svc.inference = InferenceClient(settings, svc.registry, svc.endpoints, svc.deployments)
     stack.push_async_callback(svc.inference.aclose)
 
-    await start_schedules(svc, stack)
-    await start_monitoring(svc, stack)
+    svc.schedules = await start_schedules(svc, stack)
+    svc.monitoring = await start_monitoring(settings, stack, svc.redis, svc.registry, svc.alerts, svc.deployments)
+    svc.quotas = Quotas(svc.redis)
     return svc
 
 
@@ -77,7 +114,7 @@ async def check_ready(svc: Services) -> dict[str, str]:
     """Each dependency's state: "ok" or an error message."""
     checks: dict[str, str] = {}
 
-    async def probe(name, coro):
+    async def probe(name: str, coro: Any) -> None:
         try:
             await asyncio.wait_for(coro, timeout=2)
             checks[name] = "ok"
@@ -86,7 +123,7 @@ async def check_ready(svc: Services) -> dict[str, str]:
 
     await probe("redis", svc.redis.ping())
     await probe("mlflow", asyncio.to_thread(svc.registry.ping))
-    for name, check in svc.extras.get("ready_checks", {}).items():  # subsystems register their own
+    for name, check in svc.ready_checks.items():  # subsystems register their own
         try:
             checks[name] = check()
         except Exception as e:

@@ -1,4 +1,4 @@
-"""Pick the authority at startup (``svc.auth``): off, local tokens, or Kubernetes."""
+"""Pick the authority at startup (``Services.auth``): off, local tokens, or Kubernetes."""
 
 from __future__ import annotations
 
@@ -22,27 +22,30 @@ def resolve_mode(settings: AuthSettings, api_mode: str, has_tokens: bool) -> str
     return "tokens" if has_tokens else "off"
 
 
-async def start(svc: Any, stack: AsyncExitStack, namespace: str, settings: AuthSettings | None = None) -> Authority:
-    """Set ``svc.auth``. Cluster mode reuses ``svc.kube`` (the API's Kubernetes client) when there is one.
-    ``namespace``: the deployments' default namespace (where a request naming none goes)."""
+async def start(api_mode: str, stack: AsyncExitStack, namespace: str, kube: Any = None,
+                settings: AuthSettings | None = None) -> Authority:
+    """Who calls and what they may do. ``api_mode``: ``Settings.mode``; ``namespace``: the deployments' default
+    namespace (where a request naming none goes); ``kube``: the API's Kubernetes client (``ApiClient``), reused in
+    Kubernetes mode; without one this connects its own (closed by ``stack``)."""
     s = settings or get_auth_settings()
     tokens = s.tokens()
-    mode = resolve_mode(s, svc.settings.mode, bool(tokens))
+    mode = resolve_mode(s, api_mode, bool(tokens))
+    auth: Authority
     if mode == "tokens":
         if not tokens:
             raise ValueError("MLSTACK_AUTH_MODE=tokens but no token is set (MLSTACK_AUTH_TOKENS[_FILE])")
-        svc.auth = LocalTokens(tokens, namespace)
+        auth = LocalTokens(tokens, namespace)
     elif mode == "kubernetes":
         from mlstack.auth.kube import KubeAuthority
         from mlstack.kubeapi import connect, get_kube_settings
 
-        if svc.kube is None:
-            svc.kube = await asyncio.to_thread(connect, get_kube_settings())
-            stack.push_async_callback(asyncio.to_thread, svc.kube.close)
-        svc.auth = KubeAuthority(svc.kube, s, namespace, timeout=get_kube_settings().kube_timeout)
+        if kube is None:
+            kube = await asyncio.to_thread(connect, get_kube_settings())
+            stack.push_async_callback(asyncio.to_thread, kube.close)
+        auth = KubeAuthority(kube, s, namespace, timeout=get_kube_settings().kube_timeout)
     else:
         log.warning("authentication is OFF: every caller is an admin. Set MLSTACK_AUTH_TOKENS_FILE "
                     "(./init.sh --local does) or MLSTACK_AUTH_MODE=kubernetes")
-        svc.auth = Open(namespace)
+        auth = Open(namespace)
     log.info("auth mode: %s", mode)
-    return svc.auth
+    return auth

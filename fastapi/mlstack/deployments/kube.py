@@ -118,7 +118,8 @@ class KubeDeployments:
 
 
 class KubeEndpoints:
-    """``svc.servers`` in cluster mode: ``/inference`` goes to the ``status.url`` of a Ready ModelDeployment.
+    """The ``/inference`` endpoints (``mlstack.inference.Endpoints``) in cluster mode: the ``status.url`` of a
+    Ready ModelDeployment.
 
     The list of ModelDeployments is reused for ``endpoint_cache_seconds``; a miss re-reads it at once
     (at most every 0.25 s), so a deployment that just became Ready is found on the next retry. A caller

@@ -694,7 +694,8 @@ def _with_condition(obj: dict[str, Any], extra: str | None) -> dict[str, Any]:
 
 
 class LocalRouter:
-    """``svc.servers`` in local mode: a Ready local deployment of the version if any, else the shared pool."""
+    """The ``/inference`` endpoints (``mlstack.inference.Endpoints``) in local mode: a Ready local deployment of the
+    version if any, else the shared pool."""
 
     GRACE_SECONDS = 1.0
 
@@ -724,9 +725,6 @@ class LocalRouter:
 
     async def stop_all(self) -> None:
         await self.pool.stop_all()
-
-    def __getattr__(self, item: str) -> Any:  # servers(), get(), stop() of the pool
-        return getattr(self.pool, item)
 
 
 def ray_env_defaults() -> None:

@@ -1,45 +1,70 @@
-"""Wire ``/deployments`` into the API's services (called by ``start_services`` before the inference client).
+"""Wire ``/deployments`` at startup (called by ``start_services`` before the inference client).
 
-Local mode: ``LocalDeployments`` (re-creates the recorded deployments) and ``svc.servers`` becomes a
-router that prefers a Ready local deployment of the requested version. Cluster mode: the Kubernetes
-client is created here (never at import) and ``svc.servers`` routes ``/inference`` to Ready
-ModelDeployments.
+Returns the backend and the ``/inference`` endpoints (``mlstack.inference.Endpoints``) that go with it.
+Local mode: ``LocalDeployments`` (re-creates the recorded deployments) and a ``LocalRouter`` that prefers a
+Ready local deployment of the requested version, else the shared ``ServerPool``. Cluster mode: the Kubernetes
+client is created here (never at import), ``KubeDeployments`` and ``KubeEndpoints`` (``/inference`` goes to
+Ready ModelDeployments).
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mlstack.deployments.settings import DeploymentSettings
+from mlstack.settings import Settings
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from mlstack.alerts import AlertSink
+    from mlstack.deployments.kube import KubeDeployments, KubeEndpoints
+    from mlstack.deployments.local import LocalDeployments, LocalRouter
+    from mlstack.registry import Registry
 
 
-async def start(svc: Any, stack: AsyncExitStack, ds: DeploymentSettings | None = None) -> None:
+@dataclass
+class Deployed:
+    backend: LocalDeployments | KubeDeployments
+    endpoints: LocalRouter | KubeEndpoints
+    kube: ApiClient | None = None  # cluster mode: the API's Kubernetes client (auth and orgs share it)
+
+
+async def start(settings: Settings, stack: AsyncExitStack, redis: Any, alerts: AlertSink, registry: Registry,
+                training: Any, ds: DeploymentSettings | None = None) -> Deployed:
+    """``redis``: the API's redis.asyncio client; ``training``: its ``JobManager`` (Ray Serve deployments share
+    its Ray). What starts here is stopped by ``stack``."""
     ds = ds or DeploymentSettings()
-    if svc.settings.mode == "cluster":
-        from mlstack.deployments.kube import KubeDeployments, KubeEndpoints, PhaseAlerts
-        from mlstack.kubeapi import connect, get_kube_settings
-
-        ks = get_kube_settings()
-        svc.kube = await asyncio.to_thread(connect, ks)
-        backend = KubeDeployments(svc.kube, ds, ks.kube_timeout)
-        stack.push_async_callback(backend.close)
-        svc.deployments = backend
-        endpoints = KubeEndpoints(backend, ds)
-        svc.servers = endpoints  # the local pool (stopped by the stack) stays unused
-        watcher = PhaseAlerts(backend, endpoints.namespaces, svc.redis, svc.alerts, ds.deployments_watch_seconds,
-                              f"{ds.deployments_redis_key}:alerted")
-        watcher.start()
-        stack.push_async_callback(watcher.stop)
-        return
+    if settings.mode == "cluster":
+        return await _cluster(stack, redis, alerts, ds)
 
     from mlstack.deployments.local import LocalDeployments, LocalRouter, ray_env_defaults
+    from mlstack.local.servers import ServerPool
 
+    pool = ServerPool(settings)  # /inference of a version no deployment serves
+    stack.push_async_callback(pool.stop_all)
     ray_env_defaults()
-    backend = LocalDeployments(svc.settings, ds, svc.redis, svc.registry, svc.alerts, svc.training,
-                               reserved_ports=svc.servers.reserved_ports)  # one port book for this machine
+    backend = LocalDeployments(settings, ds, redis, registry, alerts, training,
+                               reserved_ports=pool.reserved_ports)  # one port book for this machine
     await backend.start()
     stack.push_async_callback(backend.stop)
-    svc.deployments = backend
-    svc.servers = LocalRouter(backend, svc.servers)
+    return Deployed(backend, LocalRouter(backend, pool))
+
+
+async def _cluster(stack: AsyncExitStack, redis: Any, alerts: AlertSink, ds: DeploymentSettings) -> Deployed:
+    from mlstack.deployments.kube import KubeDeployments, KubeEndpoints, PhaseAlerts
+    from mlstack.kubeapi import connect, get_kube_settings
+
+    ks = get_kube_settings()
+    kube = await asyncio.to_thread(connect, ks)
+    backend = KubeDeployments(kube, ds, ks.kube_timeout)
+    stack.push_async_callback(backend.close)
+    endpoints = KubeEndpoints(backend, ds)
+    watcher = PhaseAlerts(backend, endpoints.namespaces, redis, alerts, ds.deployments_watch_seconds,
+                          f"{ds.deployments_redis_key}:alerted")
+    watcher.start()
+    stack.push_async_callback(watcher.stop)
+    return Deployed(backend, endpoints, kube)

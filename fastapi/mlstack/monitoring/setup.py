@@ -1,4 +1,4 @@
-"""Lifespan wiring: ``svc.extras["quality"]`` (feedback) and the monitor loop (``svc.extras["monitor"]``).
+"""Lifespan wiring: ``Monitoring``: feedback (``quality``), the time series and, in local mode, the monitor loop.
 
 Called by ``start_services`` after the deployments backend exists. Local mode: the monitor drains the API's own
 ``mlstack serve`` deployments and the ``SLOMet`` condition is merged into their status views (a Redis hash the
@@ -12,36 +12,49 @@ import datetime as dt
 import json
 import logging
 from contextlib import AsyncExitStack
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mlstack.monitoring.monitor import Monitor, Profiles, Target
 from mlstack.monitoring.quality import Quality
 from mlstack.monitoring.series import Series, get_series_settings
 from mlstack.monitoring.settings import MonitorSettings, get_monitor_settings
+from mlstack.settings import Settings
+
+if TYPE_CHECKING:
+    from mlstack.alerts import AlertSink
+    from mlstack.registry import Registry
 
 log = logging.getLogger(__name__)
-QUALITY, MONITOR, SETTINGS, SERIES = "quality", "monitor", "monitor_settings", "monitor_series"
+
+
+@dataclass
+class Monitoring:
+    settings: MonitorSettings
+    quality: Quality
+    series: Series  # read by the API in both modes
+    monitor: Monitor | None = None  # local mode with monitoring enabled: this process drains the model servers
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-async def start(svc: Any, stack: AsyncExitStack, ms: MonitorSettings | None = None) -> None:
+async def start(settings: Settings, stack: AsyncExitStack, redis: Any, registry: Registry, alerts: AlertSink,
+                backend: Any, ms: MonitorSettings | None = None) -> Monitoring:
+    """``redis``: the API's redis.asyncio client; ``backend``: the deployments backend (``LocalDeployments`` in
+    local mode; None: nothing to monitor)."""
     ms = ms or get_monitor_settings()
-    svc.extras[SETTINGS] = ms
-    quality = Quality(svc.redis, ms)
-    svc.extras[QUALITY] = quality
-    series = Series(svc.redis, ms.key_prefix, get_series_settings())  # read by the API in both modes
-    svc.extras[SERIES] = series
-    backend = svc.deployments
+    quality = Quality(redis, ms)
+    series = Series(redis, ms.key_prefix, get_series_settings())
+    out = Monitoring(ms, quality, series)
     if not ms.enabled or backend is None:
-        return
+        return out
     conditions_key = f"{ms.key_prefix}:conditions"
 
-    if svc.settings.mode != "local":
+    if settings.mode != "local":
         log.info("monitor: cluster mode: the monitor Deployment (mlstack monitor) drains the model servers")
-        return
+        return out
     backend.conditions_key = conditions_key
 
     async def targets() -> list[Target]:
@@ -50,24 +63,25 @@ async def start(svc: Any, stack: AsyncExitStack, ms: MonitorSettings | None = No
 
     async def conditions(t: Target, cond: dict[str, Any]) -> None:
         """Keep lastTransitionTime while the status stays; local status views merge this hash."""
-        prev = await svc.redis.hget(conditions_key, t.key)
+        prev = await redis.hget(conditions_key, t.key)
         old = json.loads(prev) if prev else {}
         since = old.get("lastTransitionTime") if old.get("status") == cond["status"] else None
         new = {**cond, "lastTransitionTime": since or _now()}
         if new != old:
-            await svc.redis.hset(conditions_key, t.key, json.dumps(new))
+            await redis.hset(conditions_key, t.key, json.dumps(new))
 
     history = None
     if ms.history_enabled:
         from mlstack.monitoring.history import History
 
-        history = History.from_settings(svc.settings, ms)
+        history = History.from_settings(settings, ms)
     async def existing() -> set[str]:
-        return set(await svc.redis.hkeys(backend.ds.deployments_redis_key))
+        return set(await redis.hkeys(backend.ds.deployments_redis_key))
 
-    monitor = Monitor(svc.redis, ms, targets, svc.alerts, Profiles(svc.registry, ms), quality, conditions, history,
+    monitor = Monitor(redis, ms, targets, alerts, Profiles(registry, ms), quality, conditions, history,
                       existing, series if series.ss.enabled else None)
     monitor.start()
-    svc.extras[MONITOR] = monitor
     stack.push_async_callback(series.aclose)
     stack.push_async_callback(monitor.stop)
+    out.monitor = monitor
+    return out

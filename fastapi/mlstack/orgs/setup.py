@@ -1,4 +1,4 @@
-"""``svc.orgs``: organisations need Kubernetes (cluster mode); local mode answers 501 on ``/orgs``."""
+"""``Services.orgs``: organisations need Kubernetes (cluster mode); local mode answers 404 on ``/orgs``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Any
 
 from mlstack.auth.settings import get_auth_settings
 from mlstack.kubeapi import get_kube_settings
+from mlstack.orgs.kube import KubeOrgs
 
 
-def start(svc: Any) -> None:
-    if svc.settings.mode == "cluster" and svc.kube is not None:
-        from mlstack.orgs.kube import KubeOrgs
-
-        svc.orgs = KubeOrgs(svc.kube, svc.redis, get_auth_settings(), get_kube_settings().kube_timeout)
+def start(api_mode: str, kube: Any, redis: Any) -> KubeOrgs | None:
+    """``kube``: the API's Kubernetes client (``ApiClient``, cluster mode), ``redis``: its redis.asyncio client."""
+    if api_mode == "cluster" and kube is not None:
+        return KubeOrgs(kube, redis, get_auth_settings(), get_kube_settings().kube_timeout)
+    return None

@@ -9,14 +9,11 @@ from typing import Any
 from mlstack.schedules.service import ScheduleService
 from mlstack.schedules.settings import ScheduleSettings, get_schedule_settings
 
-SERVICE = "schedules"
-
 
 async def start(svc: Any, stack: AsyncExitStack, settings: ScheduleSettings | None = None) -> ScheduleService:
-    """Needs ``svc.redis``, ``svc.settings.redis_url``, ``svc.alerts``; ``svc.training`` and
-    ``svc.registry`` are used when a firing runs. Never fails because Redis is down."""
+    """``svc``: the API's ``Services`` (read, never changed): needs ``redis``, ``settings.redis_url``, ``alerts``;
+    ``training`` and ``registry`` are used when a firing runs. Never fails because Redis is down."""
     service = ScheduleService(svc, settings or get_schedule_settings())
     service.start(asyncio.get_running_loop())
-    svc.extras[SERVICE] = service
     stack.push_async_callback(service.stop)
     return service

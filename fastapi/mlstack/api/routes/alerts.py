@@ -8,31 +8,14 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 
 from mlstack.alerts.events import STREAM_ID_PATTERN, AlertEvent, AlertFields
-from mlstack.alerts.hub import AlertHub
-from mlstack.alerts.settings import AlertSettings, get_alert_settings
-from mlstack.alerts.setup import HUB, SETTINGS
-from mlstack.alerts.sink import RedisStreamSink
 from mlstack.alerts.sse import FanoutEventSourceResponse
-from mlstack.alerts.tickets import tickets
-from mlstack.api.deps import ServicesDep, allow
-from mlstack.api.services import Services
+from mlstack.api.deps import AlertingDep, allow
 from mlstack.auth import CLUSTER, Caller
-from mlstack.errors import Forbidden, Unavailable
+from mlstack.errors import Forbidden
 
 router = APIRouter(tags=["alerts"])
 
 _ID_DOC = "Redis Stream id of the last alert seen (e.g. 1718000000000-0); '0' replays the whole stream"
-
-
-def _hub(svc: Services) -> AlertHub:
-    hub = svc.extras.get(HUB)
-    if hub is None:
-        raise Unavailable("alerts are not running in this process")
-    return hub
-
-
-def _settings(svc: Services) -> AlertSettings:
-    return svc.extras.get(SETTINGS) or get_alert_settings()
 
 
 SSE_DOC = (
@@ -61,14 +44,14 @@ async def _scope(caller: Caller) -> frozenset[str] | None:
 @router.get("/alerts/stream", summary="Alert stream (SSE), alias of /webhook", description=SSE_DOC,
             responses={200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"}})
 async def alert_stream(
-    svc: ServicesDep,
     caller: Annotated[Caller, allow("get", "alerts", stream=True)],
+    alerting: AlertingDep,
     last_event_id: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN, description=_ID_DOC)] = None,
     last_event_id_header: Annotated[
         str | None, Header(alias="Last-Event-ID", pattern=STREAM_ID_PATTERN, description=_ID_DOC)
     ] = None,
 ) -> FanoutEventSourceResponse:
-    hub, s = _hub(svc), _settings(svc)
+    hub, s = alerting.hub, alerting.settings
     # the header is what a browser sends on its automatic reconnects, so it is newer than the URL's
     since = last_event_id_header if last_event_id_header is not None else last_event_id
     response: FanoutEventSourceResponse | None = None
@@ -94,15 +77,15 @@ class Ticket(BaseModel):
              description="Exchanges the bearer token (header only) for a ticket that opens one SSE stream as the "
                          "same caller within `MLSTACK_ALERTS_TICKET_SECONDS`. URLs end up in proxy and browser "
                          "logs; a used or expired ticket is worth nothing there, the token would be.")
-async def stream_ticket(svc: ServicesDep, caller: Annotated[Caller, allow("get", "alerts")]) -> Ticket:
-    book = tickets(svc)
+async def stream_ticket(caller: Annotated[Caller, allow("get", "alerts")], alerting: AlertingDep) -> Ticket:
+    book = alerting.tickets
     return Ticket(ticket=await book.issue(caller.principal), expires_in=book.ttl)
 
 
 @router.get("/alerts", response_model=list[AlertEvent], summary="Recent alerts, newest last")
-async def recent_alerts(svc: ServicesDep, caller: Annotated[Caller, allow("list", "alerts")],
+async def recent_alerts(caller: Annotated[Caller, allow("list", "alerts")], alerting: AlertingDep,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    return await _hub(svc).recent(limit, await _scope(caller))
+    return await alerting.hub.recent(limit, await _scope(caller))
 
 
 class AlertIn(AlertFields):
@@ -116,17 +99,13 @@ class AlertAccepted(BaseModel):
 
 @router.post("/alerts", dependencies=[allow("create", "alerts")],
              status_code=201, response_model=AlertAccepted, summary="Publish an alert")
-async def publish_alert(body: AlertIn, svc: ServicesDep) -> AlertAccepted:
-    if not isinstance(svc.alerts, RedisStreamSink):
-        raise Unavailable("alerts are not running in this process")
-    entry_id = await svc.alerts.publish(AlertEvent(**body.model_dump()))
+async def publish_alert(body: AlertIn, alerting: AlertingDep) -> AlertAccepted:
+    entry_id = await alerting.sink.publish(AlertEvent(**body.model_dump()))
     return AlertAccepted(id=entry_id, buffered=entry_id is None)
 
 
 @router.get("/alerts/status", dependencies=[allow("get", "alerts")],
             summary="Alert reader and buffer state of this process")
-async def alerts_status(svc: ServicesDep) -> dict[str, Any]:
-    hub = _hub(svc)
-    sink = svc.alerts if isinstance(svc.alerts, RedisStreamSink) else None
-    return {**hub.status(), "buffered": sink.buffered if sink else 0,
-            "sink_error": sink.last_error if sink else None}
+async def alerts_status(alerting: AlertingDep) -> dict[str, Any]:
+    sink = alerting.sink
+    return {**alerting.hub.status(), "buffered": sink.buffered, "sink_error": sink.last_error}

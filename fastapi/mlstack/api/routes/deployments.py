@@ -11,10 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from mlstack.api.deps import CallerDep, ServicesDep
-from mlstack.api.quotas import quotas_of
+from mlstack.api.deps import CallerDep, DeploymentsDep, QuotasDep
 from mlstack.deployments.schemas import NAMESPACE_PATTERN, DeploymentCreate, DeploymentView
-from mlstack.errors import NotFound, Unavailable
+from mlstack.errors import NotFound
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -24,16 +23,10 @@ Namespace = Annotated[str | None, Query(min_length=1, max_length=63, pattern=NAM
 Name = Annotated[str, Path(min_length=1, max_length=253)]
 
 
-def _backend(svc):
-    if svc.deployments is None:
-        raise Unavailable("deployments are not available in this API process")
-    return svc.deployments
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentView,
              summary="Create a ModelDeployment (local mode: served on this machine)")
-async def create_deployment(body: DeploymentCreate, svc: ServicesDep, caller: CallerDep) -> DeploymentView:
-    backend = _backend(svc)
+async def create_deployment(body: DeploymentCreate, caller: CallerDep, backend: DeploymentsDep,
+                            quotas: QuotasDep) -> DeploymentView:
     namespace = body.namespace or caller.principal.namespace
     await caller.require("create", "modeldeployments", namespace, body.name)
 
@@ -49,23 +42,22 @@ async def create_deployment(body: DeploymentCreate, svc: ServicesDep, caller: Ca
         return out
 
     # within the caller's (and their organisation's) limit of deployments, else 429
-    return await quotas_of(svc).admit("deployments", caller.principal, alive, "deployments",
-                                      lambda: backend.create(namespace, body.name, body.spec),
-                                      lambda _: f"{namespace}/{body.name}")
+    return await quotas.admit("deployments", caller.principal, alive, "deployments",
+                              lambda: backend.create(namespace, body.name, body.spec),
+                              lambda _: f"{namespace}/{body.name}")
 
 
 @router.get("", response_model=list[DeploymentView], summary="ModelDeployments of a namespace, by name")
-async def list_deployments(svc: ServicesDep, caller: CallerDep, namespace: Namespace = None) -> list[DeploymentView]:
-    backend = _backend(svc)
+async def list_deployments(caller: CallerDep, backend: DeploymentsDep,
+                           namespace: Namespace = None) -> list[DeploymentView]:
     namespace = namespace or caller.principal.namespace
     await caller.require("list", "modeldeployments", namespace)
     return await backend.list(namespace)
 
 
 @router.get("/{name}", response_model=DeploymentView, summary="A ModelDeployment with its status")
-async def get_deployment(name: Name, svc: ServicesDep, caller: CallerDep,
+async def get_deployment(name: Name, caller: CallerDep, backend: DeploymentsDep,
                          namespace: Namespace = None) -> DeploymentView:
-    backend = _backend(svc)
     namespace = namespace or caller.principal.namespace
     await caller.require("get", "modeldeployments", namespace, name)
     return await backend.get(namespace, name)
@@ -75,9 +67,8 @@ async def get_deployment(name: Name, svc: ServicesDep, caller: CallerDep,
              responses={404: {"description": "no such ModelDeployment"},
                         409: {"description": "it has no canary (or it changed meanwhile)"}},
              summary="Promote the canary: it becomes the stable version (model.version = the canary's), no canary")
-async def promote_canary(name: Name, svc: ServicesDep, caller: CallerDep,
+async def promote_canary(name: Name, caller: CallerDep, backend: DeploymentsDep,
                          namespace: Namespace = None) -> DeploymentView:
-    backend = _backend(svc)
     namespace = namespace or caller.principal.namespace
     await caller.require("update", "modeldeployments", namespace, name)
     return await backend.promote_canary(namespace, name)
@@ -87,8 +78,8 @@ async def promote_canary(name: Name, svc: ServicesDep, caller: CallerDep,
              responses={404: {"description": "no such ModelDeployment"},
                         409: {"description": "it has no canary (or it changed meanwhile)"}},
              summary="Abort the canary: it is removed, the stable version takes all traffic")
-async def abort_canary(name: Name, svc: ServicesDep, caller: CallerDep, namespace: Namespace = None) -> DeploymentView:
-    backend = _backend(svc)
+async def abort_canary(name: Name, caller: CallerDep, backend: DeploymentsDep,
+                       namespace: Namespace = None) -> DeploymentView:
     namespace = namespace or caller.principal.namespace
     await caller.require("update", "modeldeployments", namespace, name)
     return await backend.abort_canary(namespace, name)
@@ -96,8 +87,8 @@ async def abort_canary(name: Name, svc: ServicesDep, caller: CallerDep, namespac
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                summary="Delete a ModelDeployment (local mode: its server stops before this returns)")
-async def delete_deployment(name: Name, svc: ServicesDep, caller: CallerDep, namespace: Namespace = None) -> Response:
-    backend = _backend(svc)
+async def delete_deployment(name: Name, caller: CallerDep, backend: DeploymentsDep,
+                            namespace: Namespace = None) -> Response:
     namespace = namespace or caller.principal.namespace
     await caller.require("delete", "modeldeployments", namespace, name)
     await backend.delete(namespace, name)

@@ -21,14 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlstack.alerts.events import AlertEvent
 from mlstack.alerts.hub import make_item
 from mlstack.alerts.settings import get_alert_settings
-from mlstack.alerts.setup import SETTINGS as ALERT_SETTINGS
-from mlstack.api.deps import CallerDep, ServicesDep, allow
+from mlstack.api.deps import CallerDep, DeploymentsDep, MonitoringDep, ServicesDep, allow
+from mlstack.api.services import Services
 from mlstack.auth import Caller
 from mlstack.deployments.schemas import NAMESPACE_PATTERN
-from mlstack.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from mlstack.errors import Forbidden, InvalidInput, NotFound
 from mlstack.inference import DEPLOYMENT, MAX_ROWS, Finite, InferenceRequest
-from mlstack.monitoring.series import Series
-from mlstack.monitoring.setup import MONITOR, QUALITY, SERIES, SETTINGS
 
 router = APIRouter(tags=["monitoring"])
 
@@ -85,13 +83,6 @@ class FeedbackResult(BaseModel):
                                                    description='"namespace/name" -> {version: pairs counted}')
 
 
-def _quality(svc):
-    q = svc.extras.get(QUALITY)
-    if q is None:
-        raise Unavailable("monitoring is not available in this API process")
-    return q
-
-
 def _pairs(outputs: Any, label: Any) -> list[tuple[Any, Any]] | None:
     outs = outputs if isinstance(outputs, list) else [outputs]
     labels = label if isinstance(label, list) else [label]
@@ -105,10 +96,11 @@ def _pairs(outputs: Any, label: Any) -> list[tuple[Any, Any]] | None:
                         422: {"description": "bad body; labels that do not match the request's rows"}},
              summary="Ground truth for served predictions: by request id, or rows scored through a deployment")
 async def feedback(body: FeedbackRequest, svc: ServicesDep,
-                   caller: Annotated[Caller, allow("update", "modeldeployments")]) -> FeedbackResult:
+                   caller: Annotated[Caller, allow("update", "modeldeployments")],
+                   monitoring: MonitoringDep) -> FeedbackResult:
     """Who may label: a deployer (checked first, so a viewer learns nothing about which ids were logged), and
     then per deployment the labels are for."""
-    quality = _quality(svc)
+    quality = monitoring.quality
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if body.deployment is not None:
         ns, name = body.deployment.split("/", 1)
@@ -171,14 +163,12 @@ Namespace = Annotated[str | None, Query(min_length=1, max_length=63, pattern=NAM
             responses={404: {"description": "no such ModelDeployment"}},
             summary="Live quality: accuracy/RMSE from feedback, latency, drift per feature, SLO state")
 async def deployment_quality(name: Annotated[str, Path(min_length=1, max_length=253)], svc: ServicesDep,
-                             caller: CallerDep, namespace: Namespace = None) -> dict[str, Any]:
-    quality = _quality(svc)
-    if svc.deployments is None:
-        raise Unavailable("deployments are not available in this API process")
+                             caller: CallerDep, monitoring: MonitoringDep, deployments: DeploymentsDep,
+                             namespace: Namespace = None) -> dict[str, Any]:
+    quality, ms = monitoring.quality, monitoring.settings
     namespace = namespace or caller.principal.namespace
     await caller.require("get", "modeldeployments", namespace, name)
-    dep = await svc.deployments.get(namespace, name)
-    ms = svc.extras[SETTINGS]
+    dep = await deployments.get(namespace, name)
     key = f"{namespace}/{name}"
     mon = dep.spec.effective_monitoring
     seconds = sorted({mon.window_seconds, *ms.quality_windows})
@@ -191,7 +181,7 @@ async def deployment_quality(name: Annotated[str, Path(min_length=1, max_length=
     out["payloads"] = {"records": int(stats.get("records", 0)), "missed": int(stats.get("missed", 0)),
                        "dropped": sum(int(v) for k, v in stats.items() if k.startswith("dropped|")),
                        "stream": f"{ms.key_prefix}:payloads:{key}"}
-    monitor = svc.extras.get(MONITOR)
+    monitor = monitoring.monitor
     latency: dict[str, Any] = {"window_seconds": mon.window_seconds, "samples": 0}
     if monitor is not None:
         lat = [x for w in (await monitor.window(key, mon.window_seconds, now)).values() for x in w.latencies]
@@ -266,9 +256,9 @@ class DeploymentMonitoring(BaseModel):
                                                       f"{ALERTS_SCANNED} alerts)")
 
 
-async def _deployment_alerts(svc: Any, namespace: str, name: str, since: float) -> list[dict[str, Any]]:
+async def _deployment_alerts(svc: Services, namespace: str, name: str, since: float) -> list[dict[str, Any]]:
     """The deployment's ``deployment.*`` alerts from the alert stream (newest ``ALERTS_SCANNED`` entries)."""
-    s = svc.extras.get(ALERT_SETTINGS) or get_alert_settings()
+    s = svc.alerting.settings if svc.alerting is not None else get_alert_settings()
     entries = await svc.redis.xrevrange(s.alerts_stream, max="+", min=str(int(since * 1000)), count=ALERTS_SCANNED)
     out = []
     for entry_id, fields in entries:
@@ -291,15 +281,11 @@ async def _deployment_alerts(svc: Any, namespace: str, name: str, since: float) 
                     "agreement) and its recent alerts")
 async def deployment_monitoring(
     name: Annotated[str, Path(min_length=1, max_length=253)], svc: ServicesDep, caller: CallerDep,
-    namespace: Namespace = None,
+    monitoring: MonitoringDep, deployments: DeploymentsDep, namespace: Namespace = None,
     since: Annotated[float | None, Query(ge=0, description="unix seconds (default: one hour ago)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="most points (the newest)")] = 2000,
 ) -> DeploymentMonitoring:
-    series: Series | None = svc.extras.get(SERIES)
-    if series is None:
-        raise Unavailable("monitoring is not available in this API process")
-    if svc.deployments is None:
-        raise Unavailable("deployments are not available in this API process")
+    series = monitoring.series
     now = time.time()
     if since is None:
         since = now - 3600
@@ -307,7 +293,7 @@ async def deployment_monitoring(
         raise InvalidInput(f"since ({since:.0f}) is in the future: pass unix seconds, e.g. {now - 3600:.0f}")
     namespace = namespace or caller.principal.namespace
     await caller.require("get", "modeldeployments", namespace, name)
-    await svc.deployments.get(namespace, name)  # 404 for an unknown deployment
+    await deployments.get(namespace, name)  # 404 for an unknown deployment
     points = await series.read(f"{namespace}/{name}", since, limit)
     return DeploymentMonitoring(namespace=namespace, name=name, since=since, step_seconds=series.ss.step_seconds,
                                 points=points, alerts=await _deployment_alerts(svc, namespace, name, since))

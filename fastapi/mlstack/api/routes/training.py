@@ -8,8 +8,9 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
-from mlstack.api.deps import ServicesDep, allow
-from mlstack.api.quotas import quotas_of
+from mlstack.api.deps import QuotasDep, ServicesDep, allow
+from mlstack.api.quotas import Quotas
+from mlstack.api.services import Services
 from mlstack.auth import Caller
 from mlstack.errors import InvalidInput
 from mlstack.training.access import upload_uri
@@ -28,19 +29,20 @@ CreateJob = Annotated[Caller, allow("create", "trainingjobs")]
              description="`data_uri`: an `s3://` object the caller may read (in cluster mode: their organisation's "
                          "prefix or the platform's data) or, in local mode, a file in `MLSTACK_DATA_DIR`; anything "
                          "else is 422 without being touched.")
-async def trigger_training(req: TrainingRequest, svc: ServicesDep, caller: CreateJob) -> TrainingJob:
-    return await _submit(svc, req, caller)
+async def trigger_training(req: TrainingRequest, svc: ServicesDep, caller: CreateJob,
+                           quotas: QuotasDep) -> TrainingJob:
+    return await _submit(svc, quotas, req, caller)
 
 
-async def _submit(svc, req: TrainingRequest, caller: Caller) -> TrainingJob:
+async def _submit(svc: Services, quotas: Quotas, req: TrainingRequest, caller: Caller) -> TrainingJob:
     """Within the caller's (and their organisation's) limit of queued + running jobs, else 429."""
     async def alive(ids: list[str]) -> set[str]:  # a finished or expired job holds no slot
         raws = await svc.redis.mget([JOB_KEY.format(i) for i in ids])
         jobs = [TrainingJob.model_validate_json(r) for r in raws if r]
         return {j.job_id for j in jobs if j.status in ("queued", "running")}
 
-    return await quotas_of(svc).admit("training", caller.principal, alive, "queued or running training jobs",
-                                      lambda: svc.training.submit(req, caller.principal), lambda job: job.job_id)
+    return await quotas.admit("training", caller.principal, alive, "queued or running training jobs",
+                              lambda: svc.training.submit(req, caller.principal), lambda job: job.job_id)
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingJob,
@@ -48,6 +50,7 @@ async def _submit(svc, req: TrainingRequest, caller: Caller) -> TrainingJob:
 async def train_upload(
     svc: ServicesDep,
     caller: CreateJob,
+    quotas: QuotasDep,
     file: Annotated[UploadFile, File(description="CSV with a header row and a target column")],
     hyperparameters: Annotated[str, Form(description="JSON object of hyperparameters")] = "{}",
     target: Annotated[str | None, Form(max_length=200)] = None,
@@ -64,8 +67,8 @@ async def train_upload(
     parse_csv(data, target or s.data_target, source=file.filename or "the upload")  # 422 before storing
     uri = upload_uri(s.upload_prefix, f"{uuid.uuid4().hex}.csv", caller.principal, svc.training.policy)
     await svc.training.store_upload(uri, data)
-    return await _submit(svc, TrainingRequest(hyperparameters=hp, data_uri=uri, target=target,
-                                              model_name=model_name), caller)
+    return await _submit(svc, quotas, TrainingRequest(hyperparameters=hp, data_uri=uri, target=target,
+                                                      model_name=model_name), caller)
 
 
 @router.get("/training", dependencies=[allow("list", "trainingjobs")],
