@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.k8s import controlplane
-from tests.k8s.controlplane import Cluster, Kube, write_kubeconfig
+from tests.k8s.controlplane import Cluster, Kube
 from tests.utils.procs import Proc, free_port, http_ok, start
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,10 +93,6 @@ def user_token(k8s: Cluster, name: str, cluster_role: str | None = None) -> str:
 
 def user_name(name: str) -> str:
     return f"system:serviceaccount:{TEST_USERS_NS}:{name}"
-
-
-def user_kubeconfig(k8s: Cluster, token: str, path: Path) -> Path:
-    return write_kubeconfig(path, k8s.server, k8s.ca, token=token)
 
 
 def register(tracking_uri: str, name: str) -> str:
