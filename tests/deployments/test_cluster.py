@@ -271,3 +271,31 @@ def test_canary_children_are_wired_for_an_exact_split_and_promote_abort_change_t
     assert client.post("/deployments/nope/canary/abort").status_code == 404
     for dep in ("cnr", "cna"):
         assert client.delete(f"/deployments/{dep}").status_code == 204
+
+
+def test_quality_reports_latency_from_the_payload_stream(client, ns, model, redis_url):
+    """Cluster mode: the API has no monitor of its own (`mlstack monitor` drains the pods into the payload stream,
+    tests/monitoring/test_monitor_cluster.py); /quality reads the latency window from that stream itself."""
+    import json
+
+    import redis
+
+    assert client.post("/deployments", json={"name": "iris-q", "spec": {
+        "model": {"name": model.name, "version": model.version}}}).status_code == 201
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    stream = f"mlstack:monitoring:payloads:{ns}/iris-q"
+    try:
+        for i, ms in enumerate((1.0, 2.0, 3.0, 40.0)):  # what the monitor writes for each drained record
+            track = "shadow" if ms == 40.0 else "stable"  # a shadow's copy is not the live version's latency
+            r.xadd(stream, {"r": json.dumps({"id": f"q{i}", "ts": 0, "model": model.name, "version": model.version,
+                                             "track": track, "latency_ms": ms, "inputs": [ROWS[0]],
+                                             "outputs": [0]})})
+        q = client.get("/deployments/iris-q/quality")
+        assert q.status_code == 200, q.text
+        lat = q.json()["latency"]
+        assert lat["samples"] == 3 and lat["p50_ms"] == 2.0 and 2.9 < lat["p99_ms"] <= 3.0, lat
+        assert q.json()["payloads"]["stream"] == stream
+    finally:
+        r.delete(stream)
+        r.close()
+        client.delete("/deployments/iris-q")

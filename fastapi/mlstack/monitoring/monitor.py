@@ -123,6 +123,46 @@ class Window:
     latencies: list[float] = field(default_factory=list)
 
 
+def payload_stream(ms: MonitorSettings, key: str) -> str:
+    """The Redis Stream of a deployment's payload records (``key``: ``namespace/name``)."""
+    return f"{ms.key_prefix}:payloads:{key}"
+
+
+async def read_records(redis: Any, ms: MonitorSettings, key: str, seconds: float,
+                       now: float | None = None) -> list[dict[str, Any]]:
+    """The payload stream's records of the last ``seconds`` (newest first, at most ``window_max_records``): what
+    the monitor judges and what the API's ``/quality`` reports, in both modes."""
+    now = now or time.time()
+    entries = await redis.xrevrange(payload_stream(ms, key), max="+", min=str(int((now - seconds) * 1000)),
+                                    count=ms.window_max_records)
+    out = []
+    for _, fields in entries:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            rec = json.loads(fields["r"])
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def windows_of(records: list[dict[str, Any]]) -> dict[str, Window]:
+    """The live traffic's records by version (pure). A shadow's copies are not live traffic: they stay out of drift
+    and latency (``shadow_comparison`` judges them)."""
+    out: dict[str, Window] = defaultdict(Window)
+    for rec in records:
+        if rec.get("track") == SHADOW:
+            continue
+        try:
+            w = out[str(rec.get("version") or "")]
+            rows, outputs = rec.get("inputs") or [], rec.get("outputs") or []
+            if isinstance(rows, list) and rows and isinstance(rows[0], list) and len(rows) == len(outputs):
+                w.rows.extend(rows)
+                w.outputs.extend(outputs)
+            w.latencies.append(float(rec["latency_ms"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return dict(out)
+
+
 class Monitor:
     def __init__(self, redis: Any, ms: MonitorSettings, targets: Targets, alerts: Any, profiles: Profiles,
                  quality: Quality, conditions: ConditionSink | None = None, history: Any = None,
@@ -152,7 +192,7 @@ class Monitor:
         return ":".join([self.ms.key_prefix, *parts])
 
     def stream_key(self, t: Target | str) -> str:
-        return self.k("payloads", t if isinstance(t, str) else t.key)
+        return payload_stream(self.ms, t if isinstance(t, str) else t.key)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -293,38 +333,12 @@ class Monitor:
 
     # -- windows -------------------------------------------------------------------------------------
     async def records(self, t: Target | str, seconds: float, now: float | None = None) -> list[dict[str, Any]]:
-        """The stream's records of the last ``seconds`` (newest first, at most ``window_max_records``)."""
-        now = now or time.time()
-        entries = await self.redis.xrevrange(self.stream_key(t), max="+", min=str(int((now - seconds) * 1000)),
-                                             count=self.ms.window_max_records)
-        out = []
-        for _, fields in entries:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                rec = json.loads(fields["r"])
-                if isinstance(rec, dict):
-                    out.append(rec)
-        return out
+        return await read_records(self.redis, self.ms, t if isinstance(t, str) else t.key, seconds, now)
 
     async def window(self, t: Target | str, seconds: float, now: float | None = None,
                      records: list[dict[str, Any]] | None = None) -> dict[str, Window]:
-        """The live traffic's records of the last ``seconds`` by version (``records``: read already). A shadow's
-        copies are not live traffic: they stay out of drift and latency (``shadow_comparison`` judges them)."""
-        if records is None:
-            records = await self.records(t, seconds, now)
-        out: dict[str, Window] = defaultdict(Window)
-        for rec in records:
-            if rec.get("track") == SHADOW:
-                continue
-            try:
-                w = out[str(rec.get("version") or "")]
-                rows, outputs = rec.get("inputs") or [], rec.get("outputs") or []
-                if isinstance(rows, list) and rows and isinstance(rows[0], list) and len(rows) == len(outputs):
-                    w.rows.extend(rows)
-                    w.outputs.extend(outputs)
-                w.latencies.append(float(rec["latency_ms"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return dict(out)
+        """The live traffic's records of the last ``seconds`` by version (``records``: read already)."""
+        return windows_of(await self.records(t, seconds, now) if records is None else records)
 
     # -- evaluation ----------------------------------------------------------------------------------
     async def evaluate(self, t: Target) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from mlstack.auth import Caller
 from mlstack.deployments.schemas import NAMESPACE_PATTERN
 from mlstack.errors import Forbidden, InvalidInput, NotFound
 from mlstack.inference import DEPLOYMENT, MAX_ROWS, Finite, InferenceRequest
+from mlstack.monitoring.monitor import payload_stream, read_records, windows_of
 
 router = APIRouter(tags=["monitoring"])
 
@@ -180,14 +181,14 @@ async def deployment_quality(name: Annotated[str, Path(min_length=1, max_length=
     stats = await redis.hgetall(f"{ms.key_prefix}:stats:{key}")
     out["payloads"] = {"records": int(stats.get("records", 0)), "missed": int(stats.get("missed", 0)),
                        "dropped": sum(int(v) for k, v in stats.items() if k.startswith("dropped|")),
-                       "stream": f"{ms.key_prefix}:payloads:{key}"}
-    monitor = monitoring.monitor
+                       "stream": payload_stream(ms, key)}
+    # from the payload stream itself: whoever drains it (this API's monitor, or the cluster's `mlstack monitor`)
     latency: dict[str, Any] = {"window_seconds": mon.window_seconds, "samples": 0}
-    if monitor is not None:
-        lat = [x for w in (await monitor.window(key, mon.window_seconds, now)).values() for x in w.latencies]
-        if lat:
-            p50, p99 = np.percentile(lat, [50, 99])
-            latency.update(samples=len(lat), p50_ms=round(float(p50), 3), p99_ms=round(float(p99), 3))
+    records = await read_records(redis, ms, key, mon.window_seconds, now)
+    lat = [x for w in windows_of(records).values() for x in w.latencies]
+    if lat:
+        p50, p99 = np.percentile(lat, [50, 99])
+        latency.update(samples=len(lat), p50_ms=round(float(p50), 3), p99_ms=round(float(p99), 3))
     out["latency"] = latency
     state = await redis.hgetall(f"{ms.key_prefix}:state:{key}")
     out["drift"] = {f.split("|", 1)[1]: json.loads(v) for f, v in state.items() if f.startswith("drift:last|")}
