@@ -25,7 +25,12 @@ function zip(name = "model.zip", bytes = 10): File {
 }
 
 const ROUTE: UploadRoute = { path: "/models/{name}/versions", summary: "Upload a model package (zip) as a new version", maxBytes: null };
-const V3: ModelVersion = { version: "3", description: "", tags: {}, aliases: ["candidate"] };
+/** A version as the API answers it (ModelVersionView): every field sent. */
+function mv(version: string, more: Partial<ModelVersion> = {}): ModelVersion {
+  return { version, created_at: null, run_id: null, status: "READY", description: "", tags: {}, aliases: [], metrics: {}, ...more };
+}
+
+const V3 = mv("3", { aliases: ["candidate"] });
 
 describe("model names", () => {
   it("takes what NAME_PATTERN takes", () => {
@@ -296,7 +301,7 @@ describe("save as new version", () => {
     const calls: Call[] = [];
     const client = new ApiClient(async (url, init) => (calls.push({ url, init }), fetchImpl(url, init)));
     const copied: ModelVersion[] = [];
-    const el = copyForm({ client, model: "iris", version: { version: "2", description: "the original" }, onCopied: (v) => void copied.push(v) });
+    const el = copyForm({ client, model: "iris", version: mv("2", { description: "the original" }), onCopied: (v) => void copied.push(v) });
     document.body.replaceChildren(el);
     const form = el.querySelector("form")!;
     return {

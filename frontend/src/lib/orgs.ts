@@ -133,7 +133,7 @@ export function parseOrgCreate(raw: Raw): Result<OrgCreate> {
 /** "Invite" → POST /orgs/{org}/invites body (expiry given in hours; the API takes at least 60 s). */
 export function parseInvite(raw: Raw): Result<OrgInviteCreate> {
   const e: Errors = {};
-  const role = (raw.role ?? "viewer") as OrgInviteCreate["role"];
+  const role = (raw.role ?? "viewer") as NonNullable<OrgInviteCreate["role"]>;
   if (!ROLES.includes(role)) e.role = `One of ${ROLES.join(", ")}.`;
   const hoursText = (raw.hours ?? "").trim();
   const hours = hoursText === "" ? 24 : Number(hoursText);

@@ -27,30 +27,52 @@ class EditBody(BaseModel):
     tags: dict[TagKey, TagValue] | None = Field(None, max_length=100)
 
 
+class ModelVersionView(BaseModel):
+    """One registered version (``Registry.version_dict``)."""
+    version: str
+    created_at: str | None = Field(description="ISO 8601")
+    run_id: str | None = Field(description="the MLflow run that logged it")
+    status: str | None = Field(description="MLflow's status, e.g. READY")
+    description: str
+    tags: dict[str, str]
+    aliases: list[str] = Field(description="aliases pointing at this version")
+    metrics: dict[str, float] = Field(description="the run's metrics (empty when the run is gone)")
+
+
+class RegisteredModelView(BaseModel):
+    """A registered model with its versions, newest first (``Registry.get_model``)."""
+    name: str
+    description: str
+    tags: dict[str, str]
+    aliases: dict[str, str] = Field(description="alias -> version")
+    created_at: str | None = Field(description="ISO 8601")
+    versions: list[ModelVersionView]
+
+
 @router.get("", dependencies=[allow("list", "models")], summary="Registered models with versions, aliases and metrics")
-async def list_models(svc: ServicesDep) -> list[dict]:
+async def list_models(svc: ServicesDep) -> list[RegisteredModelView]:
     return await asyncio.to_thread(svc.registry.list_models)
 
 
 @router.get("/{name}", dependencies=[allow("get", "models")], summary="One registered model")
-async def get_model(name: ModelName, svc: ServicesDep) -> dict:
+async def get_model(name: ModelName, svc: ServicesDep) -> RegisteredModelView:
     return await asyncio.to_thread(svc.registry.get_model, name)
 
 
 @router.patch("/{name}", dependencies=[allow("update", "models")], summary="Edit a model's description and tags")
-async def edit_model(name: ModelName, body: EditBody, svc: ServicesDep) -> dict:
+async def edit_model(name: ModelName, body: EditBody, svc: ServicesDep) -> RegisteredModelView:
     return await asyncio.to_thread(svc.registry.update_model, name, body.description, body.tags)
 
 
 @router.patch("/{name}/versions/{version}", dependencies=[allow("update", "models")],
               summary="Edit a version's description and tags")
-async def edit_version(name: ModelName, version: Version, body: EditBody, svc: ServicesDep) -> dict:
+async def edit_version(name: ModelName, version: Version, body: EditBody, svc: ServicesDep) -> ModelVersionView:
     return await asyncio.to_thread(svc.registry.update_version, name, version, body.description, body.tags)
 
 
 @router.put("/{name}/aliases/{alias}", dependencies=[allow("update", "models")],
             summary="Point an alias (e.g. champion) at a version")
-async def set_alias(name: ModelName, alias: Alias, body: AliasBody, svc: ServicesDep) -> dict:
+async def set_alias(name: ModelName, alias: Alias, body: AliasBody, svc: ServicesDep) -> RegisteredModelView:
     model = await asyncio.to_thread(svc.registry.set_alias, name, alias, body.version)
     _alias_moved(svc, name)
     return model
