@@ -1,7 +1,7 @@
 """Authorisation in cluster mode, checked without a cluster: the roles' ClusterRoles (manifests/auth) are the one
 role table (mlstack.auth.roles), the API's own RBAC is exactly what authentication and the organisations flow
 need, its admission policy covers every write it must confine (what the policy decides is checked on the real server
-in tests/auth/test_kube.py), and the platform admin whose
+in tests/orgs/test_kube.py), and the platform admin whose
 token ./init.sh mints is bound to the platform-admin role.
 
 After changing the role table, regenerate manifests/auth/clusterroles.yaml:
@@ -148,5 +148,5 @@ def test_admission_policy_bound_and_covers_every_confined_write(api_objects):
 
 
 # What the policy allows and refuses is the real API server's verdict, under impersonation of the API's
-# ServiceAccount: tests/auth/test_kube.py::test_admission_policy_confines_the_apis_rbac_to_organisation_namespaces
+# ServiceAccount: tests/orgs/test_kube.py::test_admission_policy_confines_the_apis_rbac_to_organisation_namespaces
 # (it replaced a cel-python evaluation of the policy here).
