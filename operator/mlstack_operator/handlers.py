@@ -60,6 +60,7 @@ from mlstack_operator.status import (
     child_state,
     compute,
     essential,
+    newer_version,
     phase_of,
     with_foreign_conditions,
 )
@@ -83,6 +84,9 @@ class Tracked:
     expected: tuple[tuple[str, str], ...] = ()  # (kind, name) of the children whose presence/readiness counts
     desired: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)  # (kind, name) -> obj
     last_status: dict[str, Any] | None = None
+    # the newest resourceVersion seen (watch events, our own status writes' answers): the status write's
+    # precondition, so that another writer's condition (the monitor's SLOMet) is never overwritten unseen
+    resource_version: str | None = None
     retry: asyncio.Task | None = None  # a scheduled retry of a refused child write (admitted from the queue)
     retries: int = 0
     unschedulable_check: asyncio.Task | None = None
@@ -279,6 +283,7 @@ def mdep_event(state: OperatorState, type_: str, body: dict[str, Any]) -> None:
         return  # going away: the garbage collector takes the children
     tracked = state.track(body)
     tracked.last_status = with_foreign_conditions(tracked.last_status, body.get("status"))  # SLOMet: the monitor's
+    tracked.resource_version = newer_version(tracked.resource_version, meta.get("resourceVersion"))
     generation = meta.get("generation")
     if tracked.handled == generation:
         return
@@ -776,12 +781,23 @@ async def publish(state: OperatorState, tracked: Tracked, inputs: Inputs) -> Non
     if essential(new) == essential(previous):
         return
     path = path_for(API_VERSION, KIND, meta["namespace"], meta["name"], "status")
+    # a merge patch replaces the conditions list whole: the precondition turns a write that has not seen another
+    # writer's latest condition into a 409, written again once the watch brought that condition in
+    patch: dict[str, Any] = {"status": new}
+    if tracked.resource_version:
+        patch["metadata"] = {"resourceVersion": tracked.resource_version}
     try:
-        await state.kube.patch(path, {"status": new})
+        written = await state.kube.patch(path, patch)
     except ApiError as e:
         if e.status == 404:
             return  # deleted meanwhile
+        if e.status == 409:
+            raise kopf.TemporaryError("status changed since it was read (another writer, e.g. the monitor's "
+                                      "SLOMet): written again on the newer object", delay=1) from None
         raise kopf.TemporaryError(f"status update failed: {e}", delay=2) from None
+    if isinstance(written, dict):
+        tracked.resource_version = newer_version(tracked.resource_version,
+                                                 (written.get("metadata") or {}).get("resourceVersion"))
     tracked.last_status = {**(previous or {}), **{k: v for k, v in new.items()}}
     old_phase, new_phase = phase_of(previous), phase_of(new)
     if old_phase != new_phase:

@@ -233,3 +233,14 @@ def essential(status: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def phase_of(status: Mapping[str, Any] | None) -> Phase:
     return Phase((status or {}).get("phase") or Phase.Pending)
+
+
+def newer_version(known: str | None, seen: str | None) -> str | None:
+    """The newer of two resourceVersions of one object (a watch event may arrive after our own write's answer).
+    etcd-backed API servers number them; anything else: the one seen last."""
+    if known is None or seen is None:
+        return seen or known
+    try:
+        return seen if int(seen) >= int(known) else known
+    except ValueError:
+        return seen

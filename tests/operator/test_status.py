@@ -11,6 +11,7 @@ from mlstack_operator.status import (
     child_state,
     compute,
     essential,
+    newer_version,
     with_foreign_conditions,
 )
 
@@ -121,3 +122,11 @@ def test_the_monitors_slomet_survives_the_operators_status_writes():
     again = with_foreign_conditions(stale, observed)
     assert conds(again)["SLOMet"]["status"] == "False" and conds(again)["Available"]["status"] == "True"
     assert with_foreign_conditions(None, {"conditions": [slo]}) == {"conditions": [slo]}
+
+
+def test_newer_version_keeps_the_newest_resource_version():
+    """The operator's status precondition: a late watch event never takes it back behind its own write's answer."""
+    assert newer_version(None, "7") == "7" and newer_version("7", None) == "7" and newer_version(None, None) is None
+    assert newer_version("12", "9") == "12"  # the event of an older write, after the answer of a newer one
+    assert newer_version("9", "12") == "12" and newer_version("12", "12") == "12"
+    assert newer_version("a1", "b2") == "b2"  # not numbered: the one seen last
