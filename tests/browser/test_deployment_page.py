@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.utils.monitored import deploy_slow, fast_monitor_env, register_iris_onnx, send_traffic
+from tests.utils.monitored import deploy_slow, fast_monitor_env, register_onnx, send_traffic
 from tests.utils.procs import start_api, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -34,7 +34,7 @@ def api_url(stack_env, workdir):
 
 def test_an_alert_opens_the_deployment_page_with_its_charts(browser, dashboard, api_url, mlflow_uri, artifacts):
     model = f"web_series_{uuid.uuid4().hex[:6]}"
-    version = register_iris_onnx(mlflow_uri, model)
+    version = register_onnx(mlflow_uri, model)
     with httpx.Client(base_url=api_url, timeout=60) as c:
         deploy_slow(c, model, version, NAME, NS)
         t0 = time.time()

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.utils.monitored import FEATURES, IRIS_CSV
+from tests.utils.deployments import FEATURES
 from tests.utils.procs import wait_until
+from tests.utils.stack import IRIS_CSV
 
 NS = "models"
 N = 500

@@ -36,7 +36,7 @@ import yaml
 
 from tests.k8s.controlplane import Cluster, Kube
 from tests.utils.kube_api import unique
-from tests.utils.monitored import register_iris_onnx
+from tests.utils.monitored import register_onnx
 from tests.utils.procs import Proc, free_port, http_ok, start, wait_until
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def ns(k8s_admin: Kube) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def model(mlflow_uri: str) -> tuple[str, str]:
     name = f"mon_cluster_{uuid.uuid4().hex[:6]}"
-    return name, register_iris_onnx(mlflow_uri, name)
+    return name, register_onnx(mlflow_uri, name)
 
 
 def host_ip() -> str:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.utils.monitored import deploy_slow, fast_monitor_env, register_iris_onnx, send_traffic
+from tests.utils.monitored import deploy_slow, fast_monitor_env, register_onnx, send_traffic
 from tests.utils.procs import start_api, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -30,7 +30,7 @@ def api(stack_env, workdir, mlflow_uri):
 def test_the_series_and_the_alerts_of_a_deployment(api, mlflow_uri, redis_url):
     url, env = api
     model = f"series_iris_{uuid.uuid4().hex[:6]}"
-    version = register_iris_onnx(mlflow_uri, model)
+    version = register_onnx(mlflow_uri, model)
     with httpx.Client(base_url=url, timeout=60) as c:
         deploy_slow(c, model, version, "charted", NS)
         t0 = time.time()

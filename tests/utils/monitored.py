@@ -9,35 +9,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.utils.deployments import register_onnx
 from tests.utils.procs import wait_until
 
-IRIS_CSV = Path(__file__).resolve().parents[2] / "fastapi" / "mlstack" / "data" / "iris.csv"
-FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-
-def register_iris_onnx(tracking_uri: str, name: str) -> str:
-    """A tiny iris RandomForest logged as an MLflow ONNX model and registered; returns the version."""
-    import mlflow
-    import mlflow.onnx
-    import numpy as np
-    import pandas as pd
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
-    from sklearn.ensemble import RandomForestClassifier
-
-    df = pd.read_csv(IRIS_CSV)
-    x, y = df[FEATURES].to_numpy(np.float32), df["target"].to_numpy()
-    clf = RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(x, y)
-    proto = to_onnx(clf, initial_types=[("X", FloatTensorType([None, 4]))], options={id(clf): {"zipmap": False}})
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        mlflow.set_experiment("monitoring-series-tests")
-        with mlflow.start_run():
-            info = mlflow.onnx.log_model(proto, name="model", registered_model_name=name)
-    finally:
-        mlflow.set_tracking_uri(previous)
-    return str(info.registered_model_version)
+__all__ = ["deploy_slow", "fast_monitor_env", "register_onnx", "send_traffic"]
 
 
 def fast_monitor_env(workdir: Path, tag: str, ports: str) -> dict[str, str]:
