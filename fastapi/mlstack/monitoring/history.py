@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlstack.monitoring.monitor import stream_records
 from mlstack.monitoring.settings import MonitorSettings
 
 MAX_ROWS = 50_000
@@ -49,12 +50,7 @@ class History:
                                              count=MAX_ROWS)
         if not entries:
             return None
-        records = []
-        for _, fields in entries:
-            try:
-                records.append(json.loads(fields["r"]))
-            except (KeyError, ValueError):
-                continue
+        records = stream_records(entries)
         first_ms, last_ms = (int(entries[0][0].split("-")[0]), int(entries[-1][0].split("-")[0]))
         key = self.key(t.namespace, t.name, first_ms, last_ms)
         await asyncio.to_thread(self._write, key, records)

@@ -135,6 +135,11 @@ async def read_records(redis: Any, ms: MonitorSettings, key: str, seconds: float
     now = now or time.time()
     entries = await redis.xrevrange(payload_stream(ms, key), max="+", min=str(int((now - seconds) * 1000)),
                                     count=ms.window_max_records)
+    return stream_records(entries)
+
+
+def stream_records(entries: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    """The payload records of Redis Stream entries (XRANGE/XREVRANGE answers), unreadable ones skipped (pure)."""
     out = []
     for _, fields in entries:
         with contextlib.suppress(ValueError, KeyError, TypeError):

@@ -41,6 +41,8 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlstack.monitoring.monitor import stream_records
+
 log = logging.getLogger(__name__)
 
 STATE_FIELD = "series:last"
@@ -204,12 +206,7 @@ class Series:
         stream = monitor.stream_key(t)
         start = f"({last['cursor']}" if last.get("cursor") else str(int((now - mon.window_seconds) * 1000))
         entries = await self.redis.xrevrange(stream, max="+", min=start, count=self.ss.max_records)
-        records = []
-        for _, fields in entries:
-            try:
-                records.append(json.loads(fields["r"]))
-            except (KeyError, ValueError):
-                continue
+        records = stream_records(entries)
         if seconds is None and records:  # the first point: what the stream holds of the last window
             first_ms = int(entries[-1][0].split("-")[0])
             seconds = max(now - first_ms / 1000, 1.0)
