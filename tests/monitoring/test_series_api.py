@@ -34,6 +34,10 @@ def test_the_series_and_the_alerts_of_a_deployment(api, mlflow_uri, redis_url):
     with httpx.Client(base_url=url, timeout=60) as c:
         deploy_slow(c, model, version, "charted", NS)
         t0 = time.time()
+        # a deployment's first point only reads the servers' counters (no earlier reading to count from): traffic
+        # before the first counted point would vanish into that baseline
+        wait_until(lambda: any(p["counted"] for p in c.get("/deployments/charted/monitoring", params={
+            "namespace": NS}).json()["points"]), 30, interval=0.3, what="a counted (idle) point")
         send_traffic(c, f"{NS}/charted", 30)
 
         def charted():
