@@ -35,6 +35,7 @@ import redis
 import yaml
 
 from tests.k8s.controlplane import Cluster, Kube
+from tests.utils.audit import audit_events, cluster_role_grants, used_grants
 from tests.utils.kube_api import unique
 from tests.utils.monitored import register_onnx
 from tests.utils.procs import Proc, free_port, http_ok, start, wait_until
@@ -381,23 +382,13 @@ def test_zz_least_privilege_measured_on_the_audit_log(k8s, monitor):
     audit = k8s.dir / "logs" / "audit.log"
     if not audit.exists():
         pytest.skip("no audit log (MLSTACK_TEST_KUBECONFIG cluster): least privilege not measured")
-    events = [e for e in map(json.loads, audit.read_text().splitlines())
-              if e.get("user", {}).get("username") == MONITOR_USER and e.get("stage") == "ResponseComplete"]
+    events = audit_events(audit, MONITOR_USER)
     assert events, "the monitor made no request?"
     denied = [(e["verb"], e["requestURI"]) for e in events
               if (e.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid"]
     assert denied == []
-    used = set()
-    for e in events:
-        ref = e.get("objectRef")
-        if not ref:  # discovery (/api, /apis): open to every authenticated user
-            continue
-        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        used.add((ref.get("apiGroup", ""), resource, e["verb"]))
-    role = next(d for d in yaml.safe_load_all((REPO / "manifests" / "monitor" / "rbac.yaml").read_text())
-                if d and d["kind"] == "ClusterRole")
-    granted = {(g, res, v) for rule in role["rules"] for g in rule["apiGroups"] for res in rule["resources"]
-               for v in rule["verbs"]}
+    used = used_grants(events)
+    granted = cluster_role_grants(REPO / "manifests" / "monitor" / "rbac.yaml")
     assert used == granted, f"used but not granted: {sorted(used - granted)}; granted, unused: {sorted(granted - used)}"
     failed = [(e["verb"], e["requestURI"], e["responseStatus"].get("code")) for e in events
               if e["responseStatus"].get("code", 0) >= 400 and e["responseStatus"].get("code") != 409]

@@ -8,10 +8,8 @@ Every wait polls with a deadline; every test has its own namespace.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 
 from tests.k8s.controlplane import Kube, KubeError
 from tests.k8s.fixtures import MODEL, Operator, register
+from tests.utils.audit import audit_events, cluster_role_grants, used_grants
 from tests.utils.procs import wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,16 +33,6 @@ def md(name: str, ns: str, **spec: Any) -> dict[str, Any]:
     spec.setdefault("resources", {"cpu": "100m", "memory": "128Mi"})
     return {"apiVersion": "mlstack.io/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": name, "namespace": ns}, "spec": spec}
-
-
-@pytest.fixture
-def ns(k8s_admin: Kube, request) -> Iterator[str]:
-    """A fresh namespace per test (unique per run: MLSTACK_TEST_KUBECONFIG clusters outlive runs), deleted after."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower())[:30].strip("-")
-    name = f"e2e-{secrets.token_hex(2)}-{slug}"
-    k8s_admin.ensure_namespace(name)
-    yield name
-    k8s_admin.delete(f"/api/v1/namespaces/{name}")
 
 
 def wait_status(kube: Kube, ns: str, name: str, op: Operator, check, what: str,
@@ -368,7 +357,7 @@ def test_no_op_writes_and_takeover_after_kill_9(k8s, k8s_admin, mlstack_operator
     audit = k8s.dir / "logs" / "audit.log"
     if not audit.exists():
         pytest.skip("no audit log (MLSTACK_TEST_KUBECONFIG cluster): no-op writes not counted")
-    writes = [e for e in audit_events(audit) if e["verb"] in ("patch", "update") and
+    writes = [e for e in audit_events(audit, OPERATOR_USER) if e["verb"] in ("patch", "update") and
               (e.get("objectRef") or {}).get("namespace") == ns and e["objectRef"].get("name") == "quant" and
               e["objectRef"].get("resource") == "deployments"]
     assert writes == [], f"{len(writes)} no-op writes of a Deployment whose quantities the server normalised"
@@ -420,18 +409,10 @@ def test_a_deleted_namespace_is_left_alone(k8s, k8s_admin, mlstack_operator):
     audit = k8s.dir / "logs" / "audit.log"
     if not audit.exists():
         pytest.skip("no audit log (MLSTACK_TEST_KUBECONFIG cluster): refused writes not counted")
-    refused = [e["requestURI"] for e in audit_events(audit) if (e.get("objectRef") or {}).get("namespace") == ns
+    refused = [e["requestURI"] for e in audit_events(audit, OPERATOR_USER)
+               if (e.get("objectRef") or {}).get("namespace") == ns
                and e["verb"] == "create" and e["responseStatus"].get("code", 0) >= 400]
     assert refused == [], f"{len(refused)} creates into the terminating namespace"
-
-
-def audit_events(path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines():
-        e = json.loads(line)
-        if e.get("user", {}).get("username") == OPERATOR_USER and e.get("stage") == "ResponseComplete":
-            out.append(e)
-    return out
 
 
 OPERATOR_USER = "system:serviceaccount:mlstack-system:mlstack-operator"
@@ -442,12 +423,11 @@ CHECKED_BY_ADMISSION = {("mlstack.io", "modeldeployments/finalizers", "update")}
 def test_zz_least_privilege_measured_on_the_audit_log(k8s):
     """Runs last in this module: every request the operator made was allowed, every grant of its ClusterRole was
     used by the tests above, and no DELETE answered 404 (it deletes only what the previous spec made)."""
-    import yaml
 
     audit = k8s.dir / "logs" / "audit.log"
     if not audit.exists():
         pytest.skip("no audit log (MLSTACK_TEST_KUBECONFIG cluster): least privilege not measured")
-    events = audit_events(audit)
+    events = audit_events(audit, OPERATOR_USER)
     assert events, "the operator made no request?"
     denied = [(e["verb"], e["requestURI"]) for e in events  # RBAC's denials (not a quota's or a namespace's 403)
               if (e.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid"]
@@ -458,17 +438,8 @@ def test_zz_least_privilege_measured_on_the_audit_log(k8s):
     deletes_404 = [e["requestURI"] for e in events if e["verb"] == "delete" and
                    e["responseStatus"].get("code") == 404 and e["requestURI"] not in deleted]
     assert deletes_404 == []
-    used = set()
-    for e in events:
-        ref = e.get("objectRef")
-        if not ref:  # discovery (/api, /apis): open to every authenticated user, not the ClusterRole's
-            continue
-        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        used.add((ref.get("apiGroup", ""), resource, e["verb"]))
-    role = next(d for d in yaml.safe_load_all((REPO / "manifests" / "operator" / "rbac.yaml").read_text())
-                if d and d["kind"] == "ClusterRole")
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    used = used_grants(events)
+    granted = cluster_role_grants(REPO / "manifests" / "operator" / "rbac.yaml")
     installed = json.loads((k8s.dir / "crds.json").read_text())["installed"]
     unexercisable = {g for g in granted if g[0] == "kubevirt.io"} if "virtualmachines.kubevirt.io" not in installed \
         else set()

@@ -5,14 +5,12 @@ the API server's CEL rules refuse a bad shadow."""
 
 from __future__ import annotations
 
-import re
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.k8s.controlplane import Kube, KubeError
+from tests.k8s.controlplane import KubeError
 from tests.k8s.fixtures import MODEL, register
 from tests.utils.procs import wait_until
 
@@ -20,15 +18,6 @@ pytestmark = pytest.mark.slow
 MDS = "/apis/mlstack.io/v1alpha1/namespaces/{ns}/modeldeployments"
 DEPS = "/apis/apps/v1/namespaces/{ns}/deployments"
 DEADLINE = 60.0
-
-
-@pytest.fixture
-def ns(k8s_admin: Kube, request) -> Iterator[str]:
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower())[:30].strip("-")
-    name = f"e2e-{secrets.token_hex(2)}-{slug}"
-    k8s_admin.ensure_namespace(name)
-    yield name
-    k8s_admin.delete(f"/api/v1/namespaces/{name}")
 
 
 def command(dep: dict[str, Any]) -> list[str]:
