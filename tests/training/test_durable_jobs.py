@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from mlflow.tracking import MlflowClient
 
 from tests.utils.procs import wait_until
 from tests.utils.training import alerts, api_env, job, mlflow_runs, start_training_api, trigger, wait_status
@@ -74,29 +75,62 @@ def test_a_job_ray_lost_is_failed_with_the_reason_and_its_mlflow_run_ended(
     try:
         job_id = trigger(base, MODEL, n_estimators=2000, seed=2)
         wait_status(base, job_id, ("running",), 180)
-        wait_until(lambda: _run_status(mlflow_uri, job_id) == "RUNNING", 120, interval=0.3, what="the MLflow run")
+        # the run starts after the fit; logging and registering the models take seconds more
+        wait_until(lambda: _run_status(mlflow_uri, job_id) == "RUNNING", 120, interval=0.1, what="the MLflow run")
         _kill9(first.pid)
-        ray_head.stop()  # Ray goes down with the job, and comes back knowing nothing of it
+        ray_head.crash()  # Ray dies with the job (no drain that would let it finish), and comes back knowing nothing
         ray_head.start()
         second, base = start_training_api(tmp_path / "api2.log", env)
         failed = wait_status(base, job_id, ("failed", "succeeded"), 90)
         assert failed["status"] == "failed", failed
         assert "Ray does not know its job" in failed["error"], failed
-        # never left RUNNING: FAILED by the API, KILLED by the job itself when its Ray supervisor went away, or
-        # FINISHED when training ended while Ray was going down (a known gap: the record then says failed though
-        # the run registered a version; falling back to the MLflow run when Ray lost a job would close it)
-        wait_until(lambda: _run_status(mlflow_uri, job_id) in ("FAILED", "KILLED", "FINISHED"), 60, interval=0.3,
+        # never left RUNNING: FAILED by the API, or KILLED by the job itself when its Ray supervisor went away
+        wait_until(lambda: _run_status(mlflow_uri, job_id) in ("FAILED", "KILLED"), 60, interval=0.3,
                    what="the run ended")
         assert len(wait_until(lambda: alerts(redis_url, "training.failed", job_id), 30, what="alert")) == 1
         # nothing of the job kept running outside Ray
-        leftovers = [p for p in psutil.process_iter(["cmdline"])
-                     if "mlstack.training.run" in " ".join(p.info["cmdline"] or [])
-                     and job_id in json.dumps(_environ(p))]
-        assert leftovers == []
+        wait_until(lambda: not _leftovers(job_id), 30, what="the job's process gone with its Ray")
     finally:
         first.stop()
         if second is not None:
             second.stop(timeout=30)
+
+
+def test_a_job_ray_lost_after_it_registered_its_version_is_succeeded_from_its_mlflow_run(
+        stack_env, ray_head, mlflow_uri, redis_url, tmp_path):
+    """Ray (and the API) died after the job's MLflow run had registered the version but before the API read the
+    job's result: the restarted API finds the version through the run, and the record says succeeded, not failed
+    while the registry holds the model."""
+    env = api_env(stack_env, tmp_path / "state", MLSTACK_RAY_JOBS_URL=ray_head.url)
+    first, base = start_training_api(tmp_path / "api1.log", env)
+    second = None
+    try:
+        job_id = trigger(base, MODEL, n_estimators=50, seed=6)
+        wait_status(base, job_id, ("running",), 180)
+        _kill9(first.pid)  # nobody reads the result from Ray
+        wait_until(lambda: _run_status(mlflow_uri, job_id) == "FINISHED", 180, interval=0.1, what="run FINISHED")
+        ray_head.crash()
+        ray_head.start()
+        second, base = start_training_api(tmp_path / "api2.log", env)
+        done = wait_status(base, job_id, ("failed", "succeeded"), 90)
+        assert done["status"] == "succeeded", done
+        [run] = mlflow_runs(mlflow_uri, job_id)
+        versions = MlflowClient(tracking_uri=mlflow_uri).search_model_versions(
+            f"name = '{MODEL}' and run_id = '{run.info.run_id}'")
+        assert [v.version for v in versions] == [done["version"]] and done["run_id"] == run.info.run_id
+        assert done["metrics"]["accuracy"] == run.data.metrics["accuracy"]
+        finished = wait_until(lambda: alerts(redis_url, "training.finished", job_id), 30, what="training.finished")
+        assert len(finished) == 1 and finished[0]["version"] == done["version"]
+        assert alerts(redis_url, "training.failed", job_id) == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop(timeout=30)
+
+
+def _leftovers(job_id: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "mlstack.training.run" in " ".join(p.info["cmdline"] or []) and job_id in json.dumps(_environ(p))]
 
 
 def _environ(p: psutil.Process) -> dict:

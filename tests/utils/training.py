@@ -13,14 +13,15 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import psutil
 from mlflow.tracking import MlflowClient
 
-from tests.utils.procs import BIN, Proc, free_port, http_ok, start, start_api, wait_until
+from tests.utils.procs import BIN, Proc, free_port, http_ok, port_open, start, start_api, wait_until
 
 
 class RayHead:
-    """``ray start --head --block`` with the dashboard (the job server) on fixed ports: stop() loses every job it
-    runs; start() again is a restarted Ray that knows none of them."""
+    """``ray start --head --block`` with the dashboard (the job server) on fixed ports: stop() (graceful) or crash()
+    (SIGKILL) loses every job it runs; start() again is a restarted Ray that knows none of them."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
@@ -42,14 +43,36 @@ class RayHead:
         return self
 
     def stop(self) -> None:
-        """SIGTERM ``ray start --block`` alone (it stops the processes it started, workers too), then the group."""
+        """SIGTERM ``ray start --block`` alone (it drains, then stops the processes it started, workers too), then
+        the group; returns once its ports are free."""
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.popen.wait(30)
+                self.proc.popen.wait(40)
             self.proc.stop(timeout=10)
             self.proc = None
+            self._wait_ports_free()
+
+    def crash(self) -> None:
+        """Ray dies at once: SIGKILL of every Ray process (the head's tree and anything in its temp dir), no drain
+        (a SIGTERM lets running jobs finish for up to 30 s). The training entrypoints are left alone: they are to
+        notice by themselves that their supervisor is gone."""
+        assert self.proc is not None
+        ray = [self.proc.pid, *(c.pid for c in _descendants(self.proc.pid)
+                                if "mlstack.training.run" not in _cmdline(c))]
+        ray += [p.pid for p in psutil.process_iter(["cmdline"])
+                if str(self.temp) in " ".join(p.info["cmdline"] or []) and p.pid not in ray]
+        for pid in ray:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.popen.wait(10)
+        self.proc = None
+        self._wait_ports_free()
+
+    def _wait_ports_free(self) -> None:
+        wait_until(lambda: not any(port_open(p) for p in self.ports.values()), 60, interval=0.2,
+                   what="the Ray head's ports free")
 
     def client(self):
         from ray.job_submission import JobSubmissionClient
@@ -58,6 +81,20 @@ class RayHead:
 
     def status(self, job_id: str) -> str:
         return self.client().get_job_status(f"mlstack-train-{job_id}").value
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def api_env(stack_env, state: Path, **extra: str) -> dict[str, str]:

@@ -507,14 +507,37 @@ class JobManager:
             await self._end_runs(job_id, "KILLED")
             await self._alert("training.cancelled", "warning", f"Training job {job_id} cancelled",
                               "stopped in Ray", model=record.model_name, data={"job_id": job_id})
-        else:
-            error = (out or {}).get("error") or f"the Ray job ended {state.status}: {state.message}"
-            await self._failed(job_id, error)
+        elif out is not None:
+            await self._failed(job_id, out.get("error") or f"the Ray job ended {state.status}: {state.message}")
             await self._end_runs(job_id, "FAILED")
+        else:  # ended without its result line (killed, or its log lost): its MLflow run may still say
+            await self._lost(job_id, f"the Ray job ended {state.status} ({state.message}) without a result")
 
     async def _lost(self, job_id: str, reason: str) -> None:
+        """The job's process ended without saying how: succeeded if its MLflow run registered a version (Ray lost
+        the job after that), else failed with ``reason`` and its open runs ended."""
+        record = await self._fresh(job_id)
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(self._result_of_run_sync, record), MLFLOW_END_TIMEOUT)
+        except Exception as e:
+            log.warning("training job %s: could not read its MLflow run (%s: %s)", job_id, type(e).__name__, e)
+            result = None
+        if result is not None and record.status in OPEN:
+            log.info("training job %s: %s; its MLflow run %s had registered version %s", job_id, reason,
+                     result["run_id"], result["version"])
+            await self._succeeded(record, result)
+            return
         await self._failed(job_id, reason)
         await self._end_runs(job_id, "FAILED")
+
+    def _result_of_run_sync(self, record: TrainingJob) -> dict | None:
+        from mlflow.tracking import MlflowClient
+
+        from mlstack.training.train import result_of_run
+
+        s = self.settings
+        client = MlflowClient(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri)
+        return result_of_run(client, s.mlflow_experiment, record.model_name, record.job_id)
 
     async def cancel(self, job_id: str, who: str) -> TrainingJob:
         """Stop a queued or running job: the record says ``cancelled`` at once, the Ray job is stopped, the MLflow
@@ -603,7 +626,8 @@ class JobManager:
                            **times)
         primary = r["primary_metric"]
         value = r["metrics"][primary]
-        verdict = "now champion" if r["champion"] else f"champion stays v{r['previous_champion']}"
+        verdict = ("now champion" if r["champion"] else f"champion stays v{r['previous_champion']}"
+                   if r["previous_champion"] else "no champion")
         await self._alert(
             "training.finished", "info", f"{job.model_name} v{r['version']} trained",
             f"{primary}={value:.4f}; {verdict}", model=job.model_name, version=r["version"],

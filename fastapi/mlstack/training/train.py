@@ -97,6 +97,28 @@ def _champion_metric(client, name: str, metric: str) -> tuple[str | None, float 
     return mv.version, value
 
 
+def result_of_run(client, experiment: str, model_name: str, job_id: str) -> dict | None:
+    """What ``train_and_register`` returned for job ``job_id``, read back from MLflow: its FINISHED run and the
+    version registered from it (None when there is none). For a job whose process ended without saying (Ray lost
+    it, or its log lost the result line) after its version was registered."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlstack.job_id` = '{job_id}' "
+                                                                 "and attributes.status = 'FINISHED'")
+    for run in runs:
+        task = run.data.tags.get("mlstack.task")
+        versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
+        if not versions or task not in PRIMARY_METRIC:
+            continue
+        version = str(max(int(v.version) for v in versions))
+        champion, _ = _champion_metric(client, model_name, PRIMARY_METRIC[task])
+        return {"run_id": run.info.run_id, "version": version, "task": task, "metrics": dict(run.data.metrics),
+                "champion": champion == version, "previous_champion": None if champion == version else champion,
+                "primary_metric": PRIMARY_METRIC[task]}
+    return None
+
+
 def train_and_register(cfg: TrainConfig) -> dict:
     import mlflow
     import mlflow.onnx
