@@ -366,7 +366,8 @@ def serve_config(md: ModelDeployment, versions: Versions, settings: OperatorSett
     """The Ray Serve config (serveConfigV2) for one application running the predictor."""
     spec = md.spec
     name = spec.model.name
-    args: Manifest = {"model_uri": model_uri(name, versions.stable), "name": name}
+    args: Manifest = {"model_uri": model_uri(name, versions.stable), "name": name,
+                      "sample_rate": spec.effective_monitoring.sample_rate}  # the payload log (its collector)
     if versions.canary is not None and spec.canary is not None:
         args["canary_model_uri"] = model_uri(name, versions.canary)
         args["canary_traffic_percent"] = spec.canary.traffic_percent

@@ -36,6 +36,9 @@ def test_rayserve_deployment(api_factory, workdir, model):
         assert pred.status_code == 200, pred.text
         assert pred.json()["predictions"] == [0, 2]
         assert httpx.get(f"{st['url']}/v2/models/{model.name}/ready", timeout=30).status_code == 200
+        # the payload log at the spec's default sample rate: the application's collector, behind the same URL
+        pay = httpx.get(f"{st['url']}/v2/monitoring/payloads", timeout=30)
+        assert pay.status_code == 200 and pay.json()["sample_rate"] == 0.05, pay.text
 
         assert c.delete("/deployments/iris-ray").status_code == 204
         assert httpx.post(f"{st['url']}/predict", json={"instances": ROWS}, timeout=30).status_code == 404

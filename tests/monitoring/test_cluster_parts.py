@@ -29,11 +29,13 @@ def test_pod_urls_per_service_ready_endpoints_on_the_http_port():
         _slice("iris-canary", [("10.0.0.7", True)], ports=(("", 9000),)),  # one unnamed port: that one
         _slice("iris-shadow", [("fd00::5", True)], family="IPv6"),
         _slice("other", [("10.0.0.8", True)], ports=(("metrics", 9100), ("x", 1))),  # no http port: skipped
+        _slice("rs-serve-svc", [("10.0.2.1", True)], ports=(("dashboard", 8265), ("serve", 8000))),  # KubeRay's
         {"metadata": {"labels": {}}, "addressType": "IPv4", "endpoints": []},
         _slice("fqdn", [("a.example", True)], family="FQDN"),
     ])
     assert urls == {"iris": ["http://10.0.0.1:8080", "http://10.0.0.2:8080", "http://10.0.1.9:8080"],
-                    "iris-canary": ["http://10.0.0.7:9000"], "iris-shadow": ["http://[fd00::5]:8080"]}
+                    "iris-canary": ["http://10.0.0.7:9000"], "iris-shadow": ["http://[fd00::5]:8080"],
+                    "rs-serve-svc": ["http://10.0.2.1:8000"]}
 
 
 def test_condition_patch_replaces_only_slomet_with_a_resource_version_precondition():

@@ -188,10 +188,11 @@ def infer(server: Server, n: int) -> None:
             assert resp.status_code == 200, resp.text
 
 
-def endpoint_slice(name: str, ip: str, port: int, ready: bool) -> dict[str, Any]:
+def endpoint_slice(name: str, ip: str, port: int, ready: bool, service: str = NAME,
+                   port_name: str = "http") -> dict[str, Any]:
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": NAME}},
-            "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
             "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}}]}
 
 
@@ -375,6 +376,40 @@ def test_a_status_changed_since_the_list_is_a_409_and_the_next_round_writes(k8s_
         k: (v["status"], v["reason"]) for k, v in ops.items()}
     assert obj["metadata"]["labels"]["touched"] == "yes"
     k8s_admin.delete(path)
+
+
+def test_a_rayserve_deployment_is_drained_at_one_serve_proxy(k8s_admin, ns, model, pods, monitor, r):
+    """``server: rayserve``: KubeRay's ``<name>-serve-svc`` (port ``serve``) stands for every Serve proxy of the
+    RayService, each reaching the application's one payload collector: the monitor drains one ready endpoint of it
+    (here the stand-ins' first by URL), not each."""
+    (model_name, version), name = model, "iris-rs"
+    service = f"{name}-serve-svc"
+    k8s_admin.create(f"/api/v1/namespaces/{ns}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+        "spec": {"ports": [{"name": "serve", "port": 8000, "targetPort": "serve"}]}})
+    first, second = sorted(pods, key=lambda srv: srv.url)
+    for i, srv in enumerate((second, first)):
+        k8s_admin.create(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                         endpoint_slice(f"{service}-{i}", srv.ip, srv.port, True, service, "serve"))
+    k8s_admin.create(MDS.format(ns=ns), {
+        "apiVersion": "mlstack.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {"model": {"name": model_name, "version": version}, "server": "rayserve",
+                 "monitoring": {"sampleRate": 1}}})
+    key = f"{ns}/{name}"
+    cursor = f"{key}|{first.url}"
+    # the first drain reads what the proxy's collector holds so far; the count from then on is this test's
+    base = int(wait_until(lambda: r.hget(f"{monitor.prefix}:cursors", cursor), DEADLINE, interval=0.2,
+                          what=f"{key} drained at {first.url}\n{monitor.proc.log_tail()}"))
+    stream = f"{monitor.prefix}:payloads:{key}"
+    before = r.xlen(stream)
+    infer(first, 7)
+    wait_until(lambda: int(r.hget(f"{monitor.prefix}:cursors", cursor)) == base + 7, DEADLINE, interval=0.2,
+               what="7 more records drained")
+    assert r.xlen(stream) - before == 7
+    assert [f for f in r.hkeys(f"{monitor.prefix}:cursors") if f.startswith(f"{key}|")] == [cursor]
+    recs = [json.loads(f["r"]) for _, f in r.xrange(stream)][-7:]
+    assert {(x["deployment"], x["track"], str(x["version"])) for x in recs} == {(name, "stable", version)}
+    k8s_admin.delete(MDS.format(ns=ns) + f"/{name}")
 
 
 def test_zz_least_privilege_measured_on_the_audit_log(k8s, monitor):

@@ -156,7 +156,7 @@ def test_rayserve_serve_config():
     cfg = yaml.safe_load(rs["spec"]["serveConfigV2"])
     app = cfg["applications"][0]
     assert app["import_path"] == "mlstack.serving.rayserve:build_app"
-    assert app["args"] == {"model_uri": "models:/iris_model/3", "name": "iris_model",
+    assert app["args"] == {"model_uri": "models:/iris_model/3", "name": "iris_model", "sample_rate": 0.05,
                            "canary_model_uri": "models:/iris_model/4", "canary_traffic_percent": 10}
     dep = app["deployments"][0]
     assert dep["autoscaling_config"]["min_replicas"] == 1 and dep["autoscaling_config"]["max_replicas"] == 4
@@ -284,3 +284,7 @@ def test_model_servers_get_the_payload_logs_sample_rate_and_their_track():
     (disk,) = [v for v in vm["spec"]["template"]["spec"]["volumes"] if v["name"] == "cloudinitdisk"]
     assert "-e MLSTACK_SERVE_MONITORING_SAMPLE_RATE=0.5 -e MLSTACK_SERVE_TRACK=stable" in disk["cloudInitNoCloud"][
         "userData"]
+    import yaml
+
+    rs = build_children(md(server="rayserve", monitoring={"sampleRate": 0.25}), Versions("3"), SETTINGS)[0]
+    assert yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]["args"]["sample_rate"] == 0.25

@@ -114,3 +114,91 @@ def test_canary_split_inside_ray_serve(ray_serve_url, onnx_model_dir, sklearn_mo
     assert set(tracks) == {"stable", "canary"} and abs(share - 10) <= 2
     with pytest.raises(ValueError, match="go together"):
         build_app({"model_uri": str(onnx_model_dir), "canary_traffic_percent": 10})
+
+
+def test_payload_log_gathers_every_replicas_samples_in_one_collector(ray_serve_url, onnx_model_dir, iris, redis_url):
+    """sample_rate 1 over 2 replicas: each request's record (under the X-Request-ID it was answered with) reaches the
+    application's collector, read with one cursor at ``/v2/monitoring/payloads`` through the proxy, and the
+    monitor drains it into the deployment's Redis stream like a pod's ring. Killing the collector fails no
+    request; Serve starts a new one and records flow again (the monitor sees its sequence start over)."""
+    import asyncio
+
+    import httpx
+    import ray
+    import redis.asyncio as aioredis
+    from ray import serve
+
+    from mlstack.monitoring.monitor import Monitor, Profiles, Target
+    from mlstack.monitoring.quality import Quality
+    from mlstack.monitoring.settings import MonitorSettings
+    from mlstack.serving.rayserve import build_app
+    from mlstack_operator.contract import ModelDeploymentSpec
+    from tests.utils.procs import wait_until
+
+    base = ray_serve_url.rsplit("/", 1)[0] + "/iris-logged"
+    serve.run(build_app({"model_uri": str(onnx_model_dir), "name": "iris", "num_cpus": 0.25, "num_replicas": 2,
+                         "sample_rate": 1.0}), name="iris-logged", route_prefix="/iris-logged")
+    assert get(ray_serve_url + "/v2/monitoring/payloads").status == 404  # the fixture's app logs nothing
+    ids = {}
+    with httpx.Client(timeout=30) as c:
+        for i in range(40):
+            given = {"x-request-id": f"caller-{i}"} if i % 2 else {}
+            if i % 4 < 2:
+                r = c.post(base + "/predict", json={"instances": iris.x[i:i + 1].tolist()}, headers=given)
+            else:
+                r = c.post(base + "/v2/models/iris/infer", headers=given, json={
+                    "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": iris.x[i].tolist()}]})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-request-id"] == given.get("x-request-id", r.headers["x-request-id"])
+            ids[r.headers["x-request-id"]] = i
+
+        def page(after=0, limit=1000):
+            r = c.get(base + "/v2/monitoring/payloads", params={"after": after, "limit": limit})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        full = wait_until(lambda: len((p := page())["records"]) >= 40 and p, 30, interval=0.2,
+                          what="40 records in the collector")
+        assert sorted(rec["id"] for rec in full["records"]) == sorted(ids) and full["next"] == 40
+        assert full["missed"] == full["dropped"] == 0
+        assert {rec["track"] for rec in full["records"]} == {"stable"}
+        for rec in full["records"]:
+            assert rec["inputs"] == [pytest.approx(iris.x[ids[rec["id"]]].tolist(), rel=1e-6)], rec
+        first, rest = page(0, 15), page(15)
+        assert [x["id"] for x in first["records"] + rest["records"]] == [x["id"] for x in full["records"]]
+        assert c.get(base + "/v2/monitoring/payloads", params={"after": "x"}).status_code == 400
+
+        # the monitor drains it as it drains a pod: one URL, records into the deployment's stream
+        async def drain() -> tuple[int, list]:
+            r = aioredis.from_url(redis_url, decode_responses=True)
+            ms = MonitorSettings(key_prefix=f"mlstack:monitoring:rs{os.getpid()}")
+            m = Monitor(r, ms, None, None, Profiles(None, ms), Quality(r, ms))
+            spec = ModelDeploymentSpec.model_validate({"model": {"name": "iris", "version": "1"},
+                                                       "server": "rayserve"})
+            t = Target("default", "iris-logged", spec, (("stable", base),))
+            try:
+                n = await m.drain(t)
+                return n, await r.xrange(m.stream_key(t))
+            finally:
+                await m.http.aclose()
+                await r.aclose()
+
+        n, entries = asyncio.run(drain())
+        assert n == 40 and len(entries) == 40
+
+        # the collector goes away: requests are answered all the same
+        [collector] = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                       if "iris-logged" in a["name"] and "PayloadCollector" in a["name"]]
+        ray.kill(ray.get_actor(collector["name"], namespace=collector["namespace"]), no_restart=False)
+        for i in range(20):
+            r = c.post(base + "/predict", json={"instances": iris.x[i:i + 1].tolist()})
+            assert r.status_code == 200, r.text
+        # a new collector: later requests are logged again, its sequence starting over
+        def logged_again():
+            r = c.post(base + "/predict", json={"instances": iris.x[:1].tolist()}, headers={"x-request-id": "after"})
+            assert r.status_code == 200
+            p = c.get(base + "/v2/monitoring/payloads")
+            return p.status_code == 200 and any(x["id"] == "after" for x in p.json()["records"]) and p.json()
+        again = wait_until(logged_again, 60, interval=0.5, what="records in a new collector")
+        assert not ids.keys() & {x["id"] for x in again["records"]}  # a new ring: the old records are gone
+    serve.delete("iris-logged")

@@ -232,18 +232,20 @@ class RayServeChild:
     kind = "RayServeApplication"
     POLL_SECONDS = 2.0
 
-    def __init__(self, rayserve: RayServe, namespace: str, name: str, model: str):
+    def __init__(self, rayserve: RayServe, namespace: str, name: str, model: str, sample_rate: float = 0.0):
         self.rs = rayserve
         self.app = f"{namespace}--{name}"
         self.prefix = f"/{namespace}/{name}"
         self.model = model
+        self.sample_rate = sample_rate  # the payload log: the application's collector, drained at its URL
 
     async def start(self, version: str, replicas: int, canary: Canary | None = None,
                     shadow: Shadow | None = None) -> str:
         await self.rs.ensure()  # (no shadow: the contract allows spec.shadow with server: onnx only)
         ds = self.rs.ds
         args: dict[str, Any] = {"model_uri": f"models:/{self.model}/{version}", "name": self.model,
-                                "num_replicas": replicas, "num_cpus": ds.rayserve_replica_cpus}
+                                "num_replicas": replicas, "num_cpus": ds.rayserve_replica_cpus,
+                                "sample_rate": self.sample_rate}
         if canary is not None and canary[0] != version:  # Ray Serve's CanaryRouter: the same exact split
             args.update(canary_model_uri=f"models:/{self.model}/{canary[0]}", canary_traffic_percent=canary[1])
 
@@ -261,6 +263,10 @@ class RayServeChild:
                               f"{ds.rayserve_start_timeout:.0f}s") from None
         except Exception as e:  # DEPLOY_FAILED and friends
             raise Unavailable(f"Ray Serve application {self.app} failed: {str(e)[-1000:]}") from None
+        return self.url
+
+    @property
+    def url(self) -> str:
         return self.rs.base_url + self.prefix
 
     async def retire(self, keep: str) -> None:
@@ -391,12 +397,19 @@ class LocalDeployments:
         return view(_with_condition(json.loads(raw), extra))
 
     def monitor_targets(self) -> list[tuple[str, str, ModelDeploymentSpec, list[tuple[str, str]], str | None]]:
-        """``(namespace, name, spec, [(track, url)], canary version)`` of the Ready ``mlstack serve`` deployments:
-        the model servers the monitor drains (stable first, then the canary's and the shadow's own servers)."""
+        """``(namespace, name, spec, [(track, url)], canary version)`` of the Ready deployments: the model servers
+        the monitor drains (``mlstack serve``: stable first, then the canary's and the shadow's own servers; Ray
+        Serve: the application's URL, whose collector holds every replica's records)."""
         out = []
         for e in list(self._entries.values()):
             st = e.obj.get("status") or {}
-            if not isinstance(e.child, ProcessChild) or st.get("phase") != Phase.Ready:
+            if st.get("phase") != Phase.Ready:
+                continue
+            if isinstance(e.child, RayServeChild):  # one collector per application, behind any replica
+                if e.child.sample_rate > 0:
+                    out.append((e.namespace, e.name, e.spec, [("stable", e.child.url)], st.get("canaryVersion")))
+                continue
+            if not isinstance(e.child, ProcessChild):
                 continue
             servers = []
             for pool, version, track in e.child._using:
@@ -470,9 +483,9 @@ class LocalDeployments:
 
     # -- supervision ---------------------------------------------------------------------------------
     def _make_child(self, namespace: str, name: str, spec: ModelDeploymentSpec) -> Child:
-        if spec.server == Server.rayserve:
-            return RayServeChild(self.rayserve, namespace, name, spec.model.name)
         rate = spec.effective_monitoring.sample_rate  # the monitor pulls what the servers sample
+        if spec.server == Server.rayserve:
+            return RayServeChild(self.rayserve, namespace, name, spec.model.name, rate)
         return ProcessChild(self.settings, namespace, name, spec.model.name, self._ports,
                             env={RATE_ENV: f"{rate:g}"})
 

@@ -5,7 +5,9 @@ its Services ``<name>`` (stable), ``<name>-canary`` and ``<name>-shadow``, read 
 (``discovery.k8s.io/v1``, label ``kubernetes.io/service-name``; one list per namespace per round): each pod keeps
 its own payload ring, so each is drained at ``http://<pod IP>:<http port>`` with its own cursor (draining the
 Service would reach a random pod). Only ready endpoints are drained; a pod that went away keeps its cursor until
-the deployment is deleted (``Monitor.forget_deleted``).
+the deployment is deleted (``Monitor.forget_deleted``). A ``server: rayserve`` deployment is drained at one ready
+endpoint of KubeRay's ``<name>-serve-svc`` (port ``serve``): any Serve proxy reaches the application's one payload
+collector (``mlstack.serving.rayserve``).
 
 Condition: ``PATCH modeldeployments/status`` (JSON merge patch) carrying the listed object's
 ``metadata.resourceVersion`` as a precondition and its conditions with only ``SLOMet`` replaced: a merge patch
@@ -29,12 +31,13 @@ from pydantic import ValidationError
 from mlstack.errors import Conflict, NotFound
 from mlstack.kubeapi import KubeSettings, call
 from mlstack.monitoring.monitor import Target
-from mlstack_operator.contract import GROUP, PLURAL, VERSION, ModelDeploymentSpec
+from mlstack_operator.contract import GROUP, PLURAL, VERSION, ModelDeploymentSpec, Server
 
 log = logging.getLogger(__name__)
 
 SERVICE_LABEL = "kubernetes.io/service-name"
 TRACKS = (("", "stable"), ("-canary", "canary"), ("-shadow", "shadow"))  # Service name suffix -> track
+RAY_SERVE_SUFFIX = "-serve-svc"  # KubeRay's Service in front of a RayService's Serve proxies
 CONDITION = "SLOMet"
 
 
@@ -42,15 +45,16 @@ def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def pod_urls(slices: list[dict[str, Any]], port_name: str = "http") -> dict[str, list[str]]:
-    """Service name -> the ready endpoints' ``http://IP:port`` (sorted), from EndpointSlices (pure)."""
+def pod_urls(slices: list[dict[str, Any]], port_names: tuple[str, ...] = ("http", "serve")) -> dict[str, list[str]]:
+    """Service name -> the ready endpoints' ``http://IP:port`` (sorted), from EndpointSlices (pure). The port: the
+    one named ``http`` (``mlstack serve``) or ``serve`` (KubeRay's ``<name>-serve-svc``), else the only one."""
     out: dict[str, set[str]] = {}
     for sl in slices:
         service = ((sl.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
         if not service or sl.get("addressType") not in ("IPv4", "IPv6"):
             continue
         ports = [p for p in sl.get("ports") or [] if p.get("port")]
-        port = next((p["port"] for p in ports if p.get("name") == port_name), None)
+        port = next((p["port"] for p in ports if p.get("name") in port_names), None)
         if port is None and len(ports) == 1:
             port = ports[0]["port"]
         if port is None:
@@ -111,13 +115,18 @@ class ClusterTargets:
                 watched.setdefault(meta["namespace"], []).append((meta["namespace"], meta["name"], spec, o))
         out: list[Target] = []
         for ns, items in watched.items():
-            services = [f"{name}{suffix}" for _, name, _, _ in items for suffix, _ in TRACKS]
+            services = [f"{name}{suffix}" for _, name, _, _ in items for suffix in (*(x for x, _ in TRACKS),
+                                                                                     RAY_SERVE_SUFFIX)]
             body = await call(f"list endpointslices in {ns}", self.discovery.list_namespaced_endpoint_slice, ns,
                               label_selector=f"{SERVICE_LABEL} in ({','.join(services)})", timeout=self.timeout,
                               raw=True)
             urls = pod_urls(body.get("items") or [])
             for _, name, spec, o in items:
-                servers = tuple((track, url) for suffix, track in TRACKS for url in urls.get(f"{name}{suffix}", []))
+                if spec.server == Server.rayserve:  # one collector behind every Serve proxy: one of them will do
+                    servers = tuple(("stable", url) for url in urls.get(f"{name}{RAY_SERVE_SUFFIX}", [])[:1])
+                else:
+                    servers = tuple((track, url) for suffix, track in TRACKS
+                                    for url in urls.get(f"{name}{suffix}", []))
                 out.append(Target(ns, name, spec, servers, (o.get("status") or {}).get("canaryVersion")))
         return out
 

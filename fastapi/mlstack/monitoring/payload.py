@@ -27,6 +27,29 @@ MAX_READ = 5_000
 MAX_REQUEST_ID = 128  # a caller's X-Request-ID longer than this (or not printable ASCII) is replaced
 
 
+def page_args(method: str, query: str) -> tuple[int, int]:
+    """``after`` and ``limit`` of a ``GET /v2/monitoring/payloads?after=N&limit=M``; ``PageError`` (status, message)
+    for a bad request (pure)."""
+    from urllib.parse import parse_qs
+
+    if method != "GET":
+        raise PageError(405, f"method {method} not allowed here (use GET)")
+    q = parse_qs(query)
+    try:
+        after, limit = int(q.get("after", ["0"])[0]), int(q.get("limit", ["1000"])[0])
+    except ValueError:
+        raise PageError(400, "after and limit must be integers") from None
+    if after < 0 or limit < 1:
+        raise PageError(400, "after must be >= 0 and limit >= 1")
+    return after, limit
+
+
+class PageError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 class RequestIds:
     __slots__ = ("_n", "_prefix")
 
@@ -71,12 +94,21 @@ class PayloadLog:
 
     def record(self, request_id: str, model: str, version: str, track: str, inputs: Any, outputs: Any,
                latency_ms: float) -> None:
+        self._append({"id": request_id, "ts": time.time(), "model": model, "version": version, "track": track,
+                      "inputs": inputs, "outputs": outputs, "latency_ms": round(latency_ms, 3)})
+
+    def _append(self, rec: dict[str, Any]) -> None:
         if len(self._ring) == self.capacity and self._ring[0][0] > self._read_upto:
             self.dropped += 1  # the oldest unread record goes
         self._seq += 1
-        self._ring.append((self._seq, {"id": request_id, "ts": time.time(), "model": model, "version": version,
-                                       "track": track, "inputs": inputs, "outputs": outputs,
-                                       "latency_ms": round(latency_ms, 3)}))
+        self._ring.append((self._seq, rec))
+
+    def extend(self, records: list[dict[str, Any]], lost: int = 0) -> None:
+        """Append records another ring sampled (Ray Serve replicas send theirs to one collector); ``lost``: records
+        the sender could not deliver, counted as dropped."""
+        self.dropped += max(0, int(lost))
+        for rec in records:
+            self._append(rec)
 
     def read(self, after: int = 0, limit: int = MAX_READ) -> dict[str, Any]:
         """Records with a sequence number above ``after`` (oldest first, at most ``limit``), the cursor to pass

@@ -15,7 +15,8 @@ A point covers the interval since the previous point:
   that went down is a restarted server and counts from 0), per track in ``tracks``; the totals are the live
   tracks' (stable + canary: the canary's share is what stable forwarded), a shadow's copies are not more traffic.
   ``counted`` is False when no live server answered, and ``rate`` is then estimated from the sampled live records
-  and ``spec.monitoring.sampleRate``;
+  and ``spec.monitoring.sampleRate`` (always so for ``server: rayserve``: through Serve's proxy ``/metrics`` is a
+  random replica's);
 - per version, from the sampled payload records drained in the interval: ``sampled``, estimated ``rate``,
   ``p50_ms`` and ``p99_ms`` of the logged latencies;
 - per version, over the deployment's window (``spec.monitoring.windowSeconds``, as the evaluation judges it):
@@ -42,6 +43,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlstack.monitoring.monitor import stream_records
+from mlstack_operator.contract import Server
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +213,9 @@ class Series:
             first_ms = int(entries[-1][0].split("-")[0])
             seconds = max(now - first_ms / 1000, 1.0)
         cursor = entries[0][0] if entries else last.get("cursor")
-        readings = await self._scrape(t.servers) if self.ss.scrape_metrics else {}
+        # a Ray Serve application's /metrics is one replica's, a different one each time: its rate is estimated
+        exact = self.ss.scrape_metrics and t.spec.server != Server.rayserve
+        readings = await self._scrape(t.servers) if exact else {}
         before = last.get("counters") or {}
         counts: dict[str, dict[str, int | None]] = {}
         for track, url in t.servers:

@@ -11,11 +11,10 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qs
 
 import orjson
 
-from mlstack.monitoring.payload import RequestIds
+from mlstack.monitoring.payload import PageError, RequestIds, page_args
 from mlstack.serving.canary import CANARY, STABLE, TRACK_HEADER, VERSION_HEADER, CanaryForwarder, GrpcCanary, splits
 from mlstack.serving.service import ModelService, Response, error
 from mlstack.serving.shadow import ShadowMirror
@@ -152,15 +151,10 @@ class ServingApp:
 
     def _payloads(self, method: str, query: bytes) -> Response:
         """``GET /v2/monitoring/payloads?after=N&limit=M``: the sampled requests after cursor N, for the monitor."""
-        if method != "GET":
-            return error(405, f"method {method} not allowed here (use GET)")
-        q = parse_qs(query.decode("latin-1"))
         try:
-            after, limit = int(q.get("after", ["0"])[0]), int(q.get("limit", ["1000"])[0])
-        except ValueError:
-            return error(400, "after and limit must be integers")
-        if after < 0 or limit < 1:
-            return error(400, "after must be >= 0 and limit >= 1")
+            after, limit = page_args(method, query.decode("latin-1"))
+        except PageError as e:
+            return error(e.status, e.message)
         page = self.service.payloads.read(after, limit)
         return Response(200, orjson.dumps({"model": self.service.name, "track": self.service.track, **page}))
 
