@@ -17,6 +17,10 @@ describe("canary in the deployments table", () => {
   it("names the canary's version and exact share next to the stable version", () => {
     expect(versionText(withCanary)).toBe("v3 + canary v4 (10 %)");
     expect(versionText(plain)).toBe("v3");
+    const shadowed = (status: Deployment["status"]): Deployment => ({
+      ...plain, spec: { ...plain.spec!, shadow: { alias: "challenger", percent: 20 } }, status });
+    expect(versionText(shadowed({ phase: "Ready", resolvedVersion: "3", shadowVersion: "5" }))).toBe("v3 + shadow v5 (20 % mirrored)");
+    expect(versionText(shadowed({ phase: "Deploying", resolvedVersion: "3" }))).toBe("v3 + shadow @challenger (20 % mirrored)");
   });
 
   it("has a Promote and an Abort button only when there is a canary", () => {

@@ -10,12 +10,19 @@ function modelRef(d: Deployment): string {
   return `${m.name}${m.version ? ` v${m.version}` : m.alias ? `@${m.alias}` : ""}`;
 }
 
-/** "v3", or with a canary "v3 + canary v4 (10 %)": the canary gets exactly that share of requests. */
+/** "v3", with a canary "v3 + canary v4 (10 %)" (the canary gets exactly that share of requests), with a shadow
+ * "v3 + shadow v5 (20 % mirrored)" (a copy of that share goes to it; its answers are only compared). */
 export function versionText(d: Deployment): string {
   const s = d.status ?? {};
-  const base = s.resolvedVersion ? `v${s.resolvedVersion}` : "–";
+  let text = s.resolvedVersion ? `v${s.resolvedVersion}` : "–";
   const c = d.spec?.canary;
-  return c ? `${base} + canary v${s.canaryVersion ?? c.version} (${c.trafficPercent} %)` : base;
+  if (c) text += ` + canary v${s.canaryVersion ?? c.version} (${c.trafficPercent} %)`;
+  const sh = d.spec?.shadow;
+  if (sh) {
+    const which = s.shadowVersion ? `v${s.shadowVersion}` : sh.version ? `v${sh.version}` : `@${sh.alias}`;
+    text += ` + shadow ${which} (${sh.percent} % mirrored)`;
+  }
+  return text;
 }
 
 type CanaryClient = Pick<typeof api, "canary">;
