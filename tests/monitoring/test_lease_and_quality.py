@@ -72,3 +72,36 @@ def test_slo_condition():
     c = slo_condition(breached)
     assert c["status"] == "False" and c["reason"] == "P99LatencyAboveMax" and "9.5 ms > 5 ms" in c["message"]
     assert slo_condition({"minAccuracy": {"threshold": 0.9, "samples": 3, "value": 1.0}})["status"] == "Unknown"
+
+
+def test_a_monitor_that_cannot_reach_redis_is_not_the_leader(own_redis):
+    """Redis away: the lease cannot be renewed (it may run out and go to another monitor), so ``leader`` (and the
+    ``mlstack_monitor_leader`` gauge read from it) says False until Redis is back and the lease held again."""
+    async def run():
+        r = aioredis.from_url(own_redis.url, decode_responses=True, socket_timeout=1, socket_connect_timeout=1)
+        ms = _settings(lease_seconds=2, drain_seconds=0.05)
+
+        async def none():
+            return []
+
+        m = Monitor(r, ms, none, None, Profiles(None, ms), Quality(r, ms))
+        m.start()
+        loop = asyncio.get_running_loop()
+
+        async def until(what: str, check) -> None:
+            t0 = loop.time()
+            while not check():
+                assert loop.time() - t0 < 15, what
+                await asyncio.sleep(0.05)
+
+        try:
+            await until("leader", lambda: m.leader)
+            own_redis.stop()
+            await until("not leader while Redis is down", lambda: not m.leader and m.last_error)
+            own_redis.start()
+            await until("leader again", lambda: m.leader)
+        finally:
+            await m.stop()
+            await r.aclose()
+
+    asyncio.run(run())

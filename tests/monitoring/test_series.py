@@ -51,14 +51,18 @@ def test_request_counts_read_a_model_servers_metrics():
     for _ in range(3):
         m.observe_request("infer", 200, 0.001)
         m.observe_request("ready", 200, 0.001)  # probes are not traffic
-    assert request_counts(m.render().decode()) == {"requests": 15, "errors": 3}
-    assert request_counts("") == {"requests": 0, "errors": 0}
+    assert request_counts(m.render().decode()) == {"requests": 15, "errors": 3, "created": m.created}
+    assert request_counts("") == {"requests": 0, "errors": 0, "created": None}
 
 
 def test_counter_delta_handles_a_first_reading_and_a_restart():
     assert counter_delta(10, None) is None
     assert counter_delta(15, 10) == 5
     assert counter_delta(4, 10) == 4  # the server restarted: its counter began at 0
+    # read for the first time: all of it when the server started within the interval, else unknown
+    assert counter_delta(7, None, created=100.0, since=90.0) == 7
+    assert counter_delta(7, None, created=80.0, since=90.0) is None
+    assert counter_delta(7, None, created=None, since=90.0) is None
 
 
 def test_shadow_agreement_takes_the_monitors_per_version_comparison():
@@ -119,6 +123,8 @@ def test_the_monitor_records_a_point_per_evaluation_and_forgets_deleted_deployme
         quality = Quality(r, ms)
         monitor = Monitor(r, ms, targets, None, Profiles(None, ms), quality, existing=existing, series=series)
         try:
+            # servers that have run for an hour: their first reading is a baseline, not an interval's requests
+            stable.metrics.created = canary.metrics.created = time.time() - 3600
             for i in range(30):
                 stable.serve(ROW, [0], latency_ms=1.0 + i)
             canary.serve(ROW, [1], latency_ms=5.0)
@@ -207,6 +213,37 @@ def test_points_are_spaced_by_the_step_and_bounded(redis_url):
             assert [p["ts"] for p in await short.read(t.key)] != [1.0] and await r.xlen(short.key(t.key)) == 1
         finally:
             await monitor.stop()
+            await r.aclose()
+
+    with stand_in_server("3") as server:
+        asyncio.run(run(server))
+
+
+def test_a_server_started_within_the_first_interval_is_counted_from_its_start(redis_url):
+    """The first point of a new deployment counts the requests its servers got since they started (their counters'
+    ``_created``), instead of taking them as a baseline: traffic sent right after a deployment is not lost."""
+    async def run(server):
+        r = aioredis.from_url(redis_url, decode_responses=True)
+        ms = _ms(drain_seconds=0.1, evaluate_seconds=0.1)
+        series = Series(r, ms.key_prefix, SeriesSettings(step_seconds=0))
+        t = Target("models", "fresh", _spec(), (("stable", server.url),))
+
+        async def targets():
+            return [t]
+
+        monitor = Monitor(r, ms, targets, None, Profiles(None, ms), Quality(r, ms), series=series)
+        try:
+            server.metrics.created = time.time() - 5  # started 5 s ago
+            for _ in range(12):
+                server.serve(ROW, [0], latency_ms=2.0)
+            server.serve(ROW, [0], latency_ms=2.0, status=500)
+            await monitor.tick(evaluate=True)
+            [p] = await series.read(t.key)
+            assert p["counted"] is True and p["requests"] == 13 and p["errors"] == 1, p
+            assert p["seconds"] >= 5 - 0.5  # the interval reaches back to the server's start
+        finally:
+            await monitor.stop()
+            await series.aclose()
             await r.aclose()
 
     with stand_in_server("3") as server:

@@ -222,7 +222,11 @@ class Monitor:
         while True:
             try:
                 was = self.leader
-                self.leader = await self._hold_lease()
+                try:
+                    self.leader = await self._hold_lease()
+                except Exception:  # a lease it cannot renew is not one it holds (it may expire meanwhile)
+                    self.leader = False
+                    raise
                 if self.leader != was:
                     log.info("monitor %s %s the lease", self.owner, "holds" if self.leader else "lost")
                 if self.leader:

@@ -75,28 +75,38 @@ def series_key(prefix: str, key: str) -> str:
     return f"{prefix}:series:{key}"
 
 
-def request_counts(text: str) -> dict[str, int]:
-    """``{"requests", "errors"}`` of inference requests from a model server's Prometheus text (pure)."""
+def request_counts(text: str) -> dict[str, Any]:
+    """``{"requests", "errors", "created"}`` of inference requests from a model server's Prometheus text: the counts,
+    and when its counters started (their ``_created`` samples; None when it sends none) (pure)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     requests = errors = 0
-    for fam in text_string_to_metric_families(text):
-        if fam.name != "mlstack_serve_requests":
+    created: float | None = None
+    for fam in text_string_to_metric_families(text):  # the classic text format: ``_created`` is its own family
+        if fam.name not in ("mlstack_serve_requests", "mlstack_serve_requests_created"):
             continue
         for s in fam.samples:
-            if not s.name.endswith("_total") or s.labels.get("endpoint") not in INFERENCE_ENDPOINTS:
+            if s.labels.get("endpoint") not in INFERENCE_ENDPOINTS:
+                continue
+            if s.name.endswith("_created"):
+                created = s.value if created is None else min(created, s.value)
+                continue
+            if not s.name.endswith("_total"):
                 continue
             n = int(s.value)
             requests += n
             if str(s.labels.get("status", "")).startswith("5"):
                 errors += n
-    return {"requests": requests, "errors": errors}
+    return {"requests": requests, "errors": errors, "created": created}
 
 
-def counter_delta(now: int, before: int | None) -> int | None:
-    """What a counter gained (None: no earlier reading); a counter that went down restarted from 0."""
+def counter_delta(now: int, before: int | None, created: float | None = None, since: float | None = None
+                  ) -> int | None:
+    """What a counter gained since ``since`` (None: not known); a counter that went down restarted from 0. With no
+    earlier reading, a counter created at or after ``since`` (its server started within the interval) gained all
+    it holds."""
     if before is None:
-        return None
+        return now if created is not None and since is not None and created >= since else None
     return now - before if now >= before else now
 
 
@@ -218,13 +228,23 @@ class Series:
         readings = await self._scrape(t.servers) if exact else {}
         before = last.get("counters") or {}
         counts: dict[str, dict[str, int | None]] = {}
+        # a server read for the first time counts from its start when it started within the interval; the first
+        # point's interval reaches back to the start of servers started within the window (traffic right after a
+        # deployment is counted, not lost into a baseline)
+        if elapsed is None:
+            starts = [c["created"] for c in readings.values()
+                      if c.get("created") is not None and c["created"] >= now - mon.window_seconds]
+            if starts:
+                seconds = max(seconds or 0.0, now - min(starts), 1.0)
+        since = now - seconds if seconds is not None else None
         for track, url in t.servers:
             now_c = readings.get(url)
             if now_c is None:
                 continue
             was = before.get(url) or {}
-            req, err = counter_delta(now_c["requests"], was.get("requests")), counter_delta(now_c["errors"],
-                                                                                             was.get("errors"))
+            created = now_c.get("created")
+            req = counter_delta(now_c["requests"], was.get("requests"), created, since)
+            err = counter_delta(now_c["errors"], was.get("errors"), created, since)
             if req is None:
                 continue
             c = counts.setdefault(track, {"requests": 0, "errors": 0})

@@ -8,6 +8,7 @@ has its own registry, so several can live in one process (tests, Ray Serve repli
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -57,6 +58,7 @@ class ServingMetrics(Collector):
         self.shadow: Any = None  # a ShadowMirror when this server mirrors requests to a shadow version
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self.created = time.time()  # the counters' ``_created``: a reader's zero point for a server it never read
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         key = (endpoint, status)
@@ -78,7 +80,7 @@ class ServingMetrics(Collector):
         c = CounterMetricFamily("mlstack_serve_requests", "HTTP requests by endpoint and status",
                                 labels=["model", "endpoint", "status"])
         for (endpoint, status), n in sorted(self.requests.items()):
-            c.add_metric([m, endpoint, str(status)], n)
+            c.add_metric([m, endpoint, str(status)], n, created=self.created)
         yield c
         lat = HistogramMetricFamily("mlstack_serve_request_duration_seconds",
                                     "time to handle a request, excluding network I/O", labels=["model", "endpoint"])
