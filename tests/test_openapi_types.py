@@ -58,3 +58,42 @@ def test_generated_typescript_matches_the_committed_document():
                          timeout=120)
     assert run.returncode == 0, (f"frontend/src/lib/api-schema.d.ts is stale against frontend/openapi.json; "
                                  f"regenerate: cd frontend && npm run openapi:types\n{run.stdout}{run.stderr}")
+
+
+def test_committed_patterns_ts_is_the_vocabularys():
+    committed = (FRONTEND / "src" / "lib" / "patterns.ts").read_text(encoding="utf-8")
+    assert committed == _generator().patterns(), f"frontend/src/lib/patterns.ts is stale; regenerate: {REGENERATE}"
+
+
+def test_every_name_the_api_checks_follows_the_vocabulary():
+    """Each pattern in the API's document is one of the vocabulary's (``mlstack_operator.contract``), with that
+    kind's longest length, or one of the few rules that name something else (alert types and ids, condition
+    reasons). A new hand-written pattern for a model, version, alias
+    or Kubernetes name fails here."""
+    from mlstack_operator import contract as c
+
+    vocabulary = {c.MODEL_NAME_PATTERN: c.MODEL_NAME_MAX, c.VERSION_PATTERN: c.VERSION_MAX,
+                  c.ALIAS_PATTERN: c.ALIAS_MAX, c.DNS_LABEL_PATTERN: c.DNS_LABEL_MAX,
+                  c.OBJECT_NAME_PATTERN: c.OBJECT_NAME_MAX, c.CPU_PATTERN: c.QUANTITY_MAX,
+                  c.MEMORY_PATTERN: c.QUANTITY_MAX, c.DEPLOYMENT_REF_PATTERN: c.DEPLOYMENT_REF_MAX}
+    others = {r"^\d{1,20}(-\d{1,20})?$", r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$",
+              r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"}
+    doc = json.loads((FRONTEND / "openapi.json").read_text(encoding="utf-8"))
+    wrong = []
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            pattern = node.get("pattern")
+            if isinstance(pattern, str) and pattern not in others:
+                if pattern not in vocabulary:
+                    wrong.append(f"{where}: pattern {pattern!r} is not the vocabulary's")
+                elif not 0 < node.get("maxLength", 0) <= vocabulary[pattern]:
+                    wrong.append(f"{where}: maxLength {node.get('maxLength')} (at most {vocabulary[pattern]})")
+            for k, v in node.items():
+                walk(v, f"{where}/{k}")
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+
+    walk(doc, "")
+    assert wrong == []

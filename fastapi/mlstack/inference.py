@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlstack.errors import InvalidInput, NotFound, Unavailable
 from mlstack.registry import CHAMPION, Registry
 from mlstack.settings import Settings
+from mlstack_operator.contract import DeploymentRef, ModelAlias, ModelName, ModelVersion
 
 log = logging.getLogger(__name__)
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -35,8 +36,6 @@ MAX_ROWS = 1000
 MAX_FEATURES = 1000
 FEATURES_TAG = "mlstack.features"
 FEATURES_RETRY_SECONDS = 30.0
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-DEPLOYMENT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 Row = list[Finite] | dict[Annotated[str, Field(min_length=1, max_length=200)], Finite]
 
 
@@ -50,14 +49,12 @@ class InferenceRequest(BaseModel):
     input_data: list[Finite] | list[list[Finite]] | dict[str, Finite] | list[dict[str, Finite]] = Field(
         ..., description="one row or a list of rows (at most 1000); a row is a list of feature values in the "
                          "model's order or an object {feature name: value}")
-    model: str | None = Field(None, pattern=NAME, description="registered model name; default: the API's "
-                              "MLSTACK_MODEL_NAME")
-    version: str | None = Field(None, pattern=r"^[0-9]{1,9}$", description="a version of `model`")
-    alias: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,99}$",
-                              description="an alias of `model`; default: champion")
-    deployment: str | None = Field(None, pattern=DEPLOYMENT, max_length=317,
-                                   description='"namespace/name" of a ModelDeployment: served through it')
-    model_version: str | None = Field(None, pattern=r"^[0-9]{1,9}$", description="the seed's name for `version`")
+    model: ModelName | None = Field(None, description="registered model name; default: the API's MLSTACK_MODEL_NAME")
+    version: ModelVersion | None = Field(None, description="a version of `model`")
+    alias: ModelAlias | None = Field(None, description="an alias of `model`; default: champion")
+    deployment: DeploymentRef | None = Field(None, description='"namespace/name" of a ModelDeployment: served '
+                                                                'through it')
+    model_version: ModelVersion | None = Field(None, description="the seed's name for `version`")
     retries: int = Field(3, ge=0, le=10)
     sla_seconds: float = Field(60, ge=0.1, le=600, description="deadline for the whole request, retries included")
 

@@ -87,6 +87,23 @@ describe("parseDeployment", () => {
     expect(r.ok).toBe(false);
     if (!r.ok) expect(Object.keys(r.errors).sort()).toEqual(["model", "name", "ref_value", "replicas"]);
   });
+
+  it("refuses what the API refuses, by the API's own rules (patterns.ts)", () => {
+    const base = { model: "iris_model", ref: "alias", ref_value: "champion", runtime: "pod", server: "onnx" };
+    const errors = (raw: Record<string, string>) => {
+      const r = parseDeployment({ ...base, name: "iris", ...raw });
+      return r.ok ? [] : Object.keys(r.errors).sort();
+    };
+    expect(errors({})).toEqual([]);
+    expect(errors({ name: "x".repeat(42) })).toEqual([]);
+    expect(errors({ name: "x".repeat(43) })).toEqual(["name"]); // room for "-canary" and "-serve-svc"
+    expect(errors({ name: "1iris" })).toEqual(["name"]); // a DNS-1035 label starts with a letter
+    expect(errors({ namespace: "x".repeat(64) })).toEqual(["namespace"]);
+    expect(errors({ ref_value: "_champion" })).toEqual(["ref_value"]);
+    expect(errors({ ref_value: "a".repeat(64) })).toEqual(["ref_value"]);
+    expect(errors({ ref: "version", ref_value: "0" })).toEqual(["ref_value"]);
+    expect(errors({ model: "my model" })).toEqual(["model"]);
+  });
 });
 
 describe("showFieldErrors", () => {

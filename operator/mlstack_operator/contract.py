@@ -26,20 +26,31 @@ PLURAL = "modeldeployments"
 SINGULAR = "modeldeployment"
 SHORT_NAMES = ["mdep"]
 
-# Patterns shared with the CRD (keep them in sync: the contract test compares behaviour).
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-VERSION_PATTERN = r"^[1-9][0-9]*$"
-ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
-CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$"
+# The vocabulary: each kind of name is defined here once, with its longest length, and reused by the CRD (the
+# contract test compares behaviour), the API's bodies, paths and queries, and the dashboard's forms
+# (frontend/src/lib/patterns.ts is generated from these by frontend/scripts/openapi.py).
+MODEL_NAME_PATTERN, MODEL_NAME_MAX = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", 256  # a registered MLflow model
+VERSION_PATTERN, VERSION_MAX = r"^[1-9][0-9]*$", 10  # a registered model's version
+ALIAS_PATTERN, ALIAS_MAX = r"^[A-Za-z][A-Za-z0-9_-]*$", 63  # a registered model's alias (champion)
+CPU_PATTERN, QUANTITY_MAX = r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$", 16
 MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
-# A DNS-1123 label, short enough to leave room for the "-canary" and "-serve-svc" suffixes.
-OBJECT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-OBJECT_NAME_MAX = 42
+# A DNS-1123 label: namespaces, organisations, ServiceAccounts.
+DNS_LABEL_PATTERN, DNS_LABEL_MAX = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", 63
+# A ModelDeployment's name: a DNS-1035 label (its Services' names), short enough to leave room for the "-canary" and
+# "-serve-svc" suffixes.
+OBJECT_NAME_PATTERN, OBJECT_NAME_MAX = r"^[a-z]([-a-z0-9]*[a-z0-9])?$", 42
+# "namespace/name" of a ModelDeployment (what /inference and /feedback take)
+DEPLOYMENT_REF_PATTERN = f"^{DNS_LABEL_PATTERN[1:-1]}/{OBJECT_NAME_PATTERN[1:-1]}$"
+DEPLOYMENT_REF_MAX = DNS_LABEL_MAX + 1 + OBJECT_NAME_MAX
 
-ModelName = Annotated[str, Field(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN)]
-ModelVersion = Annotated[str, Field(min_length=1, max_length=10, pattern=VERSION_PATTERN)]
-CpuQuantity = Annotated[str, Field(min_length=1, max_length=16, pattern=CPU_PATTERN)]
-MemoryQuantity = Annotated[str, Field(min_length=1, max_length=16, pattern=MEMORY_PATTERN)]
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX, pattern=MODEL_NAME_PATTERN)]
+ModelVersion = Annotated[str, Field(min_length=1, max_length=VERSION_MAX, pattern=VERSION_PATTERN)]
+ModelAlias = Annotated[str, Field(min_length=1, max_length=ALIAS_MAX, pattern=ALIAS_PATTERN)]
+NamespaceName = Annotated[str, Field(min_length=1, max_length=DNS_LABEL_MAX, pattern=DNS_LABEL_PATTERN)]
+ObjectName = Annotated[str, Field(min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME_PATTERN)]
+DeploymentRef = Annotated[str, Field(min_length=3, max_length=DEPLOYMENT_REF_MAX, pattern=DEPLOYMENT_REF_PATTERN)]
+CpuQuantity = Annotated[str, Field(min_length=1, max_length=QUANTITY_MAX, pattern=CPU_PATTERN)]
+MemoryQuantity = Annotated[str, Field(min_length=1, max_length=QUANTITY_MAX, pattern=MEMORY_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -51,7 +62,7 @@ class ModelRef(_Strict):
 
     name: ModelName
     version: ModelVersion | None = None
-    alias: Annotated[str, Field(min_length=1, max_length=63, pattern=ALIAS_PATTERN)] | None = None
+    alias: ModelAlias | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelRef:
@@ -100,7 +111,7 @@ class Shadow(_Strict):
     monitor (agreement with the live version), never returned."""
 
     version: ModelVersion | None = None
-    alias: Annotated[str, Field(min_length=1, max_length=63, pattern=ALIAS_PATTERN)] | None = None
+    alias: ModelAlias | None = None
     percent: float = Field(..., gt=0, le=100, strict=True,  # strict: 20 and 0.5, not "20" or true
                            description="share of inference requests mirrored (0 < percent <= 100)")
 
@@ -224,8 +235,8 @@ class ModelDeploymentStatus(BaseModel):
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    name: str = Field(..., min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME_PATTERN)
-    namespace: str = Field("default", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: ObjectName
+    namespace: NamespaceName = "default"
     uid: str | None = None
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)

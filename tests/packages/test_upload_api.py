@@ -144,7 +144,8 @@ def test_valid_package_with_bad_options_is_refused(api, snapshot):
     r = upload(api, zips.build_zip(zips.seed_files(model=zips.model_bytes())), tags='{"k": 1}', aliases="9bad")
     assert r.status_code == 422, r.text
     assert r.json()["problems"] == ["tags: value of 'k' must be a string, got int",
-                                    "aliases: '9bad' is not a valid alias (a letter, then letters, digits, '_' or '-')"]
+                                    "aliases: '9bad' is not a valid alias (a letter, then letters, digits, '_' or "
+                                    "'-', at most 63)"]
     assert snapshot() == before
 
 

@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlstack.auth.roles import RoleName
-
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+from mlstack_operator.contract import NamespaceName
 
 
 class LocalToken(BaseModel):
@@ -23,7 +22,7 @@ class LocalToken(BaseModel):
     name: str = Field(..., min_length=1, max_length=128)
     role: RoleName
     token: SecretStr = Field(..., min_length=16, description="at least 16 characters (init.sh makes 43)")
-    namespace: str | None = Field(None, max_length=63, pattern=NAME_PATTERN,
+    namespace: NamespaceName | None = Field(None,
                                   description="where its deployments go (default: the deployments namespace)")
 
 

@@ -15,13 +15,13 @@ from mlstack_operator.contract import (
     API_VERSION,
     KIND,
     OBJECT_NAME_MAX,
-    OBJECT_NAME_PATTERN,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    NamespaceName,
+    ObjectName,
 )
 
 log = logging.getLogger(__name__)
-NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 EXAMPLE = {"name": "iris", "namespace": "models",
            "spec": {"model": {"name": "iris_model", "alias": "champion"}, "runtime": "pod", "server": "onnx"}}
 
@@ -31,11 +31,9 @@ class DeploymentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
-    name: str = Field(..., min_length=1, max_length=OBJECT_NAME_MAX, pattern=OBJECT_NAME_PATTERN,
-                      description="a DNS-1123 label of at most 42 characters")
-    namespace: str | None = Field(None, min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
-                                  description="default: the caller's organisation, else the API's deployments "
-                                              "namespace")
+    name: ObjectName = Field(..., description=f"a DNS-1035 label of at most {OBJECT_NAME_MAX} characters")
+    namespace: NamespaceName | None = Field(None, description="default: the caller's organisation, else the API's "
+                                                              "deployments namespace")
     spec: ModelDeploymentSpec
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlstack.auth.roles import RoleName
-from mlstack_operator.contract import CpuQuantity, MemoryQuantity
+from mlstack_operator.contract import DNS_LABEL_MAX, DNS_LABEL_PATTERN, CpuQuantity, MemoryQuantity
 
-ORG_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-SA_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# DNS labels: an organisation's name is shorter, so that the namespace prefix (at most 20) + it is still one
+ORG_NAME, ORG_NAME_MAX = DNS_LABEL_PATTERN, 40
+SA_NAME, SA_NAME_MAX = DNS_LABEL_PATTERN, DNS_LABEL_MAX
 
 
 class _Body(BaseModel):
@@ -24,7 +25,7 @@ class Budget(_Body):
 
 
 class OrgCreate(_Body):
-    name: str = Field(..., min_length=1, max_length=40, pattern=ORG_NAME,
+    name: str = Field(..., min_length=1, max_length=ORG_NAME_MAX, pattern=ORG_NAME,
                       description="a DNS label; the namespace is MLSTACK_ORG_NAMESPACE_PREFIX + name")
     display_name: str | None = Field(None, alias="displayName", max_length=200)
     budget: Budget = Field(default_factory=Budget)
@@ -72,7 +73,7 @@ class InviteView(BaseModel):
 
 class JoinRequest(_Body):
     code: str = Field(..., min_length=8, max_length=200)
-    name: str = Field(..., min_length=1, max_length=63, pattern=SA_NAME,
+    name: str = Field(..., min_length=1, max_length=SA_NAME_MAX, pattern=SA_NAME,
                       description="your ServiceAccount's name in the organisation (a DNS label; not 'default')")
 
     @field_validator("name")

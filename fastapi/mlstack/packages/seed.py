@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlstack.training.schemas import NAME_PATTERN
+from mlstack_operator.contract import ModelName
 
 META, APP, REQUIREMENTS = "meta.json", "app.py", "requirements.txt"
 REQUIRED_FILES = (META, APP, REQUIREMENTS)
@@ -78,7 +78,7 @@ class Meta(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, pattern=NAME_PATTERN)
+    name: ModelName | None = None
     version: str | None = Field(None, min_length=1, max_length=64)
     framework: Literal[FRAMEWORKS] | None = Field(  # type: ignore[valid-type]
         None, description=f"one of {', '.join(FRAMEWORKS)}; default: from the model file's extension")

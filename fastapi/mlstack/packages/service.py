@@ -17,8 +17,9 @@ from mlstack.packages.problems import PackageInvalid
 from mlstack.packages.register import UploadOptions, copy_version, model_dir_for, register_upload
 from mlstack.packages.validate import prepare
 from mlstack.tags import tag_key_problem
+from mlstack_operator.contract import ALIAS_MAX, ALIAS_PATTERN
 
-ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+ALIAS_RE = re.compile(ALIAS_PATTERN)
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+|version\d+)$", re.IGNORECASE)  # MLflow refuses these
 MAX_TAGS = 100
 MAX_DESCRIPTION = 5000
@@ -27,8 +28,9 @@ MAX_DESCRIPTION = 5000
 def alias_problems(aliases: list[str]) -> list[str]:
     problems = []
     for a in aliases:
-        if not ALIAS_RE.match(a):
-            problems.append(f"aliases: {a!r} is not a valid alias (a letter, then letters, digits, '_' or '-')")
+        if len(a) > ALIAS_MAX or not ALIAS_RE.match(a):
+            problems.append(f"aliases: {a[:ALIAS_MAX + 1]!r} is not a valid alias (a letter, then letters, digits, "
+                            f"'_' or '-', at most {ALIAS_MAX})")
         elif _RESERVED_ALIAS.match(a):
             problems.append(f"aliases: {a!r} is reserved by MLflow")
     return problems

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlstack.training.schemas import NAME_PATTERN, TrainingRequest
+from mlstack.training.schemas import TrainingRequest
+from mlstack_operator.contract import ModelName
 
 MAX_SECONDS = 7 * 86400
 
@@ -53,7 +54,7 @@ class WatchModelRequest(Interval):
 
     max_age_minutes: float | None = Field(None, gt=0, le=366 * 1440)
     max_age_seconds: float | None = Field(None, gt=0, le=366 * 86400)
-    model_name: str | None = Field(None, pattern=NAME_PATTERN, description="default: the configured model")
+    model_name: ModelName | None = Field(None, description="default: the configured model")
     repeat: bool = Field(False, description="alert at every check while stale, not once per stale version")
 
     @model_validator(mode="after")

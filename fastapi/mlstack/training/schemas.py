@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+from mlstack_operator.contract import ModelName
 
 
 class Hyperparameters(BaseModel):
@@ -38,7 +38,7 @@ class TrainingRequest(BaseModel):
     data_uri: str | None = Field(
         None, max_length=1024, description="s3://bucket/key.csv or a local path; default from settings")
     target: str | None = Field(None, max_length=200, description="target column; default from settings")
-    model_name: str | None = Field(None, pattern=NAME_PATTERN, description="registered model; default from settings")
+    model_name: ModelName | None = Field(None, description="registered model; default from settings")
 
 
 class TrainingJob(BaseModel):

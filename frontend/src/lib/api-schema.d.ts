@@ -886,11 +886,14 @@ export interface components {
              * @description registered model name
              */
             model: string;
-            /** Version */
+            /**
+             * Version
+             * @description a version of the model
+             */
             version?: string | null;
             /**
              * Alias
-             * @description default: champion
+             * @description an alias of the model (default: champion)
              */
             alias?: string | null;
         };
@@ -1013,7 +1016,7 @@ export interface components {
         DeploymentCreate: {
             /**
              * Name
-             * @description a DNS-1123 label of at most 42 characters
+             * @description a DNS-1035 label of at most 42 characters
              */
             name: string;
             /**
@@ -2452,6 +2455,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a registered model */
                 name: string;
             };
             cookie?: never;
@@ -2483,6 +2487,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a registered model */
                 name: string;
             };
             cookie?: never;
@@ -2518,7 +2523,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a registered model */
                 name: string;
+                /** @description a version of the model */
                 version: string;
             };
             cookie?: never;
@@ -2554,7 +2561,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a registered model */
                 name: string;
+                /** @description an alias of the model, e.g. champion */
                 alias: string;
             };
             cookie?: never;
@@ -2590,7 +2599,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a registered model */
                 name: string;
+                /** @description an alias of the model, e.g. champion */
                 alias: string;
             };
             cookie?: never;
@@ -2620,6 +2631,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a registered model */
                 name: string;
             };
             cookie?: never;
@@ -2671,7 +2683,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a registered model */
                 name: string;
+                /** @description a version of the model */
                 version: string;
             };
             cookie?: never;
@@ -2714,6 +2728,7 @@ export interface operations {
     get_metrics_get_metrics_get: {
         parameters: {
             query?: {
+                /** @description a registered model */
                 model_name?: string | null;
             };
             header?: never;
@@ -3149,6 +3164,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description a ModelDeployment's name */
                 name: string;
             };
             cookie?: never;
@@ -3183,6 +3199,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description a ModelDeployment's name */
                 name: string;
             };
             cookie?: never;
@@ -3215,6 +3232,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description a ModelDeployment's name */
                 name: string;
             };
             cookie?: never;
@@ -3263,6 +3281,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description a ModelDeployment's name */
                 name: string;
             };
             cookie?: never;
@@ -3349,6 +3368,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description a ModelDeployment's name */
                 name: string;
             };
             cookie?: never;
@@ -3396,6 +3416,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description a ModelDeployment's name */
                 name: string;
             };
             cookie?: never;

@@ -1,6 +1,10 @@
 // Form parsing and validation, mirroring the API's bounds so that most mistakes are caught before a
 // request (the API still has the last word: its 422 messages are shown as they come).
 import type { DeploymentCreate, Hyperparameters, InferenceRequest, ModelVersion } from "./types";
+import { DEPLOYMENT_NAME, follows, MEMORY, MODEL_ALIAS, MODEL_NAME, MODEL_VERSION, NAMESPACE } from "./patterns";
+
+/** How an alias reads (the API's rule: patterns.ts MODEL_ALIAS). */
+export const ALIAS_RULE = `A letter, then letters, digits, '_' or '-', at most ${MODEL_ALIAS.max}.`;
 
 export type Errors = Record<string, string>;
 export type Result<T> = { ok: true; value: T } | { ok: false; errors: Errors };
@@ -180,25 +184,22 @@ export function formatTags(tags: Record<string, string> | undefined | null, syst
     .join(", ");
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const MEMORY_PATTERN = /^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$/; // the contract's MEMORY_PATTERN
-export const ALIAS_PATTERN = /^[A-Za-z_][A-Za-z0-9_-]{0,254}$/;
-
 /** Deployment form → `POST /deployments` body (a ModelDeployment's name and spec). */
 export function parseDeployment(raw: Raw): Result<DeploymentCreate> {
   const e: Errors = {};
   const name = (raw.name ?? "").trim();
   if (!name) e.name = "Required.";
-  else if (name.length > 63 || !DNS_LABEL.test(name)) e.name = "Lowercase letters, digits and '-', at most 63.";
+  else if (!follows(DEPLOYMENT_NAME, name)) e.name = `A lowercase letter, then lowercase letters, digits and '-', at most ${DEPLOYMENT_NAME.max}.`;
   const namespace = (raw.namespace ?? "").trim();
-  if (namespace && (namespace.length > 63 || !DNS_LABEL.test(namespace))) e.namespace = "Lowercase letters, digits and '-'.";
+  if (namespace && !follows(NAMESPACE, namespace)) e.namespace = `Lowercase letters, digits and '-', at most ${NAMESPACE.max}.`;
   const model = (raw.model ?? "").trim();
   if (!model) e.model = "Required.";
+  else if (!follows(MODEL_NAME, model)) e.model = "Letters, digits, '_', '.' and '-', starting with a letter or digit.";
   const ref = (raw.ref ?? "alias") === "version" ? "version" : "alias";
   const refValue = (raw.ref_value ?? "").trim();
   if (!refValue) e.ref_value = ref === "alias" ? "Name an alias, e.g. champion." : "Name a version number.";
-  else if (ref === "version" && !/^\d+$/.test(refValue)) e.ref_value = "A version number.";
-  else if (ref === "alias" && !ALIAS_PATTERN.test(refValue)) e.ref_value = "Letters, digits, '_' and '-'.";
+  else if (ref === "version" && !follows(MODEL_VERSION, refValue)) e.ref_value = "A version number (1, 2, ...).";
+  else if (ref === "alias" && !follows(MODEL_ALIAS, refValue)) e.ref_value = ALIAS_RULE;
   const runtime = raw.runtime === "vm" ? "vm" : "pod";
   const server = raw.server === "rayserve" ? "rayserve" : "onnx";
   const replicas = intField(raw.replicas, "replicas", 0, 100, e, 1) as number;
@@ -210,7 +211,7 @@ export function parseDeployment(raw: Raw): Result<DeploymentCreate> {
     else if (image.length > 512 || /\s/.test(image)) e.vm_image = "An image reference without spaces.";
     const cores = intField(raw.vm_cores, "vm_cores", 1, 64, e, 1) as number;
     const memory = (raw.vm_memory ?? "").trim() || "2Gi";
-    if (!MEMORY_PATTERN.test(memory)) e.vm_memory = "A memory quantity, e.g. 2Gi.";
+    if (!follows(MEMORY, memory)) e.vm_memory = "A memory quantity, e.g. 2Gi.";
     vm = { image, cores, memory };
   }
   if (Object.keys(e).length) return { ok: false, errors: e };

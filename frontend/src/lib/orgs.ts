@@ -3,6 +3,7 @@
 import { ApiError } from "./api";
 import type { Errors, Result } from "./forms";
 import type { OrgBudget, OrgCreate, OrgInviteCreate, OrgJoin, OrgView } from "./types";
+import { CPU, follows, MEMORY, ORG_NAME, SERVICE_ACCOUNT_NAME } from "./patterns";
 
 type Raw = Record<string, string | undefined>;
 
@@ -88,10 +89,6 @@ export function budgetFields(budget: Record<string, string> | undefined): { cpu:
   };
 }
 
-// the API's patterns (mlstack_operator.contract, mlstack.orgs.schemas)
-const CPU = /^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$/;
-const MEMORY = /^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$/;
-export const ORG_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 export const ROLES = ["viewer", "deployer", "admin"] as const;
 
 function parseBudgetInto(raw: Raw, e: Errors): OrgBudget {
@@ -99,9 +96,9 @@ function parseBudgetInto(raw: Raw, e: Errors): OrgBudget {
   const memory = (raw.memory ?? "").trim();
   const gpuText = (raw.gpu ?? "").trim();
   if (!cpu) e.cpu = "Required.";
-  else if (cpu.length > 16 || !CPU.test(cpu)) e.cpu = "Cores such as 2, 1.5 or 500m.";
+  else if (!follows(CPU, cpu)) e.cpu = "Cores such as 2, 1.5 or 500m.";
   if (!memory) e.memory = "Required.";
-  else if (memory.length > 16 || !MEMORY.test(memory)) e.memory = "Bytes such as 8Gi, 512Mi or 1G.";
+  else if (!follows(MEMORY, memory)) e.memory = "Bytes such as 8Gi, 512Mi or 1G.";
   let gpu = 0;
   if (gpuText) {
     if (!/^\d+$/.test(gpuText)) e.gpu = "A whole number.";
@@ -122,7 +119,7 @@ export function parseOrgCreate(raw: Raw): Result<OrgCreate> {
   const e: Errors = {};
   const name = (raw.name ?? "").trim();
   if (!name) e.name = "Required.";
-  else if (name.length > 40 || !ORG_NAME.test(name)) e.name = "Lowercase letters, digits and '-', at most 40.";
+  else if (!follows(ORG_NAME, name)) e.name = `Lowercase letters, digits and '-', at most ${ORG_NAME.max}.`;
   const displayName = (raw.displayName ?? "").trim();
   if (displayName.length > 200) e.displayName = "At most 200 characters.";
   const budget = parseBudgetInto(raw, e);
@@ -151,7 +148,7 @@ export function parseJoin(raw: Raw): Result<OrgJoin> {
   if (!code) e.code = "Paste the invite code.";
   else if (code.length < 8 || code.length > 200) e.code = "An invite code is 8 to 200 characters.";
   if (!name) e.name = "Required.";
-  else if (name.length > 63 || !ORG_NAME.test(name)) e.name = "Lowercase letters, digits and '-', at most 63.";
+  else if (!follows(SERVICE_ACCOUNT_NAME, name)) e.name = `Lowercase letters, digits and '-', at most ${SERVICE_ACCOUNT_NAME.max}.`;
   return Object.keys(e).length ? { ok: false, errors: e } : { ok: true, value: { code, name } };
 }
 

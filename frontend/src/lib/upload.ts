@@ -1,14 +1,13 @@
 // Model packages: the upload form's checks and body, "save as new version", and how a refusal reads.
 //
 // The bounds mirror the API (`POST /models/{name}/versions`, fastapi/mlstack/api/routes/packages.py):
-// the model name is NAME_PATTERN (mlstack/training/schemas.py), aliases ALIAS_RE and the reserved names
-// (mlstack/packages/service.py). The size limit is not guessed: it is used only once the API states it
+// the model name and aliases follow the vocabulary (./patterns.ts, generated from mlstack_operator.contract),
+// the reserved names mlstack/packages/service.py. The size limit is not guessed: it is used only once the API states it
 // (the file field's `maxLength` in /openapi.json, or the limit a 413 names).
 import { ApiError } from "./api";
 import { parseTags, type Errors, type Result } from "./forms";
+import { follows, MODEL_ALIAS, MODEL_NAME } from "./patterns";
 
-export const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
-export const PACKAGE_ALIAS_PATTERN = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
 const RESERVED_ALIAS = /^(latest|v\d+|version\d+)$/i; // MLflow refuses these
 export const MAX_DESCRIPTION = 5000;
 const MAX_ALIASES = 20;
@@ -31,8 +30,8 @@ export interface CopyRequest {
 /** Why `name` is not a model name the API takes, else null. */
 export function modelNameError(name: string): string | null {
   if (!name) return "Required.";
-  if (name.length > 100) return "At most 100 characters.";
-  if (!MODEL_NAME_PATTERN.test(name)) return "Letters, digits, '_', '.' and '-', starting with a letter or digit.";
+  if (name.length > MODEL_NAME.max) return `At most ${MODEL_NAME.max} characters.`;
+  if (!MODEL_NAME.pattern.test(name)) return "Letters, digits, '_', '.' and '-', starting with a letter or digit.";
   return null;
 }
 
@@ -40,7 +39,7 @@ export function modelNameError(name: string): string | null {
 export function parseAliases(text: string): { aliases: string[]; error: string | null } {
   const aliases = [...new Set(text.split(",").map((a) => a.trim()).filter(Boolean))];
   for (const a of aliases) {
-    if (!PACKAGE_ALIAS_PATTERN.test(a)) return { aliases, error: `"${a}" is not an alias: a letter, then letters, digits, '_' or '-'.` };
+    if (!follows(MODEL_ALIAS, a)) return { aliases, error: `"${a}" is not an alias: a letter, then letters, digits, '_' or '-', at most ${MODEL_ALIAS.max}.` };
     if (RESERVED_ALIAS.test(a)) return { aliases, error: `"${a}" is reserved by MLflow.` };
   }
   if (aliases.length > MAX_ALIASES) return { aliases, error: `At most ${MAX_ALIASES} aliases.` };

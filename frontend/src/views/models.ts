@@ -1,6 +1,7 @@
 import { api, findUploadRoute, loadFailure } from "../lib/api";
 import { $, formValues, h, localTime, render } from "../lib/dom";
-import { ALIAS_PATTERN, formatTags, parseTags } from "../lib/forms";
+import { ALIAS_RULE, formatTags, parseTags } from "../lib/forms";
+import { follows, MODEL_ALIAS } from "../lib/patterns";
 import { formatMetric, metricEntries } from "../lib/metrics";
 import type { ModelVersion, RegisteredModel } from "../lib/types";
 import { uploadPath } from "../lib/upload";
@@ -162,7 +163,7 @@ function modelCard(m: RegisteredModel, refresh: Refresh, notify: Notify): HTMLEl
         "Set alias",
         async (v) => {
           const alias = (v.alias ?? "").trim();
-          if (!ALIAS_PATTERN.test(alias)) throw new Error("An alias is letters, digits, '_' and '-'.");
+          if (!follows(MODEL_ALIAS, alias)) throw new Error(ALIAS_RULE);
           return api.setAlias(m.name, alias, v.version ?? "");
         },
         refresh,

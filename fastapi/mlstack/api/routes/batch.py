@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, UploadFile
+from fastapi import APIRouter, File, Header, UploadFile
 from fastapi.responses import StreamingResponse
 
 from mlstack.api.deps import ServicesDep, allow
+from mlstack.api.params import AliasForm, ModelNameForm, VersionForm
 from mlstack.auth import Caller
 from mlstack.batch import BatchScorer, negotiate
 from mlstack.errors import InvalidInput
-from mlstack.inference import NAME
 
 router = APIRouter(tags=["inference"])
 
@@ -28,10 +28,7 @@ router = APIRouter(tags=["inference"])
 async def predict(svc: ServicesDep, caller: Annotated[Caller, allow("create", "inferences")],
                   file: Annotated[UploadFile, File(description="CSV: a header naming the model's features, "
                                                    "then one row of numbers per line")],
-                  model: Annotated[str, Form(pattern=NAME, description="registered model name")],
-                  version: Annotated[str | None, Form(pattern=r"^[0-9]{1,9}$")] = None,
-                  alias: Annotated[str | None, Form(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,99}$",
-                                                    description="default: champion")] = None,
+                  model: ModelNameForm, version: VersionForm = None, alias: AliasForm = None,
                   accept: Annotated[str | None, Header()] = None) -> StreamingResponse:
     media_type = negotiate(accept)
     if version and alias:

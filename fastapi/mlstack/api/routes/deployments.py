@@ -7,20 +7,14 @@ Local mode serves them on this machine; cluster mode goes through the Kubernetes
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Response, status
 
 from mlstack.api.deps import CallerDep, DeploymentsDep, QuotasDep
-from mlstack.deployments.schemas import NAMESPACE_PATTERN, DeploymentCreate, DeploymentView
+from mlstack.api.params import DeploymentPath, NamespaceQuery
+from mlstack.deployments.schemas import DeploymentCreate, DeploymentView
 from mlstack.errors import NotFound
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
-
-Namespace = Annotated[str | None, Query(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
-                                        description="default: the caller's organisation, else the API's "
-                                                    "deployments namespace")]
-Name = Annotated[str, Path(min_length=1, max_length=253)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentView,
@@ -49,15 +43,15 @@ async def create_deployment(body: DeploymentCreate, caller: CallerDep, backend: 
 
 @router.get("", response_model=list[DeploymentView], summary="ModelDeployments of a namespace, by name")
 async def list_deployments(caller: CallerDep, backend: DeploymentsDep,
-                           namespace: Namespace = None) -> list[DeploymentView]:
+                           namespace: NamespaceQuery = None) -> list[DeploymentView]:
     namespace = namespace or caller.principal.namespace
     await caller.require("list", "modeldeployments", namespace)
     return await backend.list(namespace)
 
 
 @router.get("/{name}", response_model=DeploymentView, summary="A ModelDeployment with its status")
-async def get_deployment(name: Name, caller: CallerDep, backend: DeploymentsDep,
-                         namespace: Namespace = None) -> DeploymentView:
+async def get_deployment(name: DeploymentPath, caller: CallerDep, backend: DeploymentsDep,
+                         namespace: NamespaceQuery = None) -> DeploymentView:
     namespace = namespace or caller.principal.namespace
     await caller.require("get", "modeldeployments", namespace, name)
     return await backend.get(namespace, name)
@@ -67,8 +61,8 @@ async def get_deployment(name: Name, caller: CallerDep, backend: DeploymentsDep,
              responses={404: {"description": "no such ModelDeployment"},
                         409: {"description": "it has no canary (or it changed meanwhile)"}},
              summary="Promote the canary: it becomes the stable version (model.version = the canary's), no canary")
-async def promote_canary(name: Name, caller: CallerDep, backend: DeploymentsDep,
-                         namespace: Namespace = None) -> DeploymentView:
+async def promote_canary(name: DeploymentPath, caller: CallerDep, backend: DeploymentsDep,
+                         namespace: NamespaceQuery = None) -> DeploymentView:
     namespace = namespace or caller.principal.namespace
     await caller.require("update", "modeldeployments", namespace, name)
     return await backend.promote_canary(namespace, name)
@@ -78,8 +72,8 @@ async def promote_canary(name: Name, caller: CallerDep, backend: DeploymentsDep,
              responses={404: {"description": "no such ModelDeployment"},
                         409: {"description": "it has no canary (or it changed meanwhile)"}},
              summary="Abort the canary: it is removed, the stable version takes all traffic")
-async def abort_canary(name: Name, caller: CallerDep, backend: DeploymentsDep,
-                       namespace: Namespace = None) -> DeploymentView:
+async def abort_canary(name: DeploymentPath, caller: CallerDep, backend: DeploymentsDep,
+                       namespace: NamespaceQuery = None) -> DeploymentView:
     namespace = namespace or caller.principal.namespace
     await caller.require("update", "modeldeployments", namespace, name)
     return await backend.abort_canary(namespace, name)
@@ -87,8 +81,8 @@ async def abort_canary(name: Name, caller: CallerDep, backend: DeploymentsDep,
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                summary="Delete a ModelDeployment (local mode: its server stops before this returns)")
-async def delete_deployment(name: Name, caller: CallerDep, backend: DeploymentsDep,
-                            namespace: Namespace = None) -> Response:
+async def delete_deployment(name: DeploymentPath, caller: CallerDep, backend: DeploymentsDep,
+                            namespace: NamespaceQuery = None) -> Response:
     namespace = namespace or caller.principal.namespace
     await caller.require("delete", "modeldeployments", namespace, name)
     await backend.delete(namespace, name)

@@ -1,24 +1,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlstack.api.deps import ServicesDep, allow
+from mlstack.api.params import AliasPath, ModelNamePath, VersionPath
 from mlstack.tags import TagKey, TagValue
-from mlstack.training.schemas import NAME_PATTERN
+from mlstack_operator.contract import ModelVersion
 
 router = APIRouter(prefix="/models", tags=["models"])
-ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
-Alias = Annotated[str, Path(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")]
-Version = Annotated[str, Path(pattern=r"^[0-9]{1,9}$")]
 
 
 class AliasBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(..., pattern=r"^[0-9]{1,9}$")
+    version: ModelVersion
 
 
 class EditBody(BaseModel):
@@ -55,24 +52,24 @@ async def list_models(svc: ServicesDep) -> list[RegisteredModelView]:
 
 
 @router.get("/{name}", dependencies=[allow("get", "models")], summary="One registered model")
-async def get_model(name: ModelName, svc: ServicesDep) -> RegisteredModelView:
+async def get_model(name: ModelNamePath, svc: ServicesDep) -> RegisteredModelView:
     return await asyncio.to_thread(svc.registry.get_model, name)
 
 
 @router.patch("/{name}", dependencies=[allow("update", "models")], summary="Edit a model's description and tags")
-async def edit_model(name: ModelName, body: EditBody, svc: ServicesDep) -> RegisteredModelView:
+async def edit_model(name: ModelNamePath, body: EditBody, svc: ServicesDep) -> RegisteredModelView:
     return await asyncio.to_thread(svc.registry.update_model, name, body.description, body.tags)
 
 
 @router.patch("/{name}/versions/{version}", dependencies=[allow("update", "models")],
               summary="Edit a version's description and tags")
-async def edit_version(name: ModelName, version: Version, body: EditBody, svc: ServicesDep) -> ModelVersionView:
+async def edit_version(name: ModelNamePath, version: VersionPath, body: EditBody, svc: ServicesDep) -> ModelVersionView:
     return await asyncio.to_thread(svc.registry.update_version, name, version, body.description, body.tags)
 
 
 @router.put("/{name}/aliases/{alias}", dependencies=[allow("update", "models")],
             summary="Point an alias (e.g. champion) at a version")
-async def set_alias(name: ModelName, alias: Alias, body: AliasBody, svc: ServicesDep) -> RegisteredModelView:
+async def set_alias(name: ModelNamePath, alias: AliasPath, body: AliasBody, svc: ServicesDep) -> RegisteredModelView:
     model = await asyncio.to_thread(svc.registry.set_alias, name, alias, body.version)
     _alias_moved(svc, name)
     return model
@@ -86,6 +83,6 @@ def _alias_moved(svc, name: str) -> None:
 
 @router.delete("/{name}/aliases/{alias}", dependencies=[allow("update", "models")],
                status_code=status.HTTP_204_NO_CONTENT, summary="Delete an alias")
-async def delete_alias(name: ModelName, alias: Alias, svc: ServicesDep) -> None:
+async def delete_alias(name: ModelNamePath, alias: AliasPath, svc: ServicesDep) -> None:
     await asyncio.to_thread(svc.registry.delete_alias, name, alias)
     _alias_moved(svc, name)

@@ -15,19 +15,20 @@ from collections import defaultdict
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlstack.alerts.events import AlertEvent
 from mlstack.alerts.hub import make_item
 from mlstack.alerts.settings import get_alert_settings
 from mlstack.api.deps import CallerDep, DeploymentsDep, MonitoringDep, ServicesDep, allow
+from mlstack.api.params import DeploymentPath, NamespaceQuery
 from mlstack.api.services import Services
 from mlstack.auth import Caller
-from mlstack.deployments.schemas import NAMESPACE_PATTERN
 from mlstack.errors import Forbidden, InvalidInput, NotFound
-from mlstack.inference import DEPLOYMENT, MAX_ROWS, Finite, InferenceRequest
+from mlstack.inference import MAX_ROWS, Finite, InferenceRequest
 from mlstack.monitoring.monitor import payload_stream, read_records, windows_of
+from mlstack_operator.contract import DeploymentRef
 
 router = APIRouter(tags=["monitoring"])
 
@@ -52,8 +53,7 @@ class FeedbackRequest(BaseModel):
     request_id: RequestId | None = None
     label: Label | list[Label] | None = None
     items: list[FeedbackItem] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
-    deployment: str | None = Field(None, pattern=DEPLOYMENT, max_length=317,
-                                   description='"namespace/name": the rows are scored through it')
+    deployment: DeploymentRef | None = Field(None, description='"namespace/name": the rows are scored through it')
     rows: list[list[Finite]] | None = Field(None, min_length=1, max_length=MAX_ROWS)
     labels: list[Label] | None = Field(None, min_length=1, max_length=MAX_ROWS)
 
@@ -155,17 +155,14 @@ async def feedback(body: FeedbackRequest, svc: ServicesDep,
                           unmatched_ids=unmatched[:100], deployments=counts)
 
 
-Namespace = Annotated[str | None, Query(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
-                                        description="default: the caller's organisation, else the API's "
-                                                    "deployments namespace")]
 
 
 @router.get("/deployments/{name}/quality", tags=["deployments"],
             responses={404: {"description": "no such ModelDeployment"}},
             summary="Live quality: accuracy/RMSE from feedback, latency, drift per feature, SLO state")
-async def deployment_quality(name: Annotated[str, Path(min_length=1, max_length=253)], svc: ServicesDep,
+async def deployment_quality(name: DeploymentPath, svc: ServicesDep,
                              caller: CallerDep, monitoring: MonitoringDep, deployments: DeploymentsDep,
-                             namespace: Namespace = None) -> dict[str, Any]:
+                             namespace: NamespaceQuery = None) -> dict[str, Any]:
     quality, ms = monitoring.quality, monitoring.settings
     namespace = namespace or caller.principal.namespace
     await caller.require("get", "modeldeployments", namespace, name)
@@ -281,8 +278,8 @@ async def _deployment_alerts(svc: Services, namespace: str, name: str, since: fl
             summary="The deployment's monitoring time series (rate, latency, errors, accuracy, drift, shadow "
                     "agreement) and its recent alerts")
 async def deployment_monitoring(
-    name: Annotated[str, Path(min_length=1, max_length=253)], svc: ServicesDep, caller: CallerDep,
-    monitoring: MonitoringDep, deployments: DeploymentsDep, namespace: Namespace = None,
+    name: DeploymentPath, svc: ServicesDep, caller: CallerDep,
+    monitoring: MonitoringDep, deployments: DeploymentsDep, namespace: NamespaceQuery = None,
     since: Annotated[float | None, Query(ge=0, description="unix seconds (default: one hour ago)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="most points (the newest)")] = 2000,
 ) -> DeploymentMonitoring:

@@ -17,7 +17,9 @@ from mlstack.auth import CLUSTER
 from mlstack.errors import Forbidden
 from mlstack.orgs.schemas import (
     ORG_NAME,
+    ORG_NAME_MAX,
     SA_NAME,
+    SA_NAME_MAX,
     BudgetUpdate,
     InviteCreate,
     InviteView,
@@ -28,7 +30,7 @@ from mlstack.orgs.schemas import (
 )
 
 router = APIRouter(prefix="/orgs", tags=["organisations"])
-Org = Annotated[str, Path(min_length=1, max_length=40, pattern=ORG_NAME)]
+Org = Annotated[str, Path(min_length=1, max_length=ORG_NAME_MAX, pattern=ORG_NAME)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrgView,
@@ -73,7 +75,7 @@ async def delete_org(org: Org, caller: CallerDep, orgs: OrgsDep) -> Response:
 
 @router.delete("/{org}/members/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                summary="Remove a member who joined: their ServiceAccount and RoleBinding (the org's admins)")
-async def remove_member(org: Org, name: Annotated[str, Path(min_length=1, max_length=63, pattern=SA_NAME)],
+async def remove_member(org: Org, name: Annotated[str, Path(min_length=1, max_length=SA_NAME_MAX, pattern=SA_NAME)],
                         caller: CallerDep, orgs: OrgsDep) -> Response:
     await caller.require("update", "organizations", orgs.namespace_of(org), org)
     await orgs.remove_member(org, name)

@@ -11,25 +11,22 @@ import asyncio
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
 
 from fastapi import APIRouter, Request, UploadFile
-from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from mlstack.api.deps import ServicesDep, allow
+from mlstack.api.params import ModelNamePath, VersionPath
 from mlstack.errors import InvalidInput
 from mlstack.packages import PackageInvalid, PackageLimits, PayloadTooLarge, limits_from
 from mlstack.packages.seed import CONTRACT as SEED_CONTRACT
-from mlstack.packages.service import ALIAS_RE, alias_problems, copy_as_new_version, parse_options, upload_package
+from mlstack.packages.service import alias_problems, copy_as_new_version, parse_options, upload_package
 from mlstack.tags import TagKey, TagValue
-from mlstack.training.schemas import NAME_PATTERN
+from mlstack_operator.contract import ModelAlias
 
 router = APIRouter(prefix="/models", tags=["models"])
-ModelName = Annotated[str, PathParam(pattern=NAME_PATTERN)]
-Version = Annotated[str, PathParam(pattern=r"^[0-9]{1,9}$")]
 _CHUNK = 1024 * 1024
 
 _UPLOAD_BODY = {
@@ -70,7 +67,7 @@ class CopyBody(BaseModel):
     description: str | None = Field(None, max_length=5000, description="default: the source version's")
     tags: dict[TagKey, TagValue] | None = Field(
         None, description="set on the new version, over the source version's tags")
-    aliases: list[Annotated[str, Field(pattern=ALIAS_RE.pattern)]] = Field(
+    aliases: list[ModelAlias] = Field(
         default_factory=list, max_length=20, description="aliases to point at the new version")
 
     @field_validator("aliases")
@@ -125,7 +122,7 @@ def _capped_request(request: Request, limits: PackageLimits) -> Request:
     responses={201: {"description": "the new version"}, 413: {"description": "upload too large"},
                422: {"description": "refused: `detail` and the list of `problems`"}},
 )
-async def upload_version(name: ModelName, request: Request, svc: ServicesDep) -> JSONResponse:
+async def upload_version(name: ModelNamePath, request: Request, svc: ServicesDep) -> JSONResponse:
     limits = limits_from(svc.settings)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput("expected a multipart/form-data body with a 'file' field holding a .zip")
@@ -159,7 +156,8 @@ async def upload_version(name: ModelName, request: Request, svc: ServicesDep) ->
                 "tag `mlstack.copied_from`. 404 for an unknown model or version.",
     responses={404: {"description": "unknown model or version"}},
 )
-async def copy_version(name: ModelName, version: Version, svc: ServicesDep, body: CopyBody | None = None) -> dict:
+async def copy_version(name: ModelNamePath, version: VersionPath, svc: ServicesDep,
+                       body: CopyBody | None = None) -> dict:
     body = body or CopyBody()
     return await asyncio.to_thread(copy_as_new_version, svc.registry, name, version, body.description, body.tags,
                                    body.aliases)

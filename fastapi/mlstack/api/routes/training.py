@@ -16,7 +16,8 @@ from mlstack.errors import InvalidInput
 from mlstack.training.access import upload_uri
 from mlstack.training.data import MAX_CSV_BYTES, parse_csv
 from mlstack.training.jobs import JOB_KEY
-from mlstack.training.schemas import NAME_PATTERN, Hyperparameters, TrainingJob, TrainingRequest
+from mlstack.training.schemas import Hyperparameters, TrainingJob, TrainingRequest
+from mlstack_operator.contract import MODEL_NAME_MAX, MODEL_NAME_PATTERN
 
 router = APIRouter(tags=["training"])
 
@@ -54,7 +55,7 @@ async def train_upload(
     file: Annotated[UploadFile, File(description="CSV with a header row and a target column")],
     hyperparameters: Annotated[str, Form(description="JSON object of hyperparameters")] = "{}",
     target: Annotated[str | None, Form(max_length=200)] = None,
-    model_name: Annotated[str | None, Form(pattern=NAME_PATTERN)] = None,
+    model_name: Annotated[str | None, Form(min_length=1, max_length=MODEL_NAME_MAX, pattern=MODEL_NAME_PATTERN)] = None,
 ) -> TrainingJob:
     s = svc.settings
     try:
