@@ -31,6 +31,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+NO_AGENT = "No available agent to submit job"  # the job server's 500 while its agent is not up: nothing was created
+AGENT_WAIT_SECONDS = 60.0
 
 
 class RayUnreachable(Exception):
@@ -81,9 +83,20 @@ class RayJobs:
             raise RayUnreachable(f"Ray job server {self.address}: {type(e).__name__}: {e}"[:500]) from None
 
     async def submit(self, submission_id: str, entrypoint: str, env_vars: dict[str, str], num_cpus: float,
-                     metadata: dict[str, str]) -> None:
-        await self._call("submit_job", entrypoint=entrypoint, submission_id=submission_id,
-                         runtime_env={"env_vars": env_vars}, entrypoint_num_cpus=num_cpus, metadata=metadata)
+                     metadata: dict[str, str], agent_wait: float = AGENT_WAIT_SECONDS) -> None:
+        """Submit; while the job server has no agent to run it yet (a head that just started, or a busy one: "No
+        available agent to submit job, please try again later"), ask again for up to ``agent_wait`` seconds."""
+        deadline = time.monotonic() + agent_wait
+        while True:
+            try:
+                await self._call("submit_job", entrypoint=entrypoint, submission_id=submission_id,
+                                 runtime_env={"env_vars": env_vars}, entrypoint_num_cpus=num_cpus, metadata=metadata)
+                return
+            except RayUnreachable as e:
+                if NO_AGENT not in str(e) or time.monotonic() >= deadline:
+                    raise
+                log.info("Ray job server %s has no agent yet; submitting %s again", self.address, submission_id)
+                await asyncio.sleep(0.5)
 
     async def info(self, submission_id: str) -> JobState | None:
         try:
