@@ -135,8 +135,8 @@ class InferenceResponse(BaseModel):
 class Endpoints(Protocol):
     """Where ``/inference`` sends a version's rows: the base URL of a ready model server of ``name``/``version``
     (``namespace``: the caller's, in cluster mode). Implementations: ``mlstack.local.servers.ServerPool`` (starts
-    a server per version), ``mlstack.deployments.local.LocalRouter`` (a Ready local deployment first, else the
-    pool), ``mlstack.deployments.kube.KubeEndpoints`` (the ``status.url`` of a Ready ModelDeployment)."""
+    a server per version), ``mlstack.deployments.local_routing.LocalRouter`` (a Ready local deployment first, else
+    the pool), ``mlstack.deployments.kube.KubeEndpoints`` (the ``status.url`` of a Ready ModelDeployment)."""
 
     async def endpoint(self, name: str, version: str, timeout: float | None = None,
                        namespace: str | None = None) -> str: ...

@@ -221,7 +221,7 @@ def test_without_a_configured_ray_the_api_starts_its_own_head_which_survives_kil
 def test_a_long_temp_dir_is_shortened_for_rays_unix_sockets(tmp_path):
     """pytest's own tmp paths (/tmp/pytest-of-root/pytest-198/...) made `ray start` fail: the dashboard's
     sockets under <temp>/session_<date>_<pid>/sockets/ went over the 107-byte AF_UNIX limit."""
-    from mlstack.training.rayjobs import RAY_TEMP_DIR_MAX, ray_temp_dir
+    from mlstack.rayclient import RAY_TEMP_DIR_MAX, ray_temp_dir
 
     long = tmp_path / ("x" * 60) / "ray"
     short = ray_temp_dir(long)

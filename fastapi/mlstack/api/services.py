@@ -82,6 +82,7 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     from mlstack.inference import InferenceClient
     from mlstack.monitoring.setup import start as start_monitoring
     from mlstack.orgs.setup import start as start_orgs
+    from mlstack.rayclient import RayClient
     from mlstack.registry import Registry
     from mlstack.schedules.setup import start as start_schedules
     from mlstack.training.jobs import JobManager
@@ -92,11 +93,13 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     svc = await start_core(settings, stack)
 
     svc.registry = Registry.from_settings(settings)
-    svc.training = JobManager(settings, svc.redis, svc.registry, svc.alerts)
+    ray = RayClient(settings)  # Ray in this process, started on first use (local Ray Serve); stopped last
+    stack.push_async_callback(ray.stop)
+    svc.training = JobManager(settings, svc.redis, svc.registry, svc.alerts, ray)
     await svc.training.start()
     stack.push_async_callback(svc.training.stop)
 
-    deployed = await start_deployments(settings, stack, svc.redis, svc.alerts, svc.registry, svc.training)
+    deployed = await start_deployments(settings, stack, svc.redis, svc.alerts, svc.registry, ray)
     svc.deployments, svc.endpoints, svc.kube = deployed.backend, deployed.endpoints, deployed.kube
     # cluster mode: auth and orgs share the deployments' Kubernetes client
     svc.auth = await start_auth(settings.mode, stack, svc.deployments.default_namespace, kube=svc.kube)

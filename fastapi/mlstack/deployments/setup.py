@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
     from mlstack.alerts import AlertSink
     from mlstack.deployments.kube import KubeDeployments, KubeEndpoints
-    from mlstack.deployments.local import LocalDeployments, LocalRouter
+    from mlstack.deployments.local import LocalDeployments
+    from mlstack.deployments.local_routing import LocalRouter
+    from mlstack.rayclient import RayClient
     from mlstack.registry import Registry
 
 
@@ -34,20 +36,22 @@ class Deployed:
 
 
 async def start(settings: Settings, stack: AsyncExitStack, redis: Any, alerts: AlertSink, registry: Registry,
-                training: Any, ds: DeploymentSettings | None = None) -> Deployed:
-    """``redis``: the API's redis.asyncio client; ``training``: its ``JobManager`` (Ray Serve deployments share
-    its Ray). What starts here is stopped by ``stack``."""
+                ray: RayClient, ds: DeploymentSettings | None = None) -> Deployed:
+    """``redis``: the API's redis.asyncio client; ``ray``: its Ray connection (local Ray Serve deployments start
+    it). What starts here is stopped by ``stack``."""
     ds = ds or DeploymentSettings()
     if settings.mode == "cluster":
         return await _cluster(stack, redis, alerts, ds)
 
-    from mlstack.deployments.local import LocalDeployments, LocalRouter, ray_env_defaults
+    from mlstack.deployments.local import LocalDeployments
+    from mlstack.deployments.local_routing import LocalRouter
     from mlstack.local.servers import ServerPool
+    from mlstack.rayclient import ray_env_defaults
 
     pool = ServerPool(settings)  # /inference of a version no deployment serves
     stack.push_async_callback(pool.stop_all)
     ray_env_defaults()
-    backend = LocalDeployments(settings, ds, redis, registry, alerts, training,
+    backend = LocalDeployments(settings, ds, redis, registry, alerts, ray,
                                reserved_ports=pool.reserved_ports)  # one port book for this machine
     await backend.start()
     stack.push_async_callback(backend.stop)

@@ -40,11 +40,12 @@ from redis.exceptions import RedisError
 
 from mlstack.alerts import AlertSink
 from mlstack.errors import Conflict, InvalidInput, NotFound, Unavailable
+from mlstack.rayclient import RayClient
 from mlstack.registry import Registry
 from mlstack.settings import Settings
 from mlstack.training.access import DataPolicy, check_data_uri
 from mlstack.training.data import ObjectStore, check_exists
-from mlstack.training.rayjobs import JobState, LocalHead, RayJobs, RayUnreachable, ray_temp_dir
+from mlstack.training.rayjobs import JobState, LocalHead, RayJobs, RayUnreachable
 from mlstack.training.run import JOB_ENV, parse_result, strip_result
 from mlstack.training.schemas import TrainingJob, TrainingRequest
 
@@ -81,20 +82,19 @@ def submission_id(job_id: str) -> str:
 
 
 class JobManager:
-    def __init__(self, settings: Settings, redis, registry: Registry, alerts: AlertSink):
+    def __init__(self, settings: Settings, redis, registry: Registry, alerts: AlertSink, ray: RayClient):
         self.settings = settings
         self.redis = redis
         self.registry = registry
         self.alerts = alerts
         self.store = ObjectStore.from_settings(settings)
         self.policy = DataPolicy.from_settings(settings)
-        self._serve_ray = False  # in-process Ray for Ray Serve (mlstack.deployments.local): ensure_ray
-        self._ray_lock = asyncio.Lock()
+        self.ray = ray  # the API's in-process Ray (local Ray Serve starts it); training jobs do not use it
         self.jobs_address = settings.ray_jobs_url or settings.ray_address  # None: a local head of our own
         self._jobs: RayJobs | None = None
         self._jobs_lock = asyncio.Lock()
         self._head: LocalHead | None = None
-        self.ray_error: str | None = None
+        self._jobs_error: str | None = None
         self._tasks: dict[str, asyncio.Task] = {}
         self._current: dict[str, TrainingJob] = {}  # records of the jobs this process follows
         # records of this process's jobs not yet stored in Redis (it was down): job -> record, job -> log
@@ -108,7 +108,12 @@ class JobManager:
 
     @property
     def ray_ready(self) -> bool:
-        return self._jobs is not None or self._serve_ray
+        return self._jobs is not None or self.ray.started
+
+    @property
+    def ray_error(self) -> str | None:
+        """Why Ray is not ready: the job server's last error, else the in-process connection's."""
+        return self._jobs_error or self.ray.error
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -152,11 +157,6 @@ class JobManager:
                         await self._end_runs(job_id, "FAILED")
         with contextlib.suppress(*REDIS_ERRORS):  # else it expires: jobs left behind are adopted then
             await asyncio.wait_for(self.redis.delete(OWNER_KEY.format(self.instance)), REDIS_TIMEOUT)
-        if self._serve_ray:
-            import ray
-
-            await asyncio.to_thread(ray.shutdown)
-            self._serve_ray = False
 
     def _local_head(self) -> LocalHead:
         s = self.settings
@@ -176,9 +176,9 @@ class JobManager:
                     self._jobs = await RayJobs(url).connect()
             except Exception as e:
                 self._jobs = None
-                self.ray_error = f"Ray unavailable: {e}"
-                raise Unavailable(self.ray_error) from None
-            self.ray_error = None
+                self._jobs_error = f"Ray unavailable: {e}"
+                raise Unavailable(self._jobs_error) from None
+            self._jobs_error = None
             return self._jobs
 
     async def _jobs_at(self, address: str) -> RayJobs:
@@ -188,30 +188,6 @@ class JobManager:
         if address == self.jobs_address:
             return await self.jobs()
         return await RayJobs(address).connect()
-
-    async def ensure_ray(self) -> None:
-        """In-process Ray for Ray Serve (local deployments); training jobs do not use it."""
-        async with self._ray_lock:
-            if self._serve_ray:
-                return
-            try:
-                await asyncio.to_thread(self._init_ray)
-            except Exception as e:
-                self.ray_error = f"Ray unavailable: {e}"
-                raise Unavailable(self.ray_error) from None
-            self._serve_ray, self.ray_error = True, None
-
-    def _init_ray(self) -> None:
-        import ray
-
-        s = self.settings
-        if s.ray_address:
-            ray.init(address=s.ray_address, ignore_reinit_error=True, log_to_driver=False)
-            return
-        temp = ray_temp_dir(s.ray_temp_dir)  # the same bound on Ray's unix socket paths as the job server's head
-        temp.mkdir(parents=True, exist_ok=True)
-        ray.init(num_cpus=s.ray_num_cpus, object_store_memory=s.ray_object_store_mb * 1024 * 1024,
-                 include_dashboard=False, _temp_dir=str(temp), ignore_reinit_error=True, log_to_driver=False)
 
     # -- records -----------------------------------------------------------------------------------
     async def _redis(self, coro: Any) -> Any:

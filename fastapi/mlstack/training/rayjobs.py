@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -23,11 +22,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlstack.rayclient import ray_temp_dir
 
 log = logging.getLogger(__name__)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -139,20 +139,6 @@ def _started_at(pid: int) -> float | None:
 def _alive(pid: int, started: float) -> bool:
     t = _started_at(pid)
     return t is not None and abs(t - started) < 1.0
-
-
-RAY_TEMP_DIR_MAX = 40  # Ray puts unix sockets at <temp>/session_<date>_<pid>/sockets/dash_<Module>: 107 bytes at most
-
-
-def ray_temp_dir(wanted: Path) -> Path:
-    """``wanted`` when it is short enough for Ray's unix sockets, else a short directory under /tmp named after
-    it (stable: the same ``wanted`` always gives the same one)."""
-    wanted = Path(wanted).resolve()
-    if len(str(wanted)) <= RAY_TEMP_DIR_MAX:
-        return wanted
-    short = Path(tempfile.gettempdir()) / f"mlstack-ray-{hashlib.sha256(str(wanted).encode()).hexdigest()[:10]}"
-    log.info("Ray temp dir %s is too long for Ray's unix sockets; using %s", wanted, short)
-    return short
 
 
 class LocalHead:
