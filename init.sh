@@ -222,7 +222,7 @@ local_up() {
   lstep "Python environment ($VENV)"
   if [[ ! -x $VENV/bin/mlstack ]]; then
     run python3 -m venv "$VENV"
-    run "$VENV/bin/python" -m pip install -q -e "$ROOT"
+    run "$VENV/bin/python" -m pip install -q -e "${ROOT}[api]"  # the API, the monitor, Ray: the whole distribution
   fi
   local bin=$VENV/bin
 
