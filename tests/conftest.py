@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.k8s.fixtures",  # the real-Kubernetes tier: k8s, operator_kubeconfig, mlstack_operator, ...
     "tests.utils.api",  # api_url, client, trained: the session API that tests/api and tests/training use
     "tests.utils.deployments",  # model (a registered ONNX iris model), api_factory (mlstack api processes)
+    "tests.utils.kube_fixtures",  # cluster_api, kube_users, pat: the cluster-mode API of tests/auth and tests/orgs
 ]
 
 

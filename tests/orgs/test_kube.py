@@ -4,8 +4,8 @@ delete; the budget enforced by the operator's admission (the shared operator pro
 the ValidatingAdmissionPolicy that confines the API's cluster-wide RBAC to organisation namespaces, under
 impersonation of the API's ServiceAccount. (Authentication and authorisation themselves: tests/auth/test_kube.py.)
 
-The people are ServiceAccounts in ``mlstack-test-users`` (``user_token``): pat is bound to mlstack-platform-admin,
-root to cluster-admin, olga to nothing.
+The API (``cluster_api``) and the people who call it (``kube_users``, ``pat``) are the session's, shared by both
+modules (tests/utils/kube_fixtures.py): pat is bound to mlstack-platform-admin, root to cluster-admin, olga to nothing.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import yaml
 
 from mlstack.orgs.builders import model_servers_policy_spec
 from tests.k8s.controlplane import Cluster, Kube
-from tests.k8s.fixtures import MODEL, TEST_USERS_NS, user_name, user_token
-from tests.utils.kube_api import As, start_cluster_api, unique
+from tests.k8s.fixtures import MODEL, TEST_USERS_NS, user_name
+from tests.utils.kube_api import As, unique
 from tests.utils.procs import wait_until
 
 pytestmark = pytest.mark.slow
@@ -33,25 +33,6 @@ API_SA = "system:serviceaccount:mlstack:mlstack-api"
 POLICY = "mlstack-api-org-scope"
 DEADLINE = 60.0
 PAT = user_name("pat")
-
-
-@pytest.fixture(scope="module")
-def users(k8s: Cluster) -> dict[str, str]:
-    return {"pat": user_token(k8s, "pat", "mlstack-platform-admin"),
-            "root": user_token(k8s, "root", "cluster-admin"),
-            "olga": user_token(k8s, "olga")}
-
-
-@pytest.fixture(scope="module")
-def api(stack_env, api_kubeconfig, workdir) -> Iterator[str]:
-    proc, url = start_cluster_api(stack_env, api_kubeconfig, workdir / "orgs-kube", "api")
-    yield url
-    proc.stop(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def pat(api, users) -> As:
-    return As(api, users["pat"])
 
 
 def deployment(name: str, cpu: str = "500m", priority: int = 100, **extra: Any) -> dict[str, Any]:
@@ -75,8 +56,8 @@ def join(api: str, pat: As, org: str, role: str, name: str) -> str:
     return r.json()["token"]
 
 
-def test_create_org_makes_namespace_quota_and_admin_binding(api, users, pat, k8s_admin: Kube):
-    assert As(api, users["olga"]).post("/orgs", json={"name": unique("nope")}).status_code == 403
+def test_create_org_makes_namespace_quota_and_admin_binding(cluster_api, kube_users, pat, k8s_admin: Kube):
+    assert As(cluster_api, kube_users["olga"]).post("/orgs", json={"name": unique("nope")}).status_code == 403
     name = unique("acme")
     r = pat.post("/orgs", json={"name": name, "displayName": "Acme", "budget": {"cpu": "1500m", "memory": "4Gi"}})
     assert r.status_code == 201, r.text
@@ -109,29 +90,29 @@ def test_create_org_makes_namespace_quota_and_admin_binding(api, users, pat, k8s
     assert r.status_code == 422
 
 
-def test_invite_join_and_roles_in_the_org(api, pat, k8s_admin: Kube):
+def test_invite_join_and_roles_in_the_org(cluster_api, pat, k8s_admin: Kube):
     org, ns = new_org(pat, "beta")
     r = pat.post(f"/orgs/{org}/invites", json={"role": "deployer", "expiresInSeconds": 600})
     assert r.status_code == 201 and r.json()["role"] == "deployer"
     code = r.json()["code"]
-    r = httpx.post(api + "/orgs/join", json={"code": code, "name": "dana"})
+    r = httpx.post(cluster_api + "/orgs/join", json={"code": code, "name": "dana"})
     assert r.status_code == 201, r.text
     joined = r.json()
     assert joined["namespace"] == ns and joined["serviceAccount"] == "dana" and joined["token"]
-    r = httpx.post(api + "/orgs/join", json={"code": code, "name": "dana-again"})
+    r = httpx.post(cluster_api + "/orgs/join", json={"code": code, "name": "dana-again"})
     assert r.status_code == 410 and "already used" in r.json()["detail"]
-    r = httpx.post(api + "/orgs/join", json={"code": "x" * 32, "name": "eve"})
+    r = httpx.post(cluster_api + "/orgs/join", json={"code": "x" * 32, "name": "eve"})
     assert r.status_code == 404 and "unknown invite code" in r.json()["detail"]
     # the ServiceAccount the namespace's pods run as is never a member's (422 before the code is spent)
     code2 = pat.post(f"/orgs/{org}/invites", json={"role": "admin"}).json()["code"]
-    r = httpx.post(api + "/orgs/join", json={"code": code2, "name": "default"})
+    r = httpx.post(cluster_api + "/orgs/join", json={"code": code2, "name": "default"})
     assert r.status_code == 422 and "pods run as" in r.text, r.text
     assert "mlstack.io/role" not in (k8s_admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default") or {
         "metadata": {}})["metadata"].get("labels", {})
-    assert httpx.post(api + "/orgs/join", json={"code": code2, "name": "admin2"}).status_code == 201
+    assert httpx.post(cluster_api + "/orgs/join", json={"code": code2, "name": "admin2"}).status_code == 201
     assert k8s_admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/dana-again") is None
 
-    dana = As(api, joined["token"])
+    dana = As(cluster_api, joined["token"])
     me = dana.get("/auth/me").json()
     assert me["name"] == f"system:serviceaccount:{ns}:dana"
     assert me["org"] == org and me["namespace"] == ns
@@ -149,7 +130,7 @@ def test_invite_join_and_roles_in_the_org(api, pat, k8s_admin: Kube):
     members = dana.get(f"/orgs/{org}").json()["members"]
     assert {"kind": "ServiceAccount", "name": "dana", "role": "deployer", "namespace": ns, "joined": True} in members
 
-    vic = As(api, join(api, pat, org, "viewer", "vic"))
+    vic = As(cluster_api, join(cluster_api, pat, org, "viewer", "vic"))
     assert vic.get("/deployments").status_code == 200
     assert vic.post("/deployments", json=deployment("v1")).status_code == 403
     assert vic.delete("/deployments/d1").status_code == 403
@@ -174,7 +155,7 @@ def test_invite_join_and_roles_in_the_org(api, pat, k8s_admin: Kube):
     assert {"kind": "ServiceAccount", "name": "dana", "role": "deployer", "namespace": ns,
             "joined": True} in listed[org]["members"]
     # a member who joined with the creator's name is a different ServiceAccount: both listed, only one removable
-    join(api, pat, org, "viewer", "pat")
+    join(cluster_api, pat, org, "viewer", "pat")
     pats = [m for m in pat.get(f"/orgs/{org}").json()["members"] if m["name"] == "pat"]
     assert sorted((m["namespace"], m["joined"], m["role"]) for m in pats) == sorted([
         (ns, True, "viewer"), (TEST_USERS_NS, False, "admin")])
@@ -184,21 +165,21 @@ def test_invite_join_and_roles_in_the_org(api, pat, k8s_admin: Kube):
     assert pat.get(f"/orgs/{org}").status_code == 200
 
 
-def test_a_refused_join_keeps_the_code_and_leaves_nothing(api, pat, k8s_admin: Kube):
+def test_a_refused_join_keeps_the_code_and_leaves_nothing(cluster_api, pat, k8s_admin: Kube):
     org, ns = new_org(pat, "gamma")
-    join(api, pat, org, "viewer", "taken")
+    join(cluster_api, pat, org, "viewer", "taken")
     code = pat.post(f"/orgs/{org}/invites", json={"role": "deployer"}).json()["code"]
-    r = httpx.post(api + "/orgs/join", json={"code": code, "name": "taken"})
+    r = httpx.post(cluster_api + "/orgs/join", json={"code": code, "name": "taken"})
     assert r.status_code == 409 and "taken" in r.json()["detail"]
     sa = k8s_admin.get(f"/api/v1/namespaces/{ns}/serviceaccounts/taken")
     assert sa["metadata"]["labels"]["mlstack.io/role"] == "viewer"  # the first member's, untouched
     rb = k8s_admin.get(f"{RBAC}/namespaces/{ns}/rolebindings/mlstack-member-taken")
     assert rb["metadata"]["labels"]["mlstack.io/role"] == "viewer"  # the first member's binding untouched
-    r = httpx.post(api + "/orgs/join", json={"code": code, "name": "second"})  # the code still works
+    r = httpx.post(cluster_api + "/orgs/join", json={"code": code, "name": "second"})  # the code still works
     assert r.status_code == 201 and r.json()["role"] == "deployer"
 
 
-def test_expired_and_overlong_invites(api, pat, redis_url):
+def test_expired_and_overlong_invites(cluster_api, pat, redis_url):
     org, _ = new_org(pat, "delta")
     r = pat.post(f"/orgs/{org}/invites", json={"role": "viewer", "expiresInSeconds": 30 * 24 * 3600})
     assert r.status_code == 422 and "MLSTACK_ORG_INVITE_MAX_SECONDS" in r.json()["detail"]
@@ -211,17 +192,17 @@ def test_expired_and_overlong_invites(api, pat, redis_url):
     record = json.loads(r.get(key))
     assert code not in r.get(key)
     r.set(key, json.dumps({**record, "expires": record["expires"] - 120}), keepttl=True)
-    resp = httpx.post(api + "/orgs/join", json={"code": code, "name": "late"})
+    resp = httpx.post(cluster_api + "/orgs/join", json={"code": code, "name": "late"})
     assert resp.status_code == 410 and "expired" in resp.json()["detail"]
 
 
-def test_members_see_only_their_organisations_deployment_alerts(api, pat):
+def test_members_see_only_their_organisations_deployment_alerts(cluster_api, pat):
     org, ns = new_org(pat, "eps")
     mark = secrets.token_hex(4)
     for where in (ns, "org-other", None):
         r = pat.post("/alerts", json={"title": f"{mark} {where}", "namespace": where})
         assert r.status_code == 201, r.text
-    erin = As(api, join(api, pat, org, "viewer", "erin"))
+    erin = As(cluster_api, join(cluster_api, pat, org, "viewer", "erin"))
 
     def titles(client: As) -> list[str]:
         return [a["title"] for a in client.get("/alerts", params={"limit": 50}).json() if mark in a["title"]]
@@ -243,9 +224,9 @@ def test_members_see_only_their_organisations_deployment_alerts(api, pat):
 HOLD = "mlstack.io/test-hold"
 
 
-def test_delete_org_revokes_its_members(api, pat, k8s_admin: Kube):
+def test_delete_org_revokes_its_members(cluster_api, pat, k8s_admin: Kube):
     org, ns = new_org(pat, "omega")
-    ada = As(api, join(api, pat, org, "admin", "ada"))
+    ada = As(cluster_api, join(cluster_api, pat, org, "admin", "ada"))
     assert ada.get("/deployments").status_code == 200
     # a finalizer the test holds keeps the namespace Terminating (the real namespace controller deletes
     # everything else in it first), so what the API says meanwhile is checked, not raced
@@ -280,9 +261,9 @@ def test_delete_org_revokes_its_members(api, pat, k8s_admin: Kube):
     assert pat.delete(f"/orgs/{org}").status_code == 204
 
 
-def test_org_budget_is_enforced_by_the_operators_admission(api, pat, k8s_admin: Kube, mlstack_operator):
+def test_org_budget_is_enforced_by_the_operators_admission(cluster_api, pat, k8s_admin: Kube, mlstack_operator):
     org, ns = new_org(pat, "quota", cpu="1")
-    dana = As(api, join(api, pat, org, "deployer", "dana"))
+    dana = As(cluster_api, join(cluster_api, pat, org, "deployer", "dana"))
     for name, priority in (("first", 10), ("second", 5)):
         r = dana.post("/deployments", json=deployment(name, cpu="750m", priority=priority))
         assert r.status_code == 201, r.text
