@@ -94,3 +94,26 @@ def test_a_canary_logs_what_it_serves_under_the_clients_id(serve, onnx_model_dir
     assert len(on_canary) == 10 and len(on_stable) == 10 and not on_canary & on_stable
     assert {i for i, t in answered.items() if t == "canary"} == on_canary
     assert {rec["track"] for rec in payloads(canary.base)["records"]} == {"canary"}
+
+
+def test_grpc_requests_are_sampled_too_and_every_answer_has_an_id(serve, onnx_model_dir, iris):
+    """ModelInfer over gRPC goes into the same ring as HTTP: under the request's ``id``, else one the server gives
+    (and answers with), so feedback can join a gRPC prediction as it joins an HTTP one."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    srv = serve(str(onnx_model_dir), name="iris", env=ALL, grpc=True)
+    answered = []
+    with grpc.insecure_channel(srv.grpc) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for i, given in enumerate(("g-1", "", "")):
+            req = service_pb2.ModelInferRequest(model_name="iris", id=given)
+            t = req.inputs.add(name="X", datatype="FP32", shape=[1, 4])
+            t.contents.fp32_contents.extend(iris.x[i].tolist())
+            answered.append(stub.ModelInfer(req, timeout=30).id)
+    assert answered[0] == "g-1" and all(answered) and len(set(answered)) == 3
+    records = payloads(srv.base)["records"]
+    assert [r["id"] for r in records] == answered
+    for i, r in enumerate(records):
+        assert r["track"] == "stable" and r["inputs"] == [pytest.approx(iris.x[i].tolist())] and r["latency_ms"] > 0
+        assert len(r["outputs"]) == 1

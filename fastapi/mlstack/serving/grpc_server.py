@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from mlstack.monitoring.payload import RequestIds
 from mlstack.serving import v2
 from mlstack.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
 from mlstack.serving.grpc_v2 import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -87,6 +88,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # exact canary split: the HTTP forwarder's counter (one count for both transports) and a gRPC channel
         self.canary = canary if canary_grpc is not None else None
         self.canary_grpc = canary_grpc
+        self.ids = RequestIds()  # a response's id: the request's, else a new one (the payload log's key)
         self._server_meta = pb.ServerMetadataResponse(name=SERVER_NAME, version=_server_version(),
                                                       extensions=["binary_tensor_data"])
 
@@ -175,6 +177,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._run("grpc_infer", context, self._infer, request)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        t0 = time.perf_counter()
         s = self.service
         self._check_model(request.model_name, request.model_version)
         batcher = s.batcher
@@ -197,7 +200,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     raise ClientError(f"unknown output {n!r}; the model has {', '.join(outputs)}", 400)
         else:
             names = list(outputs)
-        resp = pb.ModelInferResponse(model_name=s.name, model_version=s.version or "", id=request.id)
+        request_id = self.ids.accept(request.id)
+        if s.payloads.sampled():  # the payload log samples gRPC requests as it does HTTP ones
+            s.log_payload(request_id, x, outputs, (time.perf_counter() - t0) * 1000.0)
+        resp = pb.ModelInferResponse(model_name=s.name, model_version=s.version or "", id=request_id)
         for n in names:
             a = outputs[n]
             datatype = v2.datatype_of(a.dtype)

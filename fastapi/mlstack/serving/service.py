@@ -161,10 +161,15 @@ class ModelService:
         if token is not None:
             _SAMPLE.reset(token)
             if sample and resp.status == 200:
-                x, y = sample[0]
-                self.payloads.record(request_id, self.name, self.version or "", self.track,
-                                     x[:MAX_LOGGED_ROWS].tolist(), _plain(y[:MAX_LOGGED_ROWS]), elapsed * 1000.0)
+                self.log_payload(request_id, *sample[0], elapsed * 1000.0)
         return resp
+
+    def log_payload(self, request_id: str, x: np.ndarray, outputs: np.ndarray | dict[str, np.ndarray],
+                    latency_ms: float) -> None:
+        """Keep one answered request in the payload log (its first ``MAX_LOGGED_ROWS`` rows and the label output)."""
+        y = outputs[self._label] if isinstance(outputs, dict) else outputs
+        self.payloads.record(request_id, self.name, self.version or "", self.track, x[:MAX_LOGGED_ROWS].tolist(),
+                             _plain(y[:MAX_LOGGED_ROWS]), latency_ms)
 
     def _route(self, method: str, path: str) -> tuple[str, Handler]:
         """(metrics label, handler) for a request; pure string matching, no framework."""
