@@ -131,3 +131,34 @@ def test_a_dead_or_hanging_shadow_costs_the_client_nothing(serve, registered_mod
         assert metric(m, "mlstack_serve_shadow_requests_total", result="dropped") == 18  # 2 in flight, the rest dropped
         m = wait_until(lambda: (t := get(f"{slow.base}/metrics").body.decode()) and metric(
             t, "mlstack_serve_shadow_requests_total", result="failed") == 2 and t, 30, what="the 2 mirrors timed out")
+
+
+def test_grpc_requests_are_mirrored_too(serve, registered_model, sklearn_model_dir, mlflow_uri, iris):
+    """gRPC ModelInfer answered by the stable server: the same share goes to the shadow (its HTTP v2 endpoint,
+    same input, same id), both answers logged under the id the gRPC client got back."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    name, version = registered_model
+    shadow = serve(str(sklearn_model_dir), name=name, env={"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "1",
+                                                           "MLSTACK_SERVE_TRACK": "shadow"})
+    stable = serve(f"models:/{name}/{version}", name=name, grpc=True,
+                   env={"MLSTACK_MLFLOW_TRACKING_URI": mlflow_uri, "MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "0.001"},
+                   args=["--shadow-url", shadow.base, "--shadow-percent", "50"])
+    ids = []
+    with grpc.insecure_channel(stable.grpc) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for i in range(40):
+            req = service_pb2.ModelInferRequest(model_name=name, id=f"g-{i}" if i % 2 else "")
+            t = req.inputs.add(name="X", datatype="FP32", shape=[1, 4])
+            t.contents.fp32_contents.extend(iris.x[i].tolist())
+            resp = stub.ModelInfer(req, timeout=30)
+            assert resp.model_version == version
+            ids.append(resp.id)
+    copies = wait_until(lambda: len(c := records(shadow.base)) == 20 and c, 20, what="20 mirrored gRPC requests")
+    assert {c["track"] for c in copies} == {"shadow"} and {c["id"] for c in copies} <= set(ids)
+    live = {r["id"]: r for r in records(stable.base)}  # what it mirrored (and ~0.04 sampled of its own accord)
+    assert {c["id"] for c in copies} <= set(live) and len(live) <= 20 + 3
+    for c in copies:
+        assert c["outputs"] == live[c["id"]]["outputs"]
+        np.testing.assert_allclose(c["inputs"], live[c["id"]]["inputs"], rtol=1e-6)

@@ -178,7 +178,8 @@ class ServingApp:
                     try:
                         self._grpc = await start_grpc_server(self.service, self.grpc_host, self.grpc_port,
                                                              canary=self.canary if self.canary_grpc else None,
-                                                             canary_grpc=self.canary_grpc, impl=self.grpc_impl)
+                                                             canary_grpc=self.canary_grpc, impl=self.grpc_impl,
+                                                             shadow=self.shadow)
                     except Exception as e:
                         await send({"type": "lifespan.startup.failed", "message": f"gRPC: {e}"})
                         return

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import orjson
 
 from mlstack.monitoring.payload import RequestIds
 from mlstack.serving import v2
@@ -83,8 +84,9 @@ def _decode_input(t: Any, raw: bytes | None) -> np.ndarray:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The v2 gRPC endpoints of one ``ModelService``."""
 
-    def __init__(self, service: ModelService, canary: Any = None, canary_grpc: Any = None):
+    def __init__(self, service: ModelService, canary: Any = None, canary_grpc: Any = None, shadow: Any = None):
         self.service = service
+        self.shadow = shadow  # a ShadowMirror: copies of its share of the requests this server answers
         # exact canary split: the HTTP forwarder's counter (one count for both transports) and a gRPC channel
         self.canary = canary if canary_grpc is not None else None
         self.canary_grpc = canary_grpc
@@ -201,7 +203,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             names = list(outputs)
         request_id = self.ids.accept(request.id)
-        if s.payloads.sampled():  # the payload log samples gRPC requests as it does HTTP ones
+        mirrored = (self.shadow is not None and not request.model_version and self.shadow.take()
+                    and self.shadow.mirror("POST", f"/v2/models/{s.name}/infer", _v2_json(request_id, t.name, x),
+                                           [(b"content-type", b"application/json"),
+                                            (b"x-request-id", request_id.encode("latin-1"))]))
+        # the payload log samples gRPC requests as it does HTTP ones, and keeps every mirrored one (to compare)
+        if (mirrored and s.payloads.enabled) or s.payloads.sampled():
             s.log_payload(request_id, x, outputs, (time.perf_counter() - t0) * 1000.0)
         resp = pb.ModelInferResponse(model_name=s.name, model_version=s.version or "", id=request_id)
         for n in names:
@@ -216,15 +223,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return resp
 
 
+def _v2_json(request_id: str, name: str, x: np.ndarray) -> bytes:
+    """A gRPC request's input as a v2 JSON infer body (what the shadow's HTTP endpoint takes)."""
+    return orjson.dumps({"id": request_id, "inputs": [{"name": name, "shape": list(x.shape),
+                                                       "datatype": v2.datatype_of(x.dtype), "data": x.ravel()}]},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 async def start_grpc_server(service: ModelService, host: str, port: int, canary: Any = None,
-                            canary_grpc: Any = None, impl: str = "h2") -> Any:
+                            canary_grpc: Any = None, impl: str = "h2", shadow: Any = None) -> Any:
     """Start serving ``service`` on ``host:port`` on the running event loop (raises if the port is taken).
 
     ``impl``: ``h2`` (default) is the asyncio HTTP/2 server of ``grpc_h2`` on this loop; ``grpcio`` is
     ``grpc.aio.server`` (its own polling threads; ~3x the CPU per call, kept for comparison). Both have
     ``stop(grace)``.
     """
-    servicer = InferenceServicer(service, canary, canary_grpc)
+    servicer = InferenceServicer(service, canary, canary_grpc, shadow)
     if impl == "h2":
         from mlstack.serving.grpc_h2 import GrpcServer, method_table
 

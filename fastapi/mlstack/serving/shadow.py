@@ -13,7 +13,8 @@ two answers by request id (agreement rate, or mean absolute difference for numbe
 this logging on: the stable server decides it itself, and only the mirror reaches the shadow server.
 
 Mirrored: what the canary split takes part in (``POST /predict`` and ``/v2/models/{name}/infer`` over HTTP, not
-a request pinned to a version); not gRPC.
+a request pinned to a version), and gRPC ``ModelInfer`` requests this server answers itself (not pinned to a
+version; sent to the shadow's HTTP port as the v2 JSON infer request of the same input, under the same id).
 """
 
 from __future__ import annotations
