@@ -8,13 +8,17 @@ Targets (same model; each started, measured with ``wrk`` and stopped in turn):
   (e)  the same with auth on (a local bearer token checked on every request)
   (m)  ``mlstack serve`` ``POST /predict`` with the payload log off (sample rate 0; (a) runs at the default 5 %):
        what monitoring costs
+  (d0), (e0)  with ``--baseline DIR``: (d) and (e) on another checkout's code (DIR: its ``fastapi/`` directory,
+       e.g. of ``git worktree add /tmp/base <commit>``), measured in the same rounds: before and after in one run
 
 With (d) the model is registered in a real ``mlflow server`` (started here, with a Redis for the
 API) and every target serves that same registered version.
 
 For each: sequential latency (1 connection, 1 thread: p50/p99) and throughput (16 connections,
 2 threads). The load generator is ``wrk`` (not Python, which would measure itself). All servers run
-at once and the targets are measured in interleaved rounds; the table shows medians.
+at once and the targets are measured in interleaved rounds; the table shows medians. With the
+throughput runs, the CPU time per request of the target's process and of its children (the API's
+model servers), read around each run: on a shared machine the steadier number.
 
 To add a target, write ``def target_x(ctx, stack) -> Target`` that starts its server (registering
 the stop in ``stack``), waits until it answers, and returns the URL and body; add it to ``TARGETS``.
@@ -57,6 +61,7 @@ class Target:
     url: str
     body: bytes
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    pid: int | None = None  # the server's process: its CPU time per request is measured
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Context:
     workdir: Path
     env: dict[str, str]  # environment for the servers (MLSTACK_*, MLFLOW_TRACKING_URI...)
     start_timeout: float = 180.0
+    baseline: str | None = None  # --baseline: the fastapi/ directory of the code (d0)/(e0) run
 
 
 TargetFn = Callable[[Context, contextlib.ExitStack], list[Target]]
@@ -88,7 +94,7 @@ def _post_ok(url: str, body: bytes, headers: dict[str, str]) -> bool:
 
 def _launch(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str], probe: Target) -> None:
     """Start ``cmd`` in its own process group, stop it when ``stack`` closes, wait until ``probe`` is 200."""
-    _launch_until(ctx, stack, name, cmd, lambda: _post_ok(probe.url, probe.body, probe.headers))
+    probe.pid = _launch_until(ctx, stack, name, cmd, lambda: _post_ok(probe.url, probe.body, probe.headers))
 
 
 def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
@@ -102,6 +108,7 @@ def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
     cmd = [str(BIN / "mlstack"), "serve", "--model", ctx.model_uri, "--host", "127.0.0.1", "--port", str(port),
            "--name", ctx.model_name]
     _launch(ctx, stack, "mlstack-serve", cmd, predict)
+    infer.pid = predict.pid
     return [predict, infer]
 
 
@@ -172,17 +179,37 @@ def _api(ctx: Context, stack: contextlib.ExitStack, label: str, name: str, ports
     return t
 
 
+def _bench_token() -> dict[str, str]:
+    return {"name": "bench", "role": "viewer", "token": "bench-" + os.urandom(16).hex()}
+
+
 def target_api(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
     return [_api(ctx, stack, "(d) API /inference", "api", "[25000, 25499]", {})]
 
 
 def target_api_auth(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
-    auth = {"name": "bench", "role": "viewer", "token": "bench-" + os.urandom(16).hex()}
-    return [_api(ctx, stack, "(e) API /inference, auth on", "api-auth", "[25500, 25999]", auth)]
+    return [_api(ctx, stack, "(e) API /inference, auth on", "api-auth", "[25500, 25999]", _bench_token())]
+
+
+def _on_baseline(ctx: Context) -> Context:
+    if not ctx.baseline:
+        raise SystemExit("(d0)/(e0) need --baseline DIR")
+    return Context(ctx.model_uri, ctx.model_name, ctx.workdir, {**ctx.env, "PYTHONPATH": ctx.baseline},
+                   ctx.start_timeout)
+
+
+def target_api_baseline(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    return [_api(_on_baseline(ctx), stack, "(d0) API /inference, baseline", "api-base", "[26000, 26499]", {})]
+
+
+def target_api_auth_baseline(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    return [_api(_on_baseline(ctx), stack, "(e0) API /inference, auth on, baseline", "api-auth-base",
+                 "[26500, 26999]", _bench_token())]
 
 
 TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "b": target_mlflow, "c": target_floor, "d": target_api,
-                                 "e": target_api_auth, "m": target_unmonitored}
+                                 "e": target_api_auth, "m": target_unmonitored, "d0": target_api_baseline,
+                                 "e0": target_api_auth_baseline}
 
 
 def start_registry(workdir: Path, stack: contextlib.ExitStack, model_dir: Path, name: str) -> dict[str, str]:
@@ -228,8 +255,8 @@ def _get_ok(url: str) -> bool:
 
 
 def _launch_until(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str],
-                  ready: Callable[[], bool]) -> None:
-    """Start ``cmd`` in its own process group, stop it when ``stack`` closes, return once ``ready()``."""
+                  ready: Callable[[], bool]) -> int:
+    """Start ``cmd`` in its own process group, stop it when ``stack`` closes, return its PID once ``ready()``."""
     log = open(ctx.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed by the stack
     stack.callback(log.close)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ctx.env},
@@ -253,6 +280,7 @@ def _launch_until(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: lis
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} not ready within {ctx.start_timeout}s")
         time.sleep(0.2)
+    return proc.pid
 
 
 # -- wrk ----------------------------------------------------------------------------------------------
@@ -275,6 +303,26 @@ class WrkResult:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None = None  # CPU time per request of the target's process
+    children_cpu_us: float | None = None  # ... and of its children (the API's model servers)
+
+
+def _cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+    """User + system CPU seconds of ``pid`` and of its live descendants."""
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        own = sum(proc.cpu_times()[:2])
+        children = 0.0
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                children += sum(child.cpu_times()[:2])
+        return own, children
+    except psutil.Error:
+        return None
 
 
 def _lua_string(b: bytes) -> str:
@@ -287,7 +335,9 @@ def run_wrk(t: Target, connections: int, threads: int, duration: float, workdir:
     script.write_text(_LUA.format(body=_lua_string(t.body), headers=headers))
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "5s",
            "-s", str(script), t.url]
+    cpu0 = _cpu_seconds(t.pid)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    cpu1 = _cpu_seconds(t.pid)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
     out = proc.stdout
@@ -297,7 +347,11 @@ def run_wrk(t: Target, connections: int, threads: int, duration: float, workdir:
     r = json.loads(line[len("WRKJSON "):])
     if r["non2xx"] or r["errors"]:
         raise RuntimeError(f"{t.label}: {r['non2xx']} non-2xx responses, {r['errors']} socket errors")
-    return WrkResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000)
+    out = WrkResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000)
+    if cpu0 and cpu1 and r["requests"]:
+        out.cpu_us = (cpu1[0] - cpu0[0]) / r["requests"] * 1e6
+        out.children_cpu_us = (cpu1[1] - cpu0[1]) / r["requests"] * 1e6
+    return out
 
 
 # -- model --------------------------------------------------------------------------------------------
@@ -332,6 +386,15 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def _median_or_none(xs: list[float | None]) -> float | None:
+    known = [x for x in xs if x is not None]
+    return statistics.median(known) if known else None
+
+
+def _fmt_us(us: float | None) -> str:
+    return f"{us:,.0f}" if us is not None else "n/a"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="MLflow model dir or models:/ URI (default: build an iris RandomForest)")
@@ -341,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all targets; medians reported")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", default=",".join(TARGETS), help="comma-separated target keys")
+    p.add_argument("--only", default=",".join(k for k in TARGETS if not k.endswith("0")),
+                   help="comma-separated target keys")
+    p.add_argument("--baseline", help="fastapi/ directory of another checkout: adds (d0)/(e0) when (d)/(e) run")
     args = p.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -353,13 +418,19 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("MLSTACK_MLFLOW_TRACKING_URI"):
         env["MLFLOW_TRACKING_URI"] = os.environ["MLSTACK_MLFLOW_TRACKING_URI"]
     keys = [k.strip() for k in args.only.split(",")]
+    if args.baseline:
+        baseline = Path(args.baseline).resolve()
+        if not (baseline / "mlstack" / "api").is_dir():
+            raise SystemExit(f"--baseline {baseline}: not a fastapi/ directory (no mlstack/api in it)")
+        keys += [f"{k}0" for k in ("d", "e") if k in keys and f"{k}0" not in keys]
     outer = contextlib.ExitStack()
     model_uri = args.model or str(build_model(workdir / "model", args.n_estimators))
-    if ("d" in keys or "e" in keys) and not args.model:  # one registered version for every target
+    if {"d", "e", "d0", "e0"} & set(keys) and not args.model:  # one registered version for every target
         reg = start_registry(workdir, outer, Path(model_uri), args.name)
         model_uri = reg.pop("model_uri")
         env.update(reg)
-    ctx = Context(model_uri=model_uri, model_name=args.name, workdir=workdir, env=env)
+    ctx = Context(model_uri=model_uri, model_name=args.name, workdir=workdir, env=env,
+                  baseline=str(baseline) if args.baseline else None)
     print(f"model: {model_uri}   wrk: {args.rounds} interleaved rounds of {args.duration:g}s per run; throughput "
           f"with {args.connections} connections / {args.threads} threads   logs: {workdir}", file=sys.stderr)
 
@@ -379,12 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(t.label, WrkResult(_median([x.rps for x in seq[t.label]]), _median([x.p50_ms for x in seq[t.label]]),
                                 _median([x.p99_ms for x in seq[t.label]])),
              _median([x.rps for x in thr[t.label]])) for t in targets]
+    cpu = {t.label: (_median_or_none([x.cpu_us for x in thr[t.label]]),
+                     _median_or_none([x.children_cpu_us for x in thr[t.label]])) for t in targets}
     by = {label.split(" ")[0]: rps for label, _, rps in rows}
-    print(f"\n| target | req/s ({args.connections} conn) | seq req/s | seq p50 ms | seq p99 ms | vs (b) | vs (c) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n| target | req/s ({args.connections} conn) | seq req/s | seq p50 ms | seq p99 ms | vs (b) | vs (c) "
+          "| CPU µs/req | its children µs/req |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, s1, rps in rows:
+        own, children = cpu[label]
         print(f"| {label} | {rps:,.0f} | {s1.rps:,.0f} | {s1.p50_ms:.3f} | {s1.p99_ms:.3f} "
-              f"| {_fmt_ratio(rps, by.get('(b)'))} | {_fmt_ratio(rps, by.get('(c)'))} |")
+              f"| {_fmt_ratio(rps, by.get('(b)'))} | {_fmt_ratio(rps, by.get('(c)'))} "
+              f"| {_fmt_us(own)} | {_fmt_us(children)} |")
     a, b, c = by.get("(a)"), by.get("(b)"), by.get("(c)")
     seq_a = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(a)")), None)
     print()
@@ -399,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
         added = seq_d - seq_a
         print(f"goal (d) adds <= 1 ms p50 over (a): +{added:.3f} ms {'OK' if added <= 1 else 'MISSED'}")
     seq_e = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(e)")), None)
+    for key in ("(d)", "(e)", "(d0)", "(e0)"):  # issue 17 item 3: the API's hot path
+        seq_x = next((s1.p50_ms for label, s1, _ in rows if label.startswith(key)), None)
+        if a and by.get(key) and seq_a is not None and seq_x is not None:
+            ratio, added = by[key] / a, seq_x - seq_a
+            print(f"goal {key} >= 0.4x (a) throughput: {ratio:.2f}x {'OK' if ratio >= 0.4 else 'MISSED'}; "
+                  f"p50 over (a) <= 0.3 ms: {added:+.3f} ms {'OK' if added <= 0.3 else 'MISSED'}")
     if seq_d is not None and seq_e is not None:
         by_e, by_d = by.get("(e)"), by.get("(d)")
         print(f"auth on (e) vs off (d): p50 {seq_e - seq_d:+.3f} ms, throughput {_fmt_ratio(by_e, by_d)}")

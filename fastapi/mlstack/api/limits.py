@@ -68,7 +68,8 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def _refused(e: MlstackError) -> Refused:
+def refusal(e: MlstackError) -> Refused:
+    """How ``BodyGuard`` answers a token it cannot accept (401 with ``WWW-Authenticate``) before the body is read."""
     headers = {"WWW-Authenticate": 'Bearer realm="mlstack"'} if e.status_code == 401 else None
     return Refused(e.status_code, e.message, headers)
 
@@ -156,7 +157,7 @@ class BodyGuard:
             token = bearer_token(authorization)
             scope[PRINCIPAL_KEY] = (token, await services.auth.authenticate(token))
         except MlstackError as e:
-            raise _refused(e) from None
+            raise refusal(e) from None
 
 
 def _find(e: BaseException | None) -> Refused | None:
