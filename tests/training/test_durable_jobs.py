@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -229,3 +230,34 @@ def test_a_long_temp_dir_is_shortened_for_rays_unix_sockets(tmp_path):
     assert ray_temp_dir(Path("/tmp/r")) == Path("/tmp/r")
     socket = f"{short}/session_2026-11-25_21-09-43_108876_34540/sockets/dash_MetricsHead"
     assert len(socket.encode()) <= 107
+
+
+def test_a_local_head_whose_port_was_taken_starts_again_on_other_ports(tmp_path, monkeypatch):
+    """A port found free can be taken before Ray binds it (a busy machine: "Failed to start GCS ... Address already
+    in use"); the API's local head then tries again on fresh ports instead of failing every training job."""
+    import socket
+
+    from mlstack.training import rayjobs
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    real, handed = rayjobs._free_port, []
+
+    def free_port() -> int:  # the head's first port (its GCS) is one another process holds
+        handed.append(port if not handed else real())
+        return handed[-1]
+
+    monkeypatch.setattr(rayjobs, "_free_port", free_port)
+    temp = Path(f"/tmp/mlh-{os.getpid()}")  # Ray's socket paths must stay short
+    head = rayjobs.LocalHead(tmp_path / "state", temp, 1, 128)
+    try:
+        url = head.start(timeout=180)
+        assert httpx.get(f"{url}/api/version", timeout=10).status_code == 200
+        assert handed[0] == port and len(handed) == 8  # two tries of four ports each
+        assert "Failed to start GCS" in (tmp_path / "state" / "ray-heads" / "ray-head.log").read_text()
+    finally:
+        head.stop()
+        taken.close()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -35,6 +35,10 @@ NO_AGENT = "No available agent to submit job"  # the job server's 500 while its 
 AGENT_WAIT_SECONDS = 60.0
 
 
+class _ExitedEarly(RuntimeError):
+    """``ray start`` exited before its job server answered."""
+
+
 class RayUnreachable(Exception):
     """The job server did not answer (not: it answered that it does not know a job)."""
 
@@ -185,7 +189,19 @@ class LocalHead:
                                    "url": self.url}))
         tmp.replace(self._file(self.pid))
 
-    def start(self, timeout: float = 120.0) -> str:
+    def start(self, timeout: float = 120.0, attempts: int = 3) -> str:
+        """Start the head; a ``ray start`` that exits at once is tried again on fresh ports (a free port found here
+        can be taken by another process before Ray binds it: "Failed to start GCS ... Address already in use")."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout)
+            except _ExitedEarly as e:
+                if attempt == attempts:
+                    raise RuntimeError(f"{e} ({attempts} tries)") from None
+                log.warning("%s; trying again on other ports", e)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> str:
         gcs, dash, agent, client = (_free_port() for _ in range(4))
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +222,10 @@ class LocalHead:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self._file(self.pid).unlink(missing_ok=True)
-                raise RuntimeError(f"ray start exited with {proc.returncode} (log: {self.dir / 'ray-head.log'})")
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # whatever it had started of its own session
+                self.pid = None
+                raise _ExitedEarly(f"ray start exited with {proc.returncode} (log: {self.dir / 'ray-head.log'})")
             with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/api/version", timeout=2) as r:
                 if r.status == 200:
                     log.info("started a local Ray head pid %s, job server %s", self.pid, self.url)
