@@ -9,9 +9,9 @@ import sys
 
 def _serve(args: argparse.Namespace) -> int:
     from mlstack.serving.server import run
-    from mlstack.settings import get_settings
+    from mlstack.settings import Settings
 
-    host = args.host or get_settings().serve_host
+    host = args.host or Settings().serve_host
     return run(model_uri=args.model, host=host, port=args.port, name=args.name, max_batch=args.max_batch,
                grpc_port=args.grpc_port, canary_url=args.canary_url, canary_percent=args.canary_percent,
                canary_grpc=args.canary_grpc, shadow_url=args.shadow_url, shadow_percent=args.shadow_percent)
@@ -23,9 +23,9 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from mlstack.api.http import bounded_protocol
-    from mlstack.settings import get_settings
+    from mlstack.settings import Settings
 
-    s = get_settings()
+    s = Settings()
     uvicorn.run(
         "mlstack.api.main:create_app",
         factory=True,
@@ -43,9 +43,9 @@ def _api(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from mlstack.dashboard import run
-    from mlstack.settings import get_settings
+    from mlstack.settings import Settings
 
-    s = get_settings()
+    s = Settings()
     return run(host=args.host or s.api_host, port=args.port,
                api_url=args.api_url or f"http://{s.api_host}:{s.api_port}", dist_dir=args.dist)
 
@@ -55,11 +55,11 @@ def _monitor(args: argparse.Namespace) -> int:
     import logging
 
     from mlstack.monitoring.cluster import serve
-    from mlstack.monitoring.settings import get_monitor_settings
+    from mlstack.monitoring.settings import MonitorSettings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ms = get_monitor_settings()
-    asyncio.run(serve(args.metrics_host or ms.metrics_host, args.metrics_port or ms.metrics_port))
+    ms = MonitorSettings()
+    asyncio.run(serve(ms, args.metrics_host or ms.metrics_host, args.metrics_port or ms.metrics_port))
     return 0
 
 
@@ -71,9 +71,9 @@ def _operator(argv: list[str]) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from mlstack.settings import get_settings
+    from mlstack.settings import Settings
 
-    return predict_file(args.model, args.input, args.output, args.api_url or _default_api_url(get_settings()),
+    return predict_file(args.model, args.input, args.output, args.api_url or _default_api_url(Settings()),
                         args.token or os.environ.get("MLSTACK_TOKEN"), args.format)
 
 

@@ -126,9 +126,9 @@ def run(
         )
         return 2
     if not api_url:
-        from mlstack.settings import get_settings
+        from mlstack.settings import Settings
 
-        s = get_settings()
+        s = Settings()
         api_url = f"http://{s.api_host}:{s.api_port}"
     print(f"mlstack dashboard on http://{host}:{port}/ (dist {dist}, /api → {api_url})", flush=True)
     # a short graceful shutdown: open SSE streams never finish on their own

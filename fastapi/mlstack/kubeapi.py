@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,6 @@ class KubeSettings(BaseSettings):
     kube_context: str | None = None
     kube_timeout: float = Field(10.0, gt=0, le=300, description="timeout of one Kubernetes API call")
 
-
-@lru_cache
-def get_kube_settings() -> KubeSettings:
-    return KubeSettings()
 
 
 def connect(ds: KubeSettings) -> Any:

@@ -1,11 +1,11 @@
 """One settings class for the API, the trainer and the model server (env prefix ``MLSTACK_``).
 
-Every host, port, bucket, path and credential lives here; code reads them from ``get_settings()``.
+Every host, port, bucket, path and credential lives here; each process builds ``Settings()`` once at its entry point and
+passes it down (the API: ``mlstack.api.config.Config``).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -124,8 +124,3 @@ class Settings(BaseSettings):
             kw["aws_access_key_id"] = self.s3_access_key.get_secret_value()
             kw["aws_secret_access_key"] = self.s3_secret_key.get_secret_value()
         return kw
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

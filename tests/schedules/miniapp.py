@@ -17,10 +17,10 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from mlstack.api.config import Config
 from mlstack.api.quotas import Quotas
 from mlstack.api.services import start_core
 from mlstack.errors import MlstackError
-from mlstack.settings import get_settings
 from mlstack.training.schemas import TrainingJob
 
 REGISTRY_KEY = "test:registry:{name}"
@@ -54,7 +54,7 @@ class RecordingTraining:
 
 
 def create_app() -> FastAPI:
-    settings = get_settings()
+    config = Config.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -62,13 +62,13 @@ def create_app() -> FastAPI:
         from mlstack.schedules.setup import start as start_schedules
 
         async with AsyncExitStack() as stack:
-            svc = await start_core(settings, stack)  # Redis and the alerts
+            svc = await start_core(config, stack)  # Redis and the alerts
             # the routes check the caller (auth off: no tokens configured)
-            svc.auth = await start_auth(settings.mode, stack, "models")
-            svc.registry = RedisRegistry(settings.redis_url)  # type: ignore[assignment]  # a stand-in
+            svc.auth = await start_auth(config.core.mode, stack, "models", config.auth, config.kube)
+            svc.registry = RedisRegistry(config.core.redis_url)  # type: ignore[assignment]  # a stand-in
             svc.training = RecordingTraining(svc.redis)  # type: ignore[assignment]  # a stand-in
-            svc.quotas = Quotas(svc.redis)
-            svc.schedules = await start_schedules(svc, stack)
+            svc.quotas = Quotas(svc.redis, config.quotas)
+            svc.schedules = await start_schedules(svc, stack, config.schedules)
             app.state.services = svc
             yield
 

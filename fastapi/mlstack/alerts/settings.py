@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,8 +23,3 @@ class AlertSettings(BaseSettings):
     alerts_redis_timeout: float = Field(2.0, gt=0, description="timeout of one XADD/XRANGE")
     alerts_ticket_seconds: int = Field(30, ge=1, le=600, description="life of a single-use SSE stream ticket "
                                        "(POST /alerts/ticket)")
-
-
-@lru_cache
-def get_alert_settings() -> AlertSettings:
-    return AlertSettings()

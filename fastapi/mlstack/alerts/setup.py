@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlstack.alerts.hub import AlertHub
-from mlstack.alerts.settings import AlertSettings, get_alert_settings
+from mlstack.alerts.settings import AlertSettings
 from mlstack.alerts.sink import RedisStreamSink
 from mlstack.alerts.tickets import TicketBook
 
@@ -30,12 +30,12 @@ class Alerting:
         return "ok"
 
 
-async def start(redis: Any, redis_url: str, stack: AsyncExitStack, settings: AlertSettings | None = None) -> Alerting:
+async def start(redis: Any, redis_url: str, stack: AsyncExitStack, settings: AlertSettings) -> Alerting:
     """``redis``: the API's redis.asyncio client (decode_responses=True); the hub opens its own on ``redis_url``.
 
     Never fails because Redis is down: the sink buffers and the reader retries.
     """
-    s = settings or get_alert_settings()
+    s = settings
     sink = RedisStreamSink(redis, s)
     stack.push_async_callback(sink.aclose)
     hub = AlertHub(redis_url, s, redis)

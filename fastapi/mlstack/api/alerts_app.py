@@ -11,22 +11,23 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from mlstack.api.config import Config
 from mlstack.api.services import start_core
 from mlstack.errors import MlstackError, error_response
-from mlstack.settings import Settings, get_settings
+from mlstack.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    config = Config.from_env(settings)  # the one settings tree, built once
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from mlstack.auth.setup import start as start_auth
-        from mlstack.deployments.settings import get_deployment_settings
 
         async with AsyncExitStack() as stack:
-            svc = await start_core(settings, stack)
-            svc.auth = await start_auth(settings.mode, stack, get_deployment_settings().deployments_namespace)
+            svc = await start_core(config, stack)
+            svc.auth = await start_auth(config.core.mode, stack, config.deployments.deployments_namespace,
+                                        config.auth, config.kube)
             app.state.services = svc
             yield
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from mlstack.api.config import Config
 from mlstack.api.hotpath import FastInference, InferenceFirst
 from mlstack.api.limits import BodyGuard, validation_response
 from mlstack.api.routes import (
@@ -29,7 +30,7 @@ from mlstack.api.routes import (
 from mlstack.api.services import start_services
 from mlstack.auth.redact import redact_access_logs
 from mlstack.errors import MlstackError, error_response, mlflow_error
-from mlstack.settings import Settings, get_settings
+from mlstack.settings import Settings
 
 log = logging.getLogger("mlstack.api")
 
@@ -40,13 +41,14 @@ ROUTES = (health, training, inference, batch, models, packages, metrics, alerts,
 
 def create_app(settings: Settings | None = None, fast_inference: bool = True) -> FastAPI:
     """``fast_inference=False``: ``POST /inference`` through FastAPI's route only (the tests compare the two)."""
-    settings = settings or get_settings()
+    config = Config.from_env(settings)  # the one settings tree, built once
+    settings = config.core
     redact_access_logs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with AsyncExitStack() as stack:
-            app.state.services = await start_services(settings, stack)
+            app.state.services = await start_services(config, stack)
             log.info("mlstack API ready (mode=%s)", settings.mode)
             yield
 

@@ -19,7 +19,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
 from typing import Any
 
 from pydantic import Field
@@ -44,10 +43,6 @@ class QuotaSettings(BaseSettings):
     training_retry_after_seconds: int = Field(30, ge=1, description="Retry-After of a refused training job")
     retry_after_seconds: int = Field(60, ge=1, description="Retry-After of a refused schedule or deployment")
 
-
-@lru_cache
-def get_quota_settings() -> QuotaSettings:
-    return QuotaSettings()
 
 
 class TooMany(MlstackError):
@@ -79,9 +74,9 @@ Alive = Callable[[list[str]], Awaitable[set[str]]]  # of these member ids, the o
 
 
 class Quotas:
-    def __init__(self, redis: Any, settings: QuotaSettings | None = None):
+    def __init__(self, redis: Any, settings: QuotaSettings):
         self.redis = redis
-        self.s = settings or get_quota_settings()
+        self.s = settings
         self._script = redis.register_script(_ADMIT)
 
     def limits(self, kind: str) -> tuple[int, int]:
@@ -180,4 +175,3 @@ class Quotas:
             raise
         await self.confirm(kind, principal, reservation, item_id(out))
         return out
-

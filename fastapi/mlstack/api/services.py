@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from mlstack.alerts.setup import Alerting
+    from mlstack.api.config import Config
     from mlstack.api.quotas import Quotas
     from mlstack.auth import Authority
     from mlstack.deployments.kube import KubeDeployments
@@ -41,7 +42,8 @@ class Services:
     """What the API runs with. None: not started in this process (the mini-apps start a few subsystems only;
     a route needing one answers 503, see ``mlstack.api.deps``)."""
 
-    settings: Settings
+    settings: Settings  # ``config.core``
+    config: Config
     alerts: AlertSink = field(default_factory=NullSink)  # where subsystems emit alerts (``alerting.sink``)
     redis: Redis | None = None
     registry: Registry | None = None
@@ -59,23 +61,25 @@ class Services:
     ready_checks: dict[str, Callable[[], str]] = field(default_factory=dict)  # /readyz: name -> "ok" or the problem
 
 
-async def start_core(settings: Settings, stack: AsyncExitStack) -> Services:
+async def start_core(config: Config, stack: AsyncExitStack) -> Services:
     """Redis and the alert stream: what every API process (the full API, the alerts-only app) starts with."""
     import redis.asyncio as aioredis
 
     from mlstack.alerts.setup import start as start_alerts
 
-    svc = Services(settings=settings)
+    settings = config.core
+    svc = Services(settings=settings, config=config)
     svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
     stack.push_async_callback(svc.redis.aclose)
-    svc.alerting = await start_alerts(svc.redis, settings.redis_url, stack)
+    svc.alerting = await start_alerts(svc.redis, settings.redis_url, stack, config.alerts)
     svc.alerts = svc.alerting.sink
     svc.ready_checks["alerts"] = svc.alerting.ready
     return svc
 
 
-async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
-    """Create every client; ``stack`` closes them in reverse order at shutdown."""
+async def start_services(config: Config, stack: AsyncExitStack) -> Services:
+    """Create every client, each from its section of ``config``; ``stack`` closes them in reverse order at
+    shutdown."""
     from mlstack.api.quotas import Quotas
     from mlstack.auth.setup import start as start_auth
     from mlstack.deployments.setup import start as start_deployments
@@ -87,10 +91,11 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     from mlstack.schedules.setup import start as start_schedules
     from mlstack.training.jobs import JobManager
 
+    settings = config.core
     # MLflow's client retries for minutes by default; an API request must fail fast and clearly instead
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_http_timeout))
-    svc = await start_core(settings, stack)
+    svc = await start_core(config, stack)
 
     svc.registry = Registry.from_settings(settings)
     ray = RayClient(settings)  # Ray in this process, started on first use (local Ray Serve); stopped last
@@ -99,17 +104,20 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> Services:
     await svc.training.start()
     stack.push_async_callback(svc.training.stop)
 
-    deployed = await start_deployments(settings, stack, svc.redis, svc.alerts, svc.registry, ray)
+    deployed = await start_deployments(settings, stack, svc.redis, svc.alerts, svc.registry, ray, config.deployments,
+                                       config.kube)
     svc.deployments, svc.endpoints, svc.kube = deployed.backend, deployed.endpoints, deployed.kube
     # cluster mode: auth and orgs share the deployments' Kubernetes client
-    svc.auth = await start_auth(settings.mode, stack, svc.deployments.default_namespace, kube=svc.kube)
-    svc.orgs = start_orgs(settings.mode, svc.kube, svc.redis)
+    svc.auth = await start_auth(settings.mode, stack, svc.deployments.default_namespace, config.auth, config.kube,
+                                kube=svc.kube)
+    svc.orgs = start_orgs(settings.mode, svc.kube, svc.redis, config.auth, config.kube)
     svc.inference = InferenceClient(settings, svc.registry, svc.endpoints, svc.deployments)
     stack.push_async_callback(svc.inference.aclose)
 
-    svc.schedules = await start_schedules(svc, stack)
-    svc.monitoring = await start_monitoring(settings, stack, svc.redis, svc.registry, svc.alerts, svc.deployments)
-    svc.quotas = Quotas(svc.redis)
+    svc.schedules = await start_schedules(svc, stack, config.schedules)
+    svc.monitoring = await start_monitoring(settings, stack, svc.redis, svc.registry, svc.alerts, svc.deployments,
+                                            config.monitor, config.series)
+    svc.quotas = Quotas(svc.redis, config.quotas)
     return svc
 
 

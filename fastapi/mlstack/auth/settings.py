@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -59,8 +58,3 @@ class AuthSettings(BaseSettings):
                 raise ValueError(f"token of {t.name!r} is listed twice")
             seen.add(secret)
         return tokens
-
-
-@lru_cache
-def get_auth_settings() -> AuthSettings:
-    return AuthSettings()

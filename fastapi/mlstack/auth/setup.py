@@ -9,7 +9,8 @@ from typing import Any
 
 from mlstack.auth.base import Authority
 from mlstack.auth.local import LocalTokens, Open
-from mlstack.auth.settings import AuthSettings, get_auth_settings
+from mlstack.auth.settings import AuthSettings
+from mlstack.kubeapi import KubeSettings
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,12 @@ def resolve_mode(settings: AuthSettings, api_mode: str, has_tokens: bool) -> str
     return "tokens" if has_tokens else "off"
 
 
-async def start(api_mode: str, stack: AsyncExitStack, namespace: str, kube: Any = None,
-                settings: AuthSettings | None = None) -> Authority:
+async def start(api_mode: str, stack: AsyncExitStack, namespace: str, settings: AuthSettings,
+                kube_settings: KubeSettings, kube: Any = None) -> Authority:
     """Who calls and what they may do. ``api_mode``: ``Settings.mode``; ``namespace``: the deployments' default
     namespace (where a request naming none goes); ``kube``: the API's Kubernetes client (``ApiClient``), reused in
     Kubernetes mode; without one this connects its own (closed by ``stack``)."""
-    s = settings or get_auth_settings()
+    s = settings
     tokens = s.tokens()
     mode = resolve_mode(s, api_mode, bool(tokens))
     auth: Authority
@@ -37,12 +38,12 @@ async def start(api_mode: str, stack: AsyncExitStack, namespace: str, kube: Any 
         auth = LocalTokens(tokens, namespace)
     elif mode == "kubernetes":
         from mlstack.auth.kube import KubeAuthority
-        from mlstack.kubeapi import connect, get_kube_settings
+        from mlstack.kubeapi import connect
 
         if kube is None:
-            kube = await asyncio.to_thread(connect, get_kube_settings())
+            kube = await asyncio.to_thread(connect, kube_settings)
             stack.push_async_callback(asyncio.to_thread, kube.close)
-        auth = KubeAuthority(kube, s, namespace, timeout=get_kube_settings().kube_timeout)
+        auth = KubeAuthority(kube, s, namespace, timeout=kube_settings.kube_timeout)
     else:
         log.warning("authentication is OFF: every caller is an admin. Set MLSTACK_AUTH_TOKENS_FILE "
                     "(./init.sh --local does) or MLSTACK_AUTH_MODE=kubernetes")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,8 +36,3 @@ class DeploymentSettings(BaseSettings):
     endpoint_namespaces: list[str] = Field(
         default_factory=list,
         description="cluster mode: namespaces /inference and phase alerts look in (empty: all; organisations need it)")
-
-
-@lru_cache
-def get_deployment_settings() -> DeploymentSettings:
-    return DeploymentSettings()

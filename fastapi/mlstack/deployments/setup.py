@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlstack.deployments.settings import DeploymentSettings
+from mlstack.kubeapi import KubeSettings
 from mlstack.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,12 +37,11 @@ class Deployed:
 
 
 async def start(settings: Settings, stack: AsyncExitStack, redis: Any, alerts: AlertSink, registry: Registry,
-                ray: RayClient, ds: DeploymentSettings | None = None) -> Deployed:
+                ray: RayClient, ds: DeploymentSettings, ks: KubeSettings) -> Deployed:
     """``redis``: the API's redis.asyncio client; ``ray``: its Ray connection (local Ray Serve deployments start
     it). What starts here is stopped by ``stack``."""
-    ds = ds or DeploymentSettings()
     if settings.mode == "cluster":
-        return await _cluster(stack, redis, alerts, ds)
+        return await _cluster(stack, redis, alerts, ds, ks)
 
     from mlstack.deployments.local import LocalDeployments
     from mlstack.deployments.local_routing import LocalRouter
@@ -58,11 +58,11 @@ async def start(settings: Settings, stack: AsyncExitStack, redis: Any, alerts: A
     return Deployed(backend, LocalRouter(backend, pool))
 
 
-async def _cluster(stack: AsyncExitStack, redis: Any, alerts: AlertSink, ds: DeploymentSettings) -> Deployed:
+async def _cluster(stack: AsyncExitStack, redis: Any, alerts: AlertSink, ds: DeploymentSettings,
+                   ks: KubeSettings) -> Deployed:
     from mlstack.deployments.kube import KubeDeployments, KubeEndpoints, PhaseAlerts
-    from mlstack.kubeapi import connect, get_kube_settings
+    from mlstack.kubeapi import connect
 
-    ks = get_kube_settings()
     kube = await asyncio.to_thread(connect, ks)
     backend = KubeDeployments(kube, ds, ks.kube_timeout)
     stack.push_async_callback(backend.close)

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from mlstack.errors import Conflict, NotFound
 from mlstack.kubeapi import KubeSettings, call
 from mlstack.monitoring.monitor import Target
+from mlstack.monitoring.settings import MonitorSettings
 from mlstack_operator.contract import GROUP, PLURAL, VERSION, ModelDeploymentSpec, Server
 
 log = logging.getLogger(__name__)
@@ -207,29 +208,30 @@ def instrumented(metrics: MonitorMetrics, base: type) -> type:
     return Instrumented
 
 
-async def serve(metrics_host: str, metrics_port: int) -> None:
-    """Run the monitor until SIGTERM/SIGINT: Redis, alerts, MLflow profiles, the Kubernetes API."""
+async def serve(ms: MonitorSettings, metrics_host: str, metrics_port: int) -> None:
+    """Run the monitor until SIGTERM/SIGINT: Redis, alerts, MLflow profiles, the Kubernetes API. ``ms``: its
+    settings (``mlstack monitor`` reads them once); the other sections are built here, once."""
     import asyncio
     import signal
 
     import redis.asyncio as aioredis
     from prometheus_client import start_http_server
 
-    from mlstack.alerts.settings import get_alert_settings
+    from mlstack.alerts.settings import AlertSettings
     from mlstack.alerts.sink import RedisStreamSink
-    from mlstack.kubeapi import connect, get_kube_settings
+    from mlstack.kubeapi import KubeSettings, connect
     from mlstack.monitoring.monitor import Monitor, Profiles
     from mlstack.monitoring.quality import Quality
-    from mlstack.monitoring.series import Series, get_series_settings
-    from mlstack.monitoring.settings import get_monitor_settings
+    from mlstack.monitoring.series import Series, SeriesSettings
     from mlstack.registry import Registry
-    from mlstack.settings import get_settings
+    from mlstack.settings import Settings
 
-    settings, ms, ks = get_settings(), get_monitor_settings(), get_kube_settings()
+    # the monitor's settings, each section built once here (its own composition root)
+    settings, ks = Settings(), KubeSettings()
     metrics = MonitorMetrics()
     start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
     redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
-    alerts = RedisStreamSink(redis, get_alert_settings())
+    alerts = RedisStreamSink(redis, AlertSettings())
     api_client = connect(ks)
     kube = ClusterTargets(api_client, ks)
 
@@ -242,7 +244,7 @@ async def serve(metrics_host: str, metrics_port: int) -> None:
         from mlstack.monitoring.history import History
 
         history = History.from_settings(settings, ms)
-    series = Series(redis, ms.key_prefix, get_series_settings())
+    series = Series(redis, ms.key_prefix, SeriesSettings())
     cls = instrumented(metrics, Monitor)
     monitor = cls(redis, ms, kube.targets, alerts, Profiles(Registry.from_settings(settings), ms),
                   Quality(redis, ms), condition, history, kube.existing, series if series.ss.enabled else None)

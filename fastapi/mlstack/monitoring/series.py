@@ -35,7 +35,6 @@ import logging
 import math
 import time
 from collections import defaultdict
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -65,10 +64,6 @@ class SeriesSettings(BaseSettings):
     scrape_timeout_seconds: float = Field(2.0, gt=0, le=30)
     max_records: int = Field(20_000, ge=100, description="most payload records read for one point's latencies")
 
-
-@lru_cache
-def get_series_settings() -> SeriesSettings:
-    return SeriesSettings()
 
 
 def series_key(prefix: str, key: str) -> str:
@@ -183,10 +178,10 @@ def build_point(ts: float, seconds: float | None, sample_rate: float, records: l
 class Series:
     """Writes points (the monitor's side) and reads them (the API's side)."""
 
-    def __init__(self, redis: Any, prefix: str, ss: SeriesSettings | None = None):
+    def __init__(self, redis: Any, prefix: str, ss: SeriesSettings):
         self.redis = redis
         self.prefix = prefix
-        self.ss = ss or get_series_settings()
+        self.ss = ss
         self._http: Any = None
 
     def key(self, key: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,8 +34,3 @@ class MonitorSettings(BaseSettings):
     history_enabled: bool = True
     metrics_port: int = Field(9090, ge=1, le=65535, description="mlstack monitor: Prometheus /metrics port")
     metrics_host: str = Field("0.0.0.0", description="mlstack monitor: address of the /metrics port")
-
-
-@lru_cache
-def get_monitor_settings() -> MonitorSettings:
-    return MonitorSettings()

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlstack.monitoring.monitor import Monitor, Profiles, Target
 from mlstack.monitoring.quality import Quality
-from mlstack.monitoring.series import Series, get_series_settings
-from mlstack.monitoring.settings import MonitorSettings, get_monitor_settings
+from mlstack.monitoring.series import Series, SeriesSettings
+from mlstack.monitoring.settings import MonitorSettings
 from mlstack.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,12 +41,11 @@ def _now() -> str:
 
 
 async def start(settings: Settings, stack: AsyncExitStack, redis: Any, registry: Registry, alerts: AlertSink,
-                backend: Any, ms: MonitorSettings | None = None) -> Monitoring:
+                backend: Any, ms: MonitorSettings, ss: SeriesSettings) -> Monitoring:
     """``redis``: the API's redis.asyncio client; ``backend``: the deployments backend (``LocalDeployments`` in
     local mode; None: nothing to monitor)."""
-    ms = ms or get_monitor_settings()
     quality = Quality(redis, ms)
-    series = Series(redis, ms.key_prefix, get_series_settings())
+    series = Series(redis, ms.key_prefix, ss)
     out = Monitoring(ms, quality, series)
     if not ms.enabled or backend is None:
         return out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,8 +21,3 @@ class ScheduleSettings(BaseSettings):
     schedules_redis_timeout: float = Field(2.0, gt=0)
     schedules_history: int = Field(50, ge=1, description="firings kept per schedule")
     default_max_age_minutes: float = Field(1440.0, gt=0, description="watch_model default staleness bound")
-
-
-@lru_cache
-def get_schedule_settings() -> ScheduleSettings:
-    return ScheduleSettings()

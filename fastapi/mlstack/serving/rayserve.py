@@ -82,9 +82,9 @@ class PayloadCollector:
 class ModelDeployment:
     def __init__(self, model_uri: str, name: str | None = None, max_batch: int | None = None,
                  collector: Any = None, sample_rate: float = 0.0, track: str = "stable"):
-        from mlstack.settings import get_settings
+        from mlstack.settings import Settings
 
-        s = get_settings()
+        s = Settings()
         self.collector, self.ids = collector, RequestIds()
         self.service = ModelService(
             parse_model_uri(model_uri), name=name, max_batch=max_batch or s.serve_max_batch,

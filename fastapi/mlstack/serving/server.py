@@ -33,9 +33,9 @@ def build_app(
     ``shadow_url`` + ``shadow_percent`` (``MLSTACK_SERVE_SHADOW_URL``/``_PERCENT``): mirror that share of HTTP
     inference requests to the shadow version's server (answers logged there, never returned).
     """
-    from mlstack.settings import get_settings
+    from mlstack.settings import Settings
 
-    s = get_settings()
+    s = Settings()
     canary_url = canary_url or s.serve_canary_url
     canary_percent = canary_percent if canary_percent is not None else s.serve_canary_percent
     canary_grpc = canary_grpc or s.serve_canary_grpc

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlstack.alerts.events import AlertEvent
 from mlstack.alerts.hub import make_item
-from mlstack.alerts.settings import get_alert_settings
 from mlstack.api.deps import CallerDep, DeploymentsDep, MonitoringDep, ServicesDep, allow
 from mlstack.api.params import DeploymentPath, NamespaceQuery
 from mlstack.api.services import Services
@@ -256,7 +255,7 @@ class DeploymentMonitoring(BaseModel):
 
 async def _deployment_alerts(svc: Services, namespace: str, name: str, since: float) -> list[dict[str, Any]]:
     """The deployment's ``deployment.*`` alerts from the alert stream (newest ``ALERTS_SCANNED`` entries)."""
-    s = svc.alerting.settings if svc.alerting is not None else get_alert_settings()
+    s = svc.config.alerts
     entries = await svc.redis.xrevrange(s.alerts_stream, max="+", min=str(int(since * 1000)), count=ALERTS_SCANNED)
     out = []
     for entry_id, fields in entries:
