@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mlstack.errors import InvalidInput, NotFound, Unavailable
 from mlstack.registry import CHAMPION, Registry
+from mlstack.serving.client import LocalClient, local
 from mlstack.settings import Settings
 from mlstack_operator.contract import DeploymentRef, ModelAlias, ModelName, ModelVersion
 
@@ -150,12 +151,29 @@ class InferenceClient:
         self.deployments = deployments  # /deployments backend: requests naming a deployment
         self._features: dict[tuple[str, str], tuple[list[str] | None, int | None]] = {}
         self._features_retry: dict[tuple[str, str], float] = {}  # failed lookups: not again before then
-        # aiohttp, not httpx, on the hot path: ~0.4 ms vs ~2.4 ms per call to a local model server
+        # aiohttp, not httpx: ~0.4 ms vs ~2.4 ms per call to a model server; to a local one (loopback) the lean
+        # client: ~14 µs of CPU per call vs aiohttp's ~90
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
                                           headers={"content-type": "application/json"})
+        self.local = LocalClient()
 
     async def aclose(self) -> None:
+        self.local.close()
         await self.http.close()
+
+    async def _predict(self, url: str, body: bytes, pin: str | None,
+                       timeout: float) -> tuple[int, bytes, str | None, str | None]:
+        """``POST {url}/predict``: (status, body, X-Model-Version, X-Request-ID) of the answer."""
+        if local(url) and (pin is None or pin.isdigit()):
+            answer = await self.local.post(url, b"/predict", body,
+                                           b"X-Model-Version: %s\r\n" % pin.encode() if pin else b"", timeout)
+            served, request_id = answer.headers.get(b"x-model-version"), answer.headers.get(b"x-request-id")
+            return (answer.status, answer.body, served.decode("latin-1") if served is not None else None,
+                    request_id.decode("latin-1") if request_id is not None else None)
+        async with self.http.post(f"{url}/predict", data=body, headers={"X-Model-Version": pin} if pin else None,
+                                  timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return (resp.status, await resp.read(), resp.headers.get("x-model-version"),
+                    resp.headers.get("x-request-id"))
 
     async def resolve(self, name: str, version: str | None, alias: str = CHAMPION) -> str:
         hit = self.registry.cached(name, version, alias)
@@ -234,13 +252,10 @@ class InferenceClient:
                 url = fixed_url or await self.servers.endpoint(name, version, timeout=remaining, namespace=namespace)
                 per_try = max(remaining / (req.retries - attempts + 2), min(remaining, 1.0))
                 # a request for a model version (not a deployment) is answered by that version, never by the
-                # canary of a deployment that serves it: X-Model-Version pins it
-                pin = None if req.deployment else {"X-Model-Version": version}
-                async with self.http.post(f"{url}/predict", data=body, headers=pin,
-                                          timeout=aiohttp.ClientTimeout(total=per_try)) as resp:
-                    status, content = resp.status, await resp.read()
-                    served = resp.headers.get("x-model-version")  # a deployment's canary answers with its own
-                    request_id = resp.headers.get("x-request-id")
+                # canary of a deployment that serves it: X-Model-Version pins it; a deployment's canary answers
+                # with its own version
+                status, content, served, request_id = await self._predict(
+                    url, body, None if req.deployment else version, per_try)
                 if status == 200:
                     out = orjson.loads(content)
                     preds = out["predictions"]
@@ -256,7 +271,7 @@ class InferenceClient:
                 if status in (400, 404, 422):
                     raise InvalidInput(f"model {name} v{version} rejected the input: {_error_text(content)}")
                 last = f"model server answered {status}: {_error_text(content)}"
-            except (aiohttp.ClientError, TimeoutError) as e:
+            except (aiohttp.ClientError, OSError) as e:  # OSError: TimeoutError, a refused or dropped connection
                 last = f"{type(e).__name__}: {e}" if str(e) else f"{type(e).__name__} (no answer within the attempt)"
             except Unavailable as e:
                 last = e.message

@@ -7,4 +7,5 @@
 - ``service``: transport-agnostic request handling (used by the ASGI app and by Ray Serve).
 - ``app`` / ``server``: the raw ASGI app and ``mlstack serve``.
 - ``rayserve``: the same predictor as a Ray Serve application.
+- ``client``: the lean keep-alive client the API's ``/inference`` calls local model servers with.
 """

@@ -1,0 +1,169 @@
+"""The lean client ``/inference`` uses for local model servers (``mlstack.serving.client``) against a real HTTP
+server (stdlib, in a thread) that counts its connections: kept alive, closed by the server, chunked, refused,
+silent (timeout: that connection is never reused)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mlstack.serving.client import LocalClient, local
+from tests.utils.procs import free_port
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive unless an answer says close
+    server: Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.connections += 1
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        mode = self.path.strip("/")
+        if mode == "silent":
+            self.server.release.wait(10)
+            return
+        answer = b'{"predictions":[0],"echo":%s,"pin":"%s"}' % (body, (self.headers["X-Model-Version"] or "").encode())
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Request-ID", "req-1")
+        if mode == "close":
+            self.send_header("Connection", "close")
+        if mode == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (answer[:5], answer[5:]):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+        if mode == "close":
+            self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    connections = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Server, str]]:
+    port = free_port()
+    srv = Server(("127.0.0.1", port), Handler)
+    srv.release = threading.Event()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, f"http://127.0.0.1:{port}"
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+    thread.join(10)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_only_loopback_plain_http_is_local():
+    assert local("http://127.0.0.1:8000") and local("http://localhost:1") and local("http://[::1]:2")
+    assert not local("https://127.0.0.1:8000") and not local("http://iris.models.svc:80")
+    assert not local("http://127.0.0.1.example.com:80")
+
+
+def test_answers_over_one_kept_alive_connection(server):
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        answers = [await client.post(url, b"/ok", b'{"i":%d}' % i, b"X-Model-Version: 7\r\n", 5) for i in range(20)]
+        client.close()
+        return answers
+
+    answers = run(go())
+    assert [a.status for a in answers] == [200] * 20
+    assert answers[3].body == b'{"predictions":[0],"echo":{"i":3},"pin":"7"}'
+    assert answers[0].headers[b"x-request-id"] == b"req-1"
+    assert srv.connections == 1
+
+
+def test_concurrent_calls_each_get_their_own_answer(server):
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        answers = await asyncio.gather(*(client.post(url, b"/ok", b'{"i":%d}' % i, b"", 5) for i in range(8)))
+        again = await asyncio.gather(*(client.post(url, b"/ok", b'{"i":%d}' % i, b"", 5) for i in range(8)))
+        client.close()
+        return answers + again
+
+    answers = run(go())
+    assert [a.body for a in answers] == [b'{"predictions":[0],"echo":{"i":%d},"pin":""}' % (i % 8)
+                                         for i in range(16)]
+    assert srv.connections == 8  # the second round reused the first round's connections
+
+
+def test_a_connection_the_server_closes_is_not_reused(server):
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        answers = [await client.post(url, b"/close", b"{}", b"", 5) for _ in range(3)]
+        client.close()
+        return answers
+
+    assert [a.status for a in run(go())] == [200] * 3
+    assert srv.connections == 3
+
+
+def test_a_chunked_answer(server):
+    _, url = server
+
+    async def go():
+        client = LocalClient()
+        answer = await client.post(url, b"/chunked", b'{"x":1}', b"", 5)
+        client.close()
+        return answer
+
+    assert run(go()).body == b'{"predictions":[0],"echo":{"x":1},"pin":""}'
+
+
+def test_a_silent_server_times_out_and_that_connection_is_dropped(server):
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        with pytest.raises(TimeoutError):
+            await client.post(url, b"/silent", b"{}", b"", 0.3)
+        srv.release.set()
+        answer = await client.post(url, b"/ok", b"{}", b"", 5)
+        client.close()
+        return answer
+
+    assert run(go()).status == 200
+    assert srv.connections == 2
+
+
+def test_a_refused_connection_is_an_oserror():
+    async def go():
+        client = LocalClient()
+        try:
+            await client.post(f"http://127.0.0.1:{free_port()}", b"/predict", b"{}", b"", 5)
+        finally:
+            client.close()
+
+    with pytest.raises(OSError):
+        run(go())
