@@ -97,8 +97,21 @@ def _cmdline(p: psutil.Process) -> str:
         return ""
 
 
+TRAINING_DB = 9  # the Redis database of these tests' API processes
+
+
+def own_db(redis_url: str) -> str:
+    """The session's Redis, database ``TRAINING_DB``: an API process of another test module (the session's, on
+    database 0) would otherwise adopt these tests' orphaned jobs (a job whose API was killed is any live API's to
+    follow) and judge them with its own Ray and MLflow experiment."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(redis_url)._replace(path=f"/{TRAINING_DB}"))
+
+
 def api_env(stack_env, state: Path, **extra: str) -> dict[str, str]:
-    return {**stack_env, "MLSTACK_MLFLOW_EXPERIMENT": "durable-training", "MLSTACK_STATE_DIR": str(state),
+    return {**stack_env, "MLSTACK_REDIS_URL": own_db(stack_env["MLSTACK_REDIS_URL"]),
+            "MLSTACK_MLFLOW_EXPERIMENT": "durable-training", "MLSTACK_STATE_DIR": str(state),
             "MLSTACK_SERVE_PORT_RANGE": "[24200, 24299]", "MLSTACK_TRAIN_POLL_SECONDS": "0.3", **extra}
 
 
@@ -135,6 +148,6 @@ def mlflow_runs(mlflow_uri: str, job_id: str) -> list:
 def alerts(redis_url: str, type_: str, job_id: str) -> list[dict]:
     import redis
 
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r = redis.Redis.from_url(own_db(redis_url), decode_responses=True)
     events = [json.loads(f["event"]) for _, f in r.xrange("mlstack:alerts") if f.get("type") == type_]
     return [e for e in events if e.get("data", {}).get("job_id") == job_id]
