@@ -18,6 +18,7 @@ from mlstack.deployments.settings import DeploymentSettings
 from mlstack.kubeapi import KubeSettings
 from mlstack.monitoring.series import SeriesSettings
 from mlstack.monitoring.settings import MonitorSettings
+from mlstack.packages.limits import PackageLimits
 from mlstack.schedules.settings import ScheduleSettings
 from mlstack.settings import Settings
 
@@ -33,10 +34,12 @@ class Config:
     series: SeriesSettings
     schedules: ScheduleSettings
     quotas: QuotaSettings
+    packages: PackageLimits  # model package uploads
 
     @classmethod
     def from_env(cls, core: Settings | None = None) -> Config:
         """Every section from the environment (``core`` given: that one as it is)."""
         return cls(core=core or Settings(), alerts=AlertSettings(), auth=AuthSettings(),
                    deployments=DeploymentSettings(), kube=KubeSettings(), monitor=MonitorSettings(),
-                   series=SeriesSettings(), schedules=ScheduleSettings(), quotas=QuotaSettings())
+                   series=SeriesSettings(), schedules=ScheduleSettings(), quotas=QuotaSettings(),
+                   packages=PackageLimits())

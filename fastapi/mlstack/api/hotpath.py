@@ -29,7 +29,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from mlstack.api.limits import bearer_token, body_limits, refusal
+from mlstack.api.limits import bearer_token, refusal
 from mlstack.api.routes.inference import PERMISSION, answer
 from mlstack.auth import HOME, Caller
 from mlstack.errors import MlstackError
@@ -63,9 +63,10 @@ class InferenceFirst(FastAPI):
 
 
 class FastInference:
-    def __init__(self, app: InferenceFirst, settings: Settings):
+    def __init__(self, app: InferenceFirst, settings: Settings, limits: dict[str, int]):
+        """``limits``: the API's per-route body limits (``limits.body_limits``), as ``BodyGuard`` has them."""
         self.app = app
-        self.limit = body_limits(settings).get(KEY, settings.api_max_body_bytes)
+        self.limit = limits.get(KEY, settings.api_max_body_bytes)
         self.max_header = settings.api_max_header_bytes
         # an unexpected error: the 500 the app's outermost middleware would give (and the error raised for the log)
         self.handle = ServerErrorMiddleware(self._handle, debug=app.debug)

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlstack.errors import MlstackError, Unauthorized
+from mlstack.packages.limits import PackageLimits
 from mlstack.settings import Settings
 
 PRINCIPAL_KEY = "mlstack.principal"  # scope key: (token, Principal) authenticated before the body was read
@@ -46,12 +47,10 @@ class Refused(HTTPException):
         return JSONResponse({"detail": self.detail}, status_code=self.status_code, headers=self.headers)
 
 
-def body_limits(settings: Settings) -> dict[str, int]:
+def body_limits(settings: Settings, pkg: PackageLimits) -> dict[str, int]:
     """Per-route body limits: the uploads' own (CSV, model package), then ``api_body_limits`` over them."""
-    from mlstack.packages import limits_from
     from mlstack.training.data import MAX_CSV_BYTES
 
-    pkg = limits_from(settings)
     return {"POST /train": MAX_CSV_BYTES + MiB,
             "POST /models/{name}/versions": pkg.max_upload_bytes + pkg.form_overhead_bytes,
             "POST /predict": settings.predict_max_upload_bytes + MiB,
@@ -87,10 +86,11 @@ def _declared(value: bytes | None) -> int | None:
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, settings: Settings):
+    def __init__(self, app: ASGIApp, settings: Settings, limits: dict[str, int]):
+        """``limits``: ``body_limits`` of the settings (per route)."""
         self.app = app
         self.default = settings.api_max_body_bytes
-        self.limits = body_limits(settings)
+        self.limits = limits
         self.max_header = settings.api_max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from mlstack.api.config import Config
 from mlstack.api.hotpath import FastInference, InferenceFirst
-from mlstack.api.limits import BodyGuard, validation_response
+from mlstack.api.limits import BodyGuard, body_limits, validation_response
 from mlstack.api.routes import (
     alerts,
     auth,
@@ -73,10 +73,11 @@ def create_app(settings: Settings | None = None, fast_inference: bool = True) ->
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_response(exc.errors())  # never the whole input back
 
-    app.add_middleware(BodyGuard, settings=settings)  # token and body size before the body is read
+    limits = body_limits(settings, config.packages)
+    app.add_middleware(BodyGuard, settings=settings, limits=limits)  # token and body size before the body is read
 
     for routes in ROUTES:
         app.include_router(routes.router)
     if fast_inference:  # POST /inference ahead of all of the above, with the same answers (mlstack.api.hotpath)
-        app.fast = FastInference(app, settings)
+        app.fast = FastInference(app, settings, limits)
     return app

@@ -7,7 +7,7 @@ MLflow parts: :mod:`.pyfunc` (the package as a pyfunc model), :mod:`.register` (
 :mod:`.service` is what the routes in ``mlstack.api.routes.packages`` call.
 """
 
-from mlstack.packages.limits import PackageLimits, limits_from
+from mlstack.packages.limits import PackageLimits
 from mlstack.packages.problems import PackageInvalid, PayloadTooLarge
 
-__all__ = ["PackageInvalid", "PackageLimits", "PayloadTooLarge", "limits_from"]
+__all__ = ["PackageInvalid", "PackageLimits", "PayloadTooLarge"]

@@ -1,9 +1,5 @@
-"""Upload limits (env prefix ``MLSTACK_PACKAGE_``), read lazily, never at import.
-
-They belong in :class:`mlstack.settings.Settings` as ``package_*`` fields; until they are there this
-class reads the same environment variables, and :func:`limits_from` prefers the ``Settings`` fields
-once they exist, so moving them is a one-line change.
-"""
+"""Upload limits (env prefix ``MLSTACK_PACKAGE_``): a section of the API's settings tree
+(``mlstack.api.config.Config.packages``), read once at startup."""
 
 from __future__ import annotations
 
@@ -26,14 +22,3 @@ class PackageLimits(BaseSettings):
     max_text_bytes: int = Field(1 * MiB, ge=1, description="largest meta.json, app.py, requirements.txt or MLmodel")
     form_overhead_bytes: int = Field(256 * 1024, ge=1024, description="multipart bytes allowed beyond the zip")
 
-
-FIELDS = tuple(PackageLimits.model_fields)
-
-
-def limits_from(settings: object | None = None) -> PackageLimits:
-    """Limits from ``settings.package_<field>`` where present, else from ``MLSTACK_PACKAGE_*`` / defaults."""
-    base = PackageLimits()
-    if settings is None:
-        return base
-    overrides = {f: getattr(settings, f"package_{f}") for f in FIELDS if hasattr(settings, f"package_{f}")}
-    return base.model_copy(update=overrides) if overrides else base

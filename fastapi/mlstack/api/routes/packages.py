@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from mlstack.api.deps import ServicesDep, allow
 from mlstack.api.params import ModelNamePath, VersionPath
 from mlstack.errors import InvalidInput
-from mlstack.packages import PackageInvalid, PackageLimits, PayloadTooLarge, limits_from
+from mlstack.packages import PackageInvalid, PackageLimits, PayloadTooLarge
 from mlstack.packages.seed import CONTRACT as SEED_CONTRACT
 from mlstack.packages.service import alias_problems, copy_as_new_version, parse_options, upload_package
 from mlstack.tags import TagKey, TagValue
@@ -123,7 +123,7 @@ def _capped_request(request: Request, limits: PackageLimits) -> Request:
                422: {"description": "refused: `detail` and the list of `problems`"}},
 )
 async def upload_version(name: ModelNamePath, request: Request, svc: ServicesDep) -> JSONResponse:
-    limits = limits_from(svc.settings)
+    limits = svc.config.packages
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput("expected a multipart/form-data body with a 'file' field holding a .zip")
     capped = _capped_request(request, limits)
