@@ -132,7 +132,7 @@ class ModelDeployment:
         if not records and not lost:
             return 0
         try:
-            await asyncio.wait_for(_await(self.collector.append.remote(records, lost)), SEND_TIMEOUT)
+            await asyncio.wait_for(self.collector.append.remote(records, lost), SEND_TIMEOUT)
         except Exception as e:  # the collector restarting, or gone: drop, count, carry on
             self._unsent = lost + len(records)
             log.warning("payload log: %d records not sent to the collector (%s)", len(records), e)
@@ -148,10 +148,6 @@ def _request_id(ids: RequestIds) -> str:
     return ids.accept(_get_serve_request_context().request_id)
 
 
-async def _await(response: Any) -> Any:
-    return await response
-
-
 async def _payloads(request: Request, collector: Any, name: str | None) -> Response:
     """``GET /v2/monitoring/payloads?after=N&limit=M`` answered from the application's collector (the same page as
     ``mlstack serve``'s own ring)."""
@@ -165,7 +161,7 @@ async def _payloads(request: Request, collector: Any, name: str | None) -> Respo
     if collector is None:
         return err(404, "the payload log is off for this deployment (sample rate 0)")
     try:
-        page = await asyncio.wait_for(_await(collector.read.remote(after, limit)), SEND_TIMEOUT)
+        page = await asyncio.wait_for(collector.read.remote(after, limit), SEND_TIMEOUT)
     except Exception as e:
         return err(503, f"the payload collector did not answer: {type(e).__name__}")
     return Response(orjson.dumps({"model": name, "track": None, **page}), 200, media_type="application/json")
