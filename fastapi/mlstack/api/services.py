@@ -42,8 +42,7 @@ class Services:
     """What the API runs with. None: not started in this process (the mini-apps start a few subsystems only;
     a route needing one answers 503, see ``mlstack.api.deps``)."""
 
-    settings: Settings  # ``config.core``
-    config: Config
+    config: Config  # the settings tree; ``settings`` is its core section
     alerts: AlertSink = field(default_factory=NullSink)  # where subsystems emit alerts (``alerting.sink``)
     redis: Redis | None = None
     registry: Registry | None = None
@@ -60,6 +59,10 @@ class Services:
     quotas: Quotas | None = None
     ready_checks: dict[str, Callable[[], str]] = field(default_factory=dict)  # /readyz: name -> "ok" or the problem
 
+    @property
+    def settings(self) -> Settings:
+        return self.config.core
+
 
 async def start_core(config: Config, stack: AsyncExitStack) -> Services:
     """Redis and the alert stream: what every API process (the full API, the alerts-only app) starts with."""
@@ -68,7 +71,7 @@ async def start_core(config: Config, stack: AsyncExitStack) -> Services:
     from mlstack.alerts.setup import start as start_alerts
 
     settings = config.core
-    svc = Services(settings=settings, config=config)
+    svc = Services(config=config)
     svc.redis = aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=10)
     stack.push_async_callback(svc.redis.aclose)
     svc.alerting = await start_alerts(svc.redis, settings.redis_url, stack, config.alerts)
