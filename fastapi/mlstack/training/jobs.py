@@ -566,14 +566,12 @@ class JobManager:
     def _end_runs_sync(self, job_id: str, status: str) -> list[str]:
         from mlflow.tracking import MlflowClient
 
+        from mlstack.training.train import job_runs
+
         s = self.settings
         client = MlflowClient(tracking_uri=s.mlflow_tracking_uri)
-        exp = client.get_experiment_by_name(s.mlflow_experiment)
-        if exp is None:
-            return []
-        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlstack.job_id` = '{job_id}'")
         ended = []
-        for run in runs:
+        for run in job_runs(client, s.mlflow_experiment, job_id):
             if run.info.status in ("RUNNING", "SCHEDULED"):
                 client.set_terminated(run.info.run_id, status)
                 ended.append(run.info.run_id)

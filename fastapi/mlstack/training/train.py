@@ -97,16 +97,20 @@ def _champion_metric(client, name: str, metric: str) -> tuple[str | None, float 
     return mv.version, value
 
 
+def job_runs(client, experiment: str, job_id: str, status: str | None = None) -> list:
+    """The MLflow runs of training job ``job_id`` (tag ``mlstack.job_id``) in ``experiment``, of ``status`` if given."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    where = f"tags.`mlstack.job_id` = '{job_id}'" + (f" and attributes.status = '{status}'" if status else "")
+    return client.search_runs([exp.experiment_id], filter_string=where)
+
+
 def result_of_run(client, experiment: str, model_name: str, job_id: str) -> dict | None:
     """What ``train_and_register`` returned for job ``job_id``, read back from MLflow: its FINISHED run and the
     version registered from it (None when there is none). For a job whose process ended without saying (Ray lost
     it, or its log lost the result line) after its version was registered."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlstack.job_id` = '{job_id}' "
-                                                                 "and attributes.status = 'FINISHED'")
-    for run in runs:
+    for run in job_runs(client, experiment, job_id, "FINISHED"):
         task = run.data.tags.get("mlstack.task")
         versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
         if not versions or task not in PRIMARY_METRIC:
