@@ -1,8 +1,7 @@
 import { describe, expect, it } from "vitest";
-import type { MetricsPoint } from "../src/lib/types";
-import { chartPoints, formatMetric, metricEntries, primaryMetric, toUplotData, xRange, yRange } from "../src/lib/metrics";
+import { type ChartSample, chartPoints, formatMetric, metricEntries, primaryMetric, toUplotData, xRange, yRange } from "../src/lib/metrics";
 
-const history: MetricsPoint[] = [
+const history: ChartSample[] = [
   { version: "2", created_at: "2025-01-02T00:00:00Z", metrics: { accuracy: 0.9, f1: 0.88 } },
   { version: "1", created_at: "2025-01-01T00:00:00Z", metrics: { accuracy: 0.8 } },
   { version: "3", created_at: "2025-01-03T00:00:00Z", metrics: { f1: 0.5 } }, // no accuracy: skipped

@@ -1476,6 +1476,24 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** MetricsSummary */
+        MetricsSummary: {
+            /** Model Name */
+            model_name: string;
+            /**
+             * Primary Metric
+             * @description the metric that ranks versions for the model's task
+             */
+            primary_metric: string;
+            /** @description the newest version; null when none is registered */
+            latest: components["schemas"]["VersionMetrics"] | null;
+            last_7_days: components["schemas"]["RecentRuns"];
+            /**
+             * History
+             * @description every version, oldest first
+             */
+            history: components["schemas"]["VersionMetrics"][];
+        };
         /** ModelDeploymentSpec */
         ModelDeploymentSpec: {
             model: components["schemas"]["ModelRef"];
@@ -1656,6 +1674,26 @@ export interface components {
          * @enum {string}
          */
         Phase: "Pending" | "Queued" | "Deploying" | "Ready" | "Degraded" | "Failed";
+        /** RecentRuns */
+        RecentRuns: {
+            /**
+             * Since
+             * @description ISO 8601: the window's start
+             */
+            since: string;
+            /**
+             * Runs
+             * @description FINISHED runs of the experiment in the window
+             */
+            runs: number;
+            /**
+             * Averages
+             * @description each metric's mean over those runs
+             */
+            averages: {
+                [key: string]: number;
+            };
+        };
         /**
          * RegisteredModelView
          * @description A registered model with its versions, newest first (``Registry.get_model``).
@@ -1976,6 +2014,35 @@ export interface components {
             input?: unknown;
             /** Context */
             ctx?: Record<string, never>;
+        };
+        /**
+         * VersionMetrics
+         * @description One registered version's run metrics (``Registry.metrics_summary``).
+         */
+        VersionMetrics: {
+            /** Version */
+            version: string;
+            /**
+             * Run Id
+             * @description the MLflow run that logged it
+             */
+            run_id: string | null;
+            /**
+             * Created At
+             * @description ISO 8601
+             */
+            created_at: string | null;
+            /**
+             * Metrics
+             * @description the run's metrics (empty when the run is gone)
+             */
+            metrics: {
+                [key: string]: number;
+            };
+            /** Tags */
+            tags: {
+                [key: string]: string;
+            };
         };
         /** VersionPoint */
         VersionPoint: {
@@ -2743,9 +2810,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["MetricsSummary"];
                 };
             };
             /** @description Validation Error */

@@ -1,8 +1,15 @@
 // Mapping /get_metrics to what the chart and the tables show.
-import type { Metrics, MetricsPoint, MetricsResponse } from "./types";
+import type { Metrics, MetricsPoint } from "./types";
+
+/** What the chart reads of a version. */
+export type ChartSample = Pick<MetricsPoint, "version" | "created_at" | "metrics">;
 
 /** The metric to chart: the API's `primary_metric`, else accuracy (classification) or r2 (regression). */
-export function primaryMetric(m: Pick<MetricsResponse, "primary_metric" | "latest" | "history">): string {
+export function primaryMetric(m: {
+  primary_metric?: string;
+  latest: ChartSample | null;
+  history?: readonly ChartSample[];
+}): string {
   if (m.primary_metric) return m.primary_metric;
   const sample = m.latest?.metrics ?? m.history?.[0]?.metrics ?? {};
   return "accuracy" in sample || !("r2" in sample) ? "accuracy" : "r2";
@@ -16,11 +23,11 @@ export interface ChartPoint {
 }
 
 /** One point per registered version that has the metric, oldest first. */
-export function chartPoints(history: readonly MetricsPoint[] | undefined, metric: string): ChartPoint[] {
+export function chartPoints(history: readonly ChartSample[] | undefined, metric: string): ChartPoint[] {
   const pts: ChartPoint[] = [];
   for (const h of history ?? []) {
     const v = h.metrics?.[metric];
-    const ms = Date.parse(h.created_at);
+    const ms = Date.parse(h.created_at ?? "");
     if (typeof v !== "number" || !Number.isFinite(v) || Number.isNaN(ms)) continue;
     pts.push({ t: ms / 1000, value: v, version: String(h.version) });
   }

@@ -16,21 +16,8 @@ export type Severity = Schema<"AlertEvent">["severity"];
 
 export type Metrics = Record<string, number>;
 
-// GET /get_metrics: not described by the API's document (its route answers a dict)
-export interface MetricsPoint {
-  version: string;
-  run_id?: string;
-  created_at: string;
-  metrics: Metrics;
-}
-
-export interface MetricsResponse {
-  model_name: string;
-  primary_metric?: string;
-  latest: MetricsPoint | null;
-  last_7_days: { runs: number; averages: Metrics };
-  history?: MetricsPoint[];
-}
+export type MetricsPoint = Schema<"VersionMetrics">;
+export type MetricsResponse = Schema<"MetricsSummary">;
 
 export type ModelVersion = Schema<"ModelVersionView">;
 export type RegisteredModel = Schema<"RegisteredModelView">;
