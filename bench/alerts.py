@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,22 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "fastapi"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready within {timeout}s")
+from mlstack.local.procs import Proc, free_port, spawn  # noqa: E402 - after the path
 
 
 def http_json(url: str):
@@ -107,17 +90,15 @@ async def run(args) -> dict:
 
     raise_fd_limit(args.clients * 2 + 1000)
     work = Path(tempfile.mkdtemp(prefix="mlstack-bench-alerts-"))
-    procs: list[subprocess.Popen] = []
+    procs: list[Proc] = []
     try:
         rport, aport = free_port(), free_port()
         exe = shutil.which("redis-server") or "redis-server"
-        procs.append(subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no", "--dir", str(work), "--maxclients", "20000"],
-                                      stdout=open(work / "redis.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                      start_new_session=True))
+        procs.append(spawn([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                            "--dir", str(work), "--maxclients", "20000"], work / "redis.log"))
         redis_url = f"redis://127.0.0.1:{rport}/0"
         rc = redis.Redis.from_url(redis_url, decode_responses=True, client_name="bench")
-        wait_until(rc.ping, 20, "redis-server")
+        procs[-1].wait_ready(rc.ping, 20)
         env = {**os.environ, "MLSTACK_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1",
                "MLSTACK_STATE_DIR": str(work / "state"), "MLSTACK_RAY_TEMP_DIR": str(work / "ray")}
         if args.app == "full":
@@ -125,11 +106,10 @@ async def run(args) -> dict:
         else:
             cmd = [str(BIN / "python"), "-m", "uvicorn", "--factory", "mlstack.api.alerts_app:create_app",
                    "--host", "127.0.0.1", "--port", str(aport), "--log-level", "warning"]
-        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(work / "api.log", "wb"),  # noqa: SIM115
-                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                      preexec_fn=lambda: raise_fd_limit(args.clients * 2 + 1000)))
+        procs.append(spawn(cmd, work / "api.log", env=env, cwd=ROOT,
+                           preexec_fn=lambda: raise_fd_limit(args.clients * 2 + 1000)))
         base = f"http://127.0.0.1:{aport}"
-        wait_until(lambda: http_json(f"{base}/alerts/status")["reader_connected"], 120, "API")
+        procs[-1].wait_ready(lambda: http_json(f"{base}/alerts/status")["reader_connected"], 120)
 
         idle = redis_connections(rc, {"bench"})
         t0 = time.monotonic()
@@ -183,12 +163,7 @@ async def run(args) -> dict:
         }
     finally:
         for p in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+            p.stop(15)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,4 +1,5 @@
-"""The ``mlstack`` command: ``serve`` (model server), ``api`` (the FastAPI service), ``operator``, ``monitor``."""
+"""The ``mlstack`` command: ``up --local`` / ``down`` (the local stack), ``serve`` (model server), ``api`` (the
+FastAPI service), ``dashboard``, ``predict``, ``monitor``, ``operator``."""
 
 from __future__ import annotations
 
@@ -61,6 +62,22 @@ def _monitor(args: argparse.Namespace) -> int:
     ms = MonitorSettings()
     asyncio.run(serve(ms, args.metrics_host or ms.metrics_host, args.metrics_port or ms.metrics_port))
     return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from mlstack.local import stack
+
+    if not args.local:
+        print("mlstack up: only local mode is in Python (mlstack up --local); cluster mode is ./init.sh --cluster",
+              file=sys.stderr)
+        return 2
+    return stack.main("up", dry_run=args.dry_run)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from mlstack.local import stack
+
+    return stack.main("down", dry_run=args.dry_run)
 
 
 def _operator(argv: list[str]) -> int:
@@ -139,6 +156,16 @@ def predict_file(model_uri: str, input_path: str, output_path: str, api_url: str
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlstack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    u = sub.add_parser("up", help="start the local stack: Redis, MLflow, Ray, the API and the dashboard as processes "
+                       "on this machine (pid files and logs in $MLSTACK_OUTPUTS/local); a second run keeps what runs")
+    u.add_argument("--local", action="store_true", help="local mode (the only mode here; cluster mode: ./init.sh)")
+    u.add_argument("--dry-run", action="store_true", help="print every command it would run, in order; touch nothing")
+    u.set_defaults(func=_up)
+    dn = sub.add_parser("down", help="stop what `mlstack up --local` started (and the API's model servers)")
+    dn.add_argument("--local", action="store_true", help="accepted for symmetry with up")
+    dn.add_argument("--dry-run", action="store_true", help="print what it would stop; touch nothing")
+    dn.set_defaults(func=_down)
 
     s = sub.add_parser("serve", help="serve one model over Open Inference Protocol v2 and /predict")
     s.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., or a local dir")

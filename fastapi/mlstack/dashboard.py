@@ -8,7 +8,6 @@ unbuffered and ``Last-Event-ID`` reaches the API.
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-DIST_ENV = "MLSTACK_DASHBOARD_DIST"
+from mlstack.local.stack import DIST_ENV, default_dist_dir
+
 API_PREFIX = "/api"
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus ones the proxy sets itself
@@ -29,13 +29,6 @@ _HOP = {
     "transfer-encoding", "upgrade", "host", "content-length",
 }
 _HOP_RESPONSE = _HOP - {"content-length"}
-
-
-def default_dist_dir() -> Path:
-    """``$MLSTACK_DASHBOARD_DIST``, else ``frontend/dist`` of the source tree this package lives in."""
-    if env := os.environ.get(DIST_ENV):
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "frontend" / "dist"
 
 
 def _request_headers(request: Request) -> list[tuple[str, str]]:

@@ -243,13 +243,13 @@ def test_a_local_head_whose_port_was_taken_starts_again_on_other_ports(tmp_path,
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    real, handed = rayjobs._free_port, []
+    real, handed = rayjobs.procs.free_port, []
 
     def free_port() -> int:  # the head's first port (its GCS) is one another process holds
         handed.append(port if not handed else real())
         return handed[-1]
 
-    monkeypatch.setattr(rayjobs, "_free_port", free_port)
+    monkeypatch.setattr(rayjobs.procs, "free_port", free_port)
     temp = Path(f"/tmp/mlh-{os.getpid()}")  # Ray's socket paths must stay short
     head = rayjobs.LocalHead(tmp_path / "state", temp, 1, 128)
     try:

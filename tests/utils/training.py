@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -46,11 +45,7 @@ class RayHead:
         """SIGTERM ``ray start --block`` alone (it drains, then stops the processes it started, workers too), then
         the group; returns once its ports are free."""
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.popen.wait(40)
-            self.proc.stop(timeout=10)
+            self.proc.stop(timeout=40, term_group=False)
             self.proc = None
             self._wait_ports_free()
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from mlstack.deployments.settings import DeploymentSettings
 from mlstack.errors import Unavailable
+from mlstack.local.procs import last_line
 from mlstack.local.servers import ServerPool
 from mlstack.rayclient import RayClient
 from mlstack.settings import Settings
@@ -134,16 +135,14 @@ class ProcessChild:
         servers = [srv for pool, v, _ in self._using if (srv := pool.get(self.model, v)) is not None]
         if not servers:
             return "no model server process"
-        waits = {asyncio.ensure_future(srv.proc.wait()): srv for srv in servers}
+        waits = {asyncio.ensure_future(srv.proc.wait_exit()): srv for srv in servers}
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waits:
                 w.cancel()
         srv = waits[next(iter(done))]
-        code = srv.proc.returncode
-        lines = [ln for ln in srv.log_tail(2000).splitlines() if ln.strip()]
-        return f"model server v{srv.version} exited ({code}): {lines[-1] if lines else 'no output'} " \
+        return f"model server v{srv.version} exited ({srv.proc.popen.returncode}): {last_line(srv.log_path)} " \
                f"(log: {srv.log_path})"
 
     async def stop(self) -> None:

@@ -13,7 +13,6 @@ import ctypes
 import logging
 import shutil
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 import httpx
 
 from mlstack.errors import Unavailable
+from mlstack.local import procs
+from mlstack.local.procs import port_free
 from mlstack.local.sandbox import Sandbox, make_sandbox
 from mlstack.settings import Settings
 
@@ -33,37 +34,19 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def port_free(host: str, port: int) -> bool:
-    """Whether a model server could listen on ``port`` now. Like uvicorn, with SO_REUSEADDR: the port of a
-    killed server (its connections in TIME_WAIT) is free again at once."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
 @dataclass
 class LocalServer:
     name: str
     version: str
     port: int
     url: str
-    proc: asyncio.subprocess.Process
+    proc: procs.Proc
     log_path: Path
     pid_path: Path
     started_at: float
 
     def alive(self) -> bool:
-        return self.proc.returncode is None
-
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return self.proc.alive()
 
 
 class ServerPool:
@@ -111,7 +94,7 @@ class ServerPool:
         self.reserved_ports.discard(srv.port)
         srv.pid_path.unlink(missing_ok=True)
         log.warning("model server %s v%s (pid %d, port %d) died with %s; restarting it", name, version,
-                    srv.proc.pid, srv.port, srv.proc.returncode)
+                    srv.proc.pid, srv.port, srv.proc.popen.returncode)
         return srv.port
 
     def _pick_port(self, prefer: int | None = None) -> int:
@@ -135,47 +118,32 @@ class ServerPool:
         if self._sandbox is None:  # uploaded packages' code runs in here: none of the platform's secrets
             self._sandbox = await asyncio.to_thread(make_sandbox, s)
         sandbox = self._sandbox
-        with open(log_path, "ab") as fh:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{name}/{version}",
-                "--host", s.serve_host, "--port", str(port), "--name", name, "--max-batch", str(s.serve_max_batch),
-                *self.extra_args,
-                stdout=fh, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                cwd=str(sandbox.dir), env={**sandbox.env(s), **self.extra_env}, close_fds=True,
-                preexec_fn=lambda: (sandbox.drop_privileges(), _die_with_parent()),  # PDEATHSIG after setuid
-            )
+        # not in its own session: it dies with the API (PDEATHSIG, set after dropping privileges)
+        proc = procs.spawn([sys.executable, "-m", "mlstack", "serve", "--model", f"models:/{name}/{version}",
+                            "--host", s.serve_host, "--port", str(port), "--name", name,
+                            "--max-batch", str(s.serve_max_batch), *self.extra_args],
+                           log_path, env={**sandbox.env(s), **self.extra_env}, cwd=sandbox.dir, session=False,
+                           append=True, preexec_fn=lambda: (sandbox.drop_privileges(), _die_with_parent()),
+                           what=f"model server for {name} v{version}")
         pid_path.write_text(str(proc.pid))
         srv = LocalServer(name, version, port, f"http://{s.serve_host}:{port}", proc, log_path, pid_path,
                           time.time())
         log.info("started model server %s v%s on :%d (pid %d)", name, version, port, proc.pid)
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while time.monotonic() < deadline:
-            if not srv.alive():
-                pid_path.unlink(missing_ok=True)
-                self.reserved_ports.discard(port)
-                lines = [ln for ln in srv.log_tail(2000).splitlines() if ln.strip()]
-                raise Unavailable(f"model server for {name} v{version} exited ({proc.returncode}): "
-                                  f"{lines[-1] if lines else 'no output'} (log: {log_path})")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await self._http.get(f"{srv.url}/v2/health/ready")).status_code == 200:
-                    return srv
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-        await self._terminate(srv)
-        raise Unavailable(f"model server for {name} v{version} not ready within {timeout:.0f}s")
+
+        async def ready() -> bool:
+            return (await self._http.get(f"{srv.url}/v2/health/ready")).status_code == 200
+
+        try:
+            await proc.wait_ready_async(ready, timeout)
+        except procs.StartFailed as e:
+            await self._terminate(srv)
+            raise Unavailable(str(e)) from None
+        return srv
 
     async def _terminate(self, srv: LocalServer) -> None:
         self.reserved_ports.discard(srv.port)
-        if srv.alive():
-            with contextlib.suppress(ProcessLookupError):
-                srv.proc.terminate()
-            try:
-                await asyncio.wait_for(srv.proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    srv.proc.kill()
-                await srv.proc.wait()
+        if srv.alive():  # SIGTERM (uvicorn finishes in-flight requests), SIGKILL after 10 s
+            await asyncio.to_thread(srv.proc.stop, 10)
         srv.pid_path.unlink(missing_ok=True)
 
     async def stop(self, name: str, version: str) -> bool:

@@ -14,19 +14,15 @@ re-attached); a clean stop of the owner stops the head.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlstack.local import procs
 from mlstack.rayclient import ray_temp_dir
 
 log = logging.getLogger(__name__)
@@ -123,12 +119,6 @@ class RayJobs:
             return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _started_at(pid: int) -> float | None:
     """The start time of process ``pid`` (so that a reused pid is not mistaken for it), None if gone."""
     import psutil
@@ -202,37 +192,31 @@ class LocalHead:
         raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> str:
-        gcs, dash, agent, client = (_free_port() for _ in range(4))
+        gcs, dash, agent, client = (procs.free_port() for _ in range(4))
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
         ray = str(Path(sys.executable).parent / "ray")
         cmd = [ray, "start", "--head", "--block", "--port", str(gcs), "--node-ip-address", "127.0.0.1",
                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
                "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
                "--num-cpus", str(self.num_cpus), "--object-store-memory", str(self.object_store_mb * 1024 * 1024),
                "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]
-        logf = open(self.dir / "ray-head.log", "ab")  # noqa: SIM115 - the head keeps writing to it
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # its own session: an API crash leaves it (and its jobs)
-        logf.close()
+        # its own session: an API crash leaves it (and its jobs)
+        proc = procs.spawn(cmd, self.dir / "ray-head.log", append=True, what="ray start")
         self.pid, self.started = proc.pid, _started_at(proc.pid) or time.time()
         self.url = f"http://127.0.0.1:{dash}"
         self._write()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self._file(self.pid).unlink(missing_ok=True)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # whatever it had started of its own session
-                self.pid = None
-                raise _ExitedEarly(f"ray start exited with {proc.returncode} (log: {self.dir / 'ray-head.log'})")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/api/version", timeout=2) as r:
-                if r.status == 200:
-                    log.info("started a local Ray head pid %s, job server %s", self.pid, self.url)
-                    return self.url
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"the local Ray head's job server did not answer within {timeout:.0f}s")
+        try:
+            proc.wait_ready(lambda: procs.http_ok(f"{self.url}/api/version"), timeout, interval=0.3)
+        except procs.StartFailed:
+            if proc.alive():
+                self.stop()
+                raise RuntimeError(f"the local Ray head's job server did not answer within {timeout:.0f}s") from None
+            self._file(self.pid).unlink(missing_ok=True)
+            proc.kill()  # whatever it had started of its own session
+            self.pid = None
+            raise _ExitedEarly(f"ray start exited with {proc.popen.returncode} (log: {proc.log_path})") from None
+        log.info("started a local Ray head pid %s, job server %s", self.pid, self.url)
+        return self.url
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM ``ray start --block`` (it then stops every Ray process it started, workers included: a
@@ -241,16 +225,5 @@ class LocalHead:
             return
         pid, self.pid = self.pid, None
         if _alive(pid, self.started):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid, self.started) and time.monotonic() < deadline:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-                time.sleep(0.2)
-            if _alive(pid, self.started):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+            procs.stop_pid(pid, timeout, term_group=False)
         self._file(pid).unlink(missing_ok=True)

@@ -1,0 +1,335 @@
+"""The one process supervisor for what mlstack runs on one machine: the local stack (``mlstack up --local``), the
+API's model servers and Ray head, the tests' real servers and the benches'.
+
+A process is started in its own session (or not, for children that must die with their parent), logging to a
+file; readiness is polled with a deadline and a process that exits first fails with its log's last lines; a stop
+is SIGTERM, then SIGKILL of its process group after a deadline. Pid files (``Supervisor``) let another process
+(``mlstack down``) stop exactly what this one started. Standard library only: ``./init.sh --local --dry-run``
+runs it before any dependency is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class StartFailed(RuntimeError):
+    """A process exited during startup, or was not ready by its deadline (the message names its log)."""
+
+
+# --- ports and probes --------------------------------------------------------------------------------------------
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Something accepts connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_free(host: str, port: int) -> bool:
+    """A server could listen on ``port`` now. Like uvicorn, with SO_REUSEADDR: the port of a killed server (its
+    connections in TIME_WAIT) is free again at once."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def http_ok(url: str, timeout: float = 2) -> bool:
+    """``GET url`` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return 200 <= r.status < 300
+    except Exception:
+        return False
+
+
+def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll ``check`` until it returns a truthy value (returned) or raise TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # the thing is not up yet
+            last_exc = e
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s (last error: {last_exc!r})")
+
+
+# --- processes ---------------------------------------------------------------------------------------------------
+
+def pid_alive(pid: int) -> bool:
+    """The process runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            try:
+                os.killpg(pid, sig)
+                return
+            except ProcessLookupError:
+                pass  # not a group leader (any more): the process alone
+        os.kill(pid, sig)
+
+
+def stop_pid(pid: int, timeout: float = 20.0, term_group: bool = True, kill_group: bool = True) -> None:
+    """SIGTERM ``pid`` (its process group with ``term_group``), SIGKILL (its group with ``kill_group``) if it still
+    runs after ``timeout``: for a pid read from a file (use ``Proc.stop`` for a Popen of ours). A child of ours is
+    reaped; another's is only waited for."""
+
+    def reap() -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+    if not pid_alive(pid):
+        reap()
+        return
+    _signal(pid, signal.SIGTERM, term_group)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        reap()
+        time.sleep(0.05)
+    if pid_alive(pid):
+        _signal(pid, signal.SIGKILL, kill_group)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            reap()
+            time.sleep(0.05)
+    reap()
+
+
+def log_tail(path: Path, n: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - n))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def last_line(path: Path) -> str:
+    lines = [ln for ln in log_tail(path, 2000).splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def rotate_log(path: Path, keep: int) -> None:
+    """Keep the previous run's log (``path.1`` … ``path.<keep>``, newest first) instead of truncating it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    for i in range(keep, 1, -1):
+        older = path.with_name(f"{path.name}.{i - 1}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{i}"))
+    if keep > 0:
+        path.replace(path.with_name(f"{path.name}.1"))
+
+
+@dataclass
+class Proc:
+    """A process we started: its Popen and its log."""
+
+    popen: subprocess.Popen
+    log_path: Path
+    what: str = ""
+    session: bool = True  # in its own session: stop() signals its whole group
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, n: int = 4000) -> str:
+        return log_tail(self.log_path, n)
+
+    def exited(self) -> StartFailed:
+        return StartFailed(f"{self.what} exited with {self.popen.returncode} during startup (log: {self.log_path}):"
+                           f"\n{self.log_tail()}")
+
+    def wait_ready(self, ready: Callable[[], object], timeout: float, interval: float = 0.1) -> None:
+        """Poll ``ready()`` (exceptions count as not ready) until truthy; StartFailed when the process exits first
+        or after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise self.exited()
+            with contextlib.suppress(Exception):
+                if ready():
+                    return
+            if time.monotonic() > deadline:
+                raise StartFailed(f"{self.what} not ready within {timeout:.0f}s (log: {self.log_path}):\n"
+                                  f"{self.log_tail()}")
+            time.sleep(interval)
+
+    async def wait_ready_async(self, ready: Callable[[], Awaitable[object]], timeout: float) -> None:
+        """``wait_ready`` for an event loop: ``ready`` is a coroutine function, polled with a growing interval."""
+        deadline, delay = time.monotonic() + timeout, 0.05
+        while True:
+            if not self.alive():
+                raise StartFailed(f"{self.what} exited ({self.popen.returncode}): {last_line(self.log_path)} "
+                                  f"(log: {self.log_path})")
+            with contextlib.suppress(Exception):
+                if await ready():
+                    return
+            if time.monotonic() > deadline:
+                raise StartFailed(f"{self.what} not ready within {timeout:.0f}s (log: {self.log_path})")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    async def wait_exit(self, interval: float = 0.2) -> int:
+        """Wait (on an event loop) until the process exits; its return code."""
+        while (code := self.popen.poll()) is None:
+            await asyncio.sleep(interval)
+        return code
+
+    def stop(self, timeout: float = 15, term_group: bool | None = None) -> None:
+        """SIGTERM (the group of a process in its own session), SIGKILL after ``timeout``; reaped."""
+        if self.popen.poll() is not None:
+            return
+        _signal(self.pid, signal.SIGTERM, self.session if term_group is None else term_group)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal(self.pid, signal.SIGKILL, self.session)
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL (its whole group in its own session) at once: a crash, no draining."""
+        _signal(self.pid, signal.SIGKILL, self.session)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+
+def spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | str | None = None,
+          session: bool = True, append: bool = False, preexec_fn: Callable[[], None] | None = None,
+          what: str | None = None) -> Proc:
+    """Start ``cmd`` (its own session unless ``session=False``), stdin from /dev/null, stdout and stderr to
+    ``log_path``; ``env`` is the whole environment (default: ours)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab" if append else "wb") as fh:  # the child keeps its own descriptor
+        popen = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, cwd=cwd, start_new_session=session, close_fds=True, preexec_fn=preexec_fn)
+    return Proc(popen, log_path, what or Path(cmd[0]).name, session)
+
+
+def start(cmd: Sequence[str], log_path: Path, ready: Callable[[], object], timeout: float = 60,
+          env: dict[str, str] | None = None, cwd: Path | str | None = None, what: str | None = None) -> Proc:
+    """Start ``cmd`` in its own session with ``env`` added to ours; return it once ``ready()``, else stop it and
+    raise StartFailed."""
+    proc = spawn(cmd, log_path, env={**os.environ, **(env or {})}, cwd=cwd, what=what)
+    try:
+        proc.wait_ready(ready, timeout)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+# --- pid files ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Supervisor:
+    """Long-lived services under one state directory: ``NAME.pid`` and ``NAME.log`` (the previous logs rotated to
+    ``NAME.log.1`` …), so that a later process can see what runs and stop it."""
+
+    state: Path
+    log_keep: int = 5
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def pid_path(self, name: str) -> Path:
+        return self.state / f"{name}.pid"
+
+    def log_path(self, name: str) -> Path:
+        return self.state / f"{name}.log"
+
+    def pid(self, name: str) -> int | None:
+        try:
+            return int(self.pid_path(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def alive(self, name: str) -> bool:
+        pid = self.pid(name)
+        return pid is not None and pid_alive(pid)
+
+    def spawn(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None,
+              cwd: Path | str | None = None) -> Proc:
+        """Start ``cmd`` as service ``name`` in its own session (``env``: the whole environment)."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        rotate_log(self.log_path(name), self.log_keep)
+        proc = spawn(cmd, self.log_path(name), env=env, cwd=cwd, what=name)
+        self.pid_path(name).write_text(f"{proc.pid}\n")
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, name: str, ready: Callable[[], object], timeout: float) -> None:
+        """Poll ``ready()`` until truthy; StartFailed (with the log's last lines) when ``name`` is not running any
+        more (its pid file removed) or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(Exception):
+                if ready():
+                    return
+            if not self.alive(name):
+                self.pid_path(name).unlink(missing_ok=True)  # nothing half-started stays recorded
+                raise StartFailed(f"{name} exited during startup (log: {self.log_path(name)}):\n"
+                                  f"{log_tail(self.log_path(name), 2000)}")
+            if time.monotonic() > deadline:
+                raise StartFailed(f"{name} not ready after {timeout:.0f}s (log: {self.log_path(name)}):\n"
+                                  f"{log_tail(self.log_path(name), 2000)}")
+            time.sleep(0.2)
+
+    def stop(self, name: str, timeout: float = 20.0, term_group: bool = True) -> bool:
+        """Stop the service of ``NAME.pid`` (if it runs) and remove the pid file; whether there was one."""
+        return stop_pidfile(self.pid_path(name), timeout, term_group)
+
+
+def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True) -> bool:
+    """Stop the process group a pid file names (SIGTERM, SIGKILL after ``timeout``) and remove the file; whether
+    there was a pid file."""
+    try:
+        pid = int(path.read_text().strip())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        pid = None
+    if pid is not None:
+        stop_pid(pid, timeout, term_group=term_group)
+    path.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,121 @@
+"""The process supervisor (``mlstack.local.procs``) with real processes: startup failures name the log, stops
+escalate to SIGKILL of the whole group, pid files let another process stop what this one started."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mlstack.local import procs
+from tests.utils.procs import wait_until
+
+PY = sys.executable
+# a process that ignores SIGTERM and starts a child (same group) that ignores it too; prints both pids
+STUBBORN = ("import os, signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']); "
+            "print(os.getpid(), c.pid, flush=True); time.sleep(600)")
+
+
+def _pids(log) -> list[int]:
+    text = log.read_text().split()
+    return [int(t) for t in text[:2]] if len(text) >= 2 else []
+
+
+def test_a_process_exiting_during_startup_fails_with_its_log(tmp_path):
+    log = tmp_path / "boom.log"
+    with pytest.raises(procs.StartFailed) as e:
+        procs.start([PY, "-c", "print('cannot bind: address in use'); raise SystemExit(3)"], log,
+                    ready=lambda: False, timeout=30, what="boom")
+    assert "boom exited with 3" in str(e.value) and "cannot bind: address in use" in str(e.value)
+    assert str(log) in str(e.value)
+
+
+def test_not_ready_by_the_deadline_is_stopped(tmp_path):
+    marker = f"slow-{time.monotonic_ns()}"
+    t0 = time.monotonic()
+    with pytest.raises(procs.StartFailed, match="slow not ready within 1s"):
+        procs.start([PY, "-c", f"import time; print('{marker}', flush=True); time.sleep(600)"], tmp_path / "slow.log",
+                    ready=lambda: False, timeout=1, what="slow")
+    assert time.monotonic() - t0 < 20
+    assert not [p for p in _all_pids() if marker in _cmdline(p)]  # stopped, not left behind
+
+
+def test_stop_escalates_to_sigkill_of_the_whole_group(tmp_path):
+    log = tmp_path / "stubborn.log"
+    proc = procs.start([PY, "-c", STUBBORN], log, ready=lambda: len(_pids(log)) == 2, timeout=30)
+    parent, child = _pids(log)
+    t0 = time.monotonic()
+    proc.stop(timeout=1)
+    assert 1 <= time.monotonic() - t0 < 10
+    assert proc.popen.returncode == -9
+    wait_until(lambda: not procs.pid_alive(child), 10, what="the child killed with its group")
+    assert not procs.pid_alive(parent)
+
+
+def test_pid_files_let_another_process_stop_a_service(tmp_path):
+    sup = procs.Supervisor(tmp_path / "state", log_keep=2)
+    first = sup.spawn("svc", [PY, "-c", "print('first run', flush=True); import time; time.sleep(600)"])
+    sup.wait_ready("svc", lambda: "first run" in sup.log_path("svc").read_text(), 30)
+    assert sup.pid("svc") == first.pid and sup.alive("svc")
+    # another process (as `mlstack down` is) stops it by its pid file: SIGTERM to its group, the file removed
+    out = subprocess.run([PY, "-c", "import sys; from pathlib import Path; from mlstack.local.procs import "
+                          "stop_pidfile; print(stop_pidfile(Path(sys.argv[1]), timeout=10))",
+                          str(sup.pid_path("svc"))], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
+    first.popen.wait(10)
+    assert not sup.pid_path("svc").exists() and not sup.alive("svc")
+    # a second start keeps the first run's log as svc.log.1
+    sup.spawn("svc", [PY, "-c", "print('second run', flush=True)"])
+    wait_until(lambda: not sup.procs["svc"].alive(), 30, what="second run done")
+    assert "first run" in (tmp_path / "state" / "svc.log.1").read_text()
+    assert "second run" in sup.log_path("svc").read_text()
+    # a pid file whose process is gone (or a zombie not yet reaped) is not "running"
+    assert not sup.alive("svc")
+    assert procs.stop_pidfile(sup.pid_path("svc")) and not sup.pid_path("svc").exists()
+    assert not procs.stop_pidfile(sup.pid_path("svc"))
+
+
+def test_a_zombie_is_not_alive(tmp_path):
+    p = subprocess.Popen([PY, "-c", "pass"])
+    wait_until(lambda: _state(p.pid) == "Z", 30, what="the child exited, not reaped")
+    assert not procs.pid_alive(p.pid)
+    p.wait()
+
+
+def test_async_readiness_reports_the_last_line_of_a_crash(tmp_path):
+    proc = procs.spawn([PY, "-c", "print('loading model'); print('ValueError: bad model', flush=True); "
+                        "raise SystemExit(1)"], tmp_path / "srv.log", session=False, what="model server for m v1")
+
+    async def ready() -> bool:
+        return False
+
+    with pytest.raises(procs.StartFailed) as e:
+        asyncio.run(proc.wait_ready_async(ready, 30))
+    assert str(e.value).startswith("model server for m v1 exited (1): ValueError: bad model (log: ")
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def _all_pids() -> list[int]:
+    import os
+
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
