@@ -1,30 +1,41 @@
 """gRPC v2 vs HTTP v2 JSON on one ``mlstack serve --grpc-port`` process, in one run.
 
-The same server answers both: ``POST /v2/models/NAME/infer`` (JSON body, one iris row) under ``wrk`` and
-``inference.GRPCInferenceService/ModelInfer`` (the same row as ``raw_input_contents``, and as typed
-``contents``) under ``ghz`` (https://ghz.sh; not Python, which would measure itself). Same concurrency
-for both (16 in flight over 16 connections by default), interleaved rounds, medians. A second server with
-``MLSTACK_SERVE_GRPC_SERVER=grpcio`` (grpc.aio.server instead of the loop's own HTTP/2 server) is measured in
-the same rounds, and each server's CPU time per answered call is shown (stable on a shared machine, where
-req/s is not).
+The same server answers both: ``POST /v2/models/NAME/infer`` (JSON body, one iris row) and
+``inference.GRPCInferenceService/ModelInfer`` (the same row as ``raw_input_contents``, and as typed ``contents``).
+Each protocol is driven by two load generators, paired by weight so that the ratio measures the server, not
+the client (both run on the same 2 cores as the server):
 
-    go install github.com/bojand/ghz/cmd/ghz@latest    # GOTOOLCHAIN=local works with Go >= 1.21
-    apt-get install -y nghttp2-client                   # h2load: a C load generator, as light as wrk
-    .venv/bin/python bench/serving_grpc.py [--ghz PATH] [--duration 4] [--rounds 3]
+- C, event loop, ~10 µs of CPU per call: ``wrk`` (HTTP/1.1) against ``h2load`` (nghttp2's HTTP/2 load
+  generator; it checks HTTP statuses only, so the server's own count of grpc-status OK answers must grow by
+  every call it finished);
+- Go: ``vegeta`` (net/http, closed loop: ``-rate=0 -max-workers=N``) against ``ghz`` (grpc-go, the usual gRPC
+  benchmark tool; ~50-100 µs of CPU per call, which on 2 cores caps what any server behind it can show).
+
+Same concurrency for all (16 in flight over 16 connections by default), interleaved rounds, medians. Each row
+shows the server's CPU time per answered call and the load generator's own (read around each run): on a shared
+machine the steadier numbers. ``--baseline DIR`` (the ``fastapi/`` directory of another checkout, e.g. a
+``git worktree`` of an older commit) runs a second server on that code in the same rounds (its gRPC rows);
+``--grpcio`` a third with ``MLSTACK_SERVE_GRPC_SERVER=grpcio`` (the grpc.aio server the own HTTP/2 one replaced).
+
+    go install github.com/bojand/ghz/cmd/ghz@latest          # GOTOOLCHAIN=local works with Go >= 1.21
+    go install github.com/tsenart/vegeta/v12@v12.13.0
+    apt-get install -y wrk nghttp2-client                     # wrk, h2load
+    .venv/bin/python bench/serving_grpc.py [--duration 3] [--rounds 3] [--baseline DIR] [--grpcio]
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
+import resource
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,9 +45,11 @@ import serving as base  # bench/serving.py: wrk runner, model builder, launcher
 PROTO = base.ROOT / "fastapi" / "mlstack" / "serving" / "grpc_v2" / "grpc_predict_v2.proto"
 
 
-def run_ghz(ghz: str, target: str, data: dict, concurrency: int, connections: int, duration: float) -> base.WrkResult:
+def run_ghz(ghz: str, target: str, message: Path, concurrency: int, connections: int,
+            duration: float) -> base.WrkResult:
+    """ModelInfer from ``ghz``; ``message``: the serialized request (``-B``: no JSON or template work per call)."""
     cmd = [ghz, "--insecure", "--proto", str(PROTO), "--import-paths", str(PROTO.parent),
-           "--call", "inference.GRPCInferenceService.ModelInfer", "-d", json.dumps(data),
+           "--call", "inference.GRPCInferenceService.ModelInfer", "-B", str(message),
            "-c", str(concurrency), "--connections", str(connections), "-z", f"{max(1, round(duration))}s",
            "-O", "json", target]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
@@ -53,6 +66,26 @@ def run_ghz(ghz: str, target: str, data: dict, concurrency: int, connections: in
         raise RuntimeError(f"ghz: non-OK responses {dist} {errors}")
     lat = {p["percentage"]: p["latency"] / 1e6 for p in r.get("latencyDistribution") or []}
     return base.WrkResult(dist.get("OK", 0) / (r["total"] / 1e9), lat.get(50, 0.0), lat.get(99, 0.0))
+
+
+def run_vegeta(vegeta: str, t: base.Target, workers: int, duration: float, workdir: Path) -> base.WrkResult:
+    """HTTP from ``vegeta`` (Go's net/http client, kept-alive connections), closed loop: ``workers`` requests
+    in flight, each sent when the one before it was answered (``-rate=0 -max-workers``): ghz's HTTP twin."""
+    body = workdir / "vegeta-body.json"
+    body.write_bytes(t.body)
+    attack = [vegeta, "attack", "-rate=0", f"-workers={workers}", f"-max-workers={workers}",
+              f"-duration={max(1, round(duration))}s", f"-body={body}", "-header=Content-Type: application/json",
+              "-timeout=5s"]
+    report = subprocess.run(
+        [vegeta, "report", "-type=json"], input=subprocess.run(
+            attack, input=f"POST {t.url}\n".encode(), capture_output=True, timeout=duration + 60, check=True).stdout,
+        capture_output=True, timeout=60, check=True)
+    r = json.loads(report.stdout)
+    codes = r.get("status_codes") or {}
+    if set(codes) != {"200"} or r.get("errors"):
+        raise RuntimeError(f"vegeta: non-200 answers {codes} {r.get('errors')}")
+    lat = r["latencies"]
+    return base.WrkResult(r["requests"] * r["success"] / (r["duration"] / 1e9), lat["50th"] / 1e6, lat["99th"] / 1e6)
 
 
 def run_h2load(target: str, message: bytes, connections: int, duration: float, workdir: Path,
@@ -110,6 +143,12 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _children_cpu() -> float:
+    """User + system CPU of this process's finished children (the load generators) so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _children(pid: int) -> list[int]:
     with contextlib.suppress(OSError):
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -138,73 +177,86 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="MLflow model dir (default: build an iris RandomForest)")
     p.add_argument("--n-estimators", type=int, default=100)
     p.add_argument("--ghz", default=shutil.which("ghz") or str(Path.home() / "go" / "bin" / "ghz"))
-    p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--vegeta", default=shutil.which("vegeta") or str(Path.home() / "go" / "bin" / "vegeta"))
+    p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--baseline", help="fastapi/ directory of another checkout: its gRPC rows in the same rounds")
+    p.add_argument("--grpcio", action="store_true", help="also the grpc.aio server (MLSTACK_SERVE_GRPC_SERVER=grpcio)")
     args = p.parse_args(argv)
-    if shutil.which("wrk") is None or not Path(args.ghz).exists():
-        print("needs wrk (apt-get install -y wrk) and ghz (go install github.com/bojand/ghz/cmd/ghz@latest)",
-              file=sys.stderr)
+    tools = {"wrk": shutil.which("wrk"), "h2load": shutil.which("h2load"), "ghz": Path(args.ghz).exists(),
+             "vegeta": Path(args.vegeta).exists()}
+    missing = [name for name, ok in tools.items() if not ok]
+    if missing:
+        print(f"needs {', '.join(missing)} (see the module's docstring)", file=sys.stderr)
         return 2
+    from mlstack.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+
     with tempfile.TemporaryDirectory(prefix="mlstack-bench-grpc-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         model = args.model or str(base.build_model(workdir / "model", args.n_estimators))
-        port, grpc_port, old_port, old_grpc = (base._free_port() for _ in range(4))
-        http = base.Target("HTTP v2 JSON (wrk)", f"http://127.0.0.1:{port}/v2/models/iris/infer", json.dumps(
-            {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": base.ROW}]}).encode())
-        old_http = base.Target("grpcio probe", f"http://127.0.0.1:{old_port}/v2/models/iris/infer", http.body)
         env = {"MLSTACK_MODEL_CACHE_DIR": str(workdir / "cache")}
-        servers = {"mlstack-serve": (port, grpc_port, http, {}),
-                   "mlstack-serve-grpcio": (old_port, old_grpc, old_http, {"MLSTACK_SERVE_GRPC_SERVER": "grpcio"})}
-        for label, (p_http, p_grpc, probe, extra) in servers.items():
-            base._launch(base.Context(model, "iris", workdir, {**env, **extra}), stack, label, [
+        http_body = json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32",
+                                            "data": base.ROW}]}).encode()
+        servers: dict[str, tuple[int, int, int]] = {}  # label suffix -> (HTTP port, gRPC port, pid)
+        variants = {"": {}}
+        if args.baseline:
+            variants[", before (--baseline)"] = {"PYTHONPATH": str(Path(args.baseline).resolve())}
+        if args.grpcio:
+            variants[", grpcio server"] = {"MLSTACK_SERVE_GRPC_SERVER": "grpcio"}
+        for i, (suffix, extra) in enumerate(variants.items()):
+            port, grpc_port = base._free_port(), base._free_port()
+            probe = base.Target("probe", f"http://127.0.0.1:{port}/v2/models/iris/infer", http_body)
+            base._launch(base.Context(model, "iris", workdir, {**env, **extra}), stack, f"mlstack-serve-{i}", [
                 str(base.BIN / "mlstack"), "serve", "--model", model, "--name", "iris", "--host", "127.0.0.1",
-                "--port", str(p_http), "--grpc-port", str(p_grpc)], probe)
-        pid, old_pid = _server_pid(port), _server_pid(old_port)
-        row = base64.b64encode(struct.pack("<4f", *base.ROW)).decode()
-        tensor = {"name": "X", "datatype": "FP32", "shape": [1, 4]}
-        raw = {"model_name": "iris", "inputs": [tensor], "raw_input_contents": [row]}
-        typed = {"model_name": "iris", "inputs": [{**tensor, "contents": {"fp32_contents": base.ROW}}]}
-        grpc_cases = {
-            "gRPC v2 raw (ghz)": (grpc_port, raw, pid),
-            "gRPC v2 typed (ghz)": (grpc_port, typed, pid),
-            "gRPC v2 raw, grpcio server (ghz)": (old_grpc, raw, old_pid),
-            "gRPC v2 typed, grpcio server (ghz)": (old_grpc, typed, old_pid),
+                "--port", str(port), "--grpc-port", str(grpc_port)], probe)
+            servers[suffix] = (port, grpc_port, _server_pid(port))
+        port, _, pid = servers[""]
+        http = base.Target("HTTP v2 JSON", f"http://127.0.0.1:{port}/v2/models/iris/infer", http_body)
+        raw = pb.ModelInferRequest(model_name="iris")
+        raw.inputs.add(name="X", datatype="FP32", shape=[1, 4])
+        raw.raw_input_contents.append(struct.pack("<4f", *base.ROW))
+        typed = pb.ModelInferRequest(model_name="iris")
+        typed.inputs.add(name="X", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend(base.ROW)
+        (workdir / "raw.bin").write_bytes(raw.SerializeToString())
+        (workdir / "typed.bin").write_bytes(typed.SerializeToString())
+        n, d = args.connections, args.duration
+        # label -> (the HTTP row it is compared with: same kind of client, server pid, run)
+        cases: dict[str, tuple[str, int, Callable[[], base.WrkResult]]] = {
+            "HTTP v2 JSON (wrk)": ("HTTP v2 JSON (wrk)", pid, lambda: base.run_wrk(http, n, 2, d, workdir)),
+            "HTTP v2 JSON (vegeta)": ("HTTP v2 JSON (vegeta)", pid,
+                                      lambda: run_vegeta(args.vegeta, http, n, d, workdir)),
         }
+        for suffix, (hport, gport, spid) in servers.items():
+            target = f"127.0.0.1:{gport}"
+            cases[f"gRPC v2 raw{suffix} (h2load)"] = ("HTTP v2 JSON (wrk)", spid, lambda t=target, h=hport: run_h2load(
+                t, raw.SerializeToString(), n, d, workdir, f"http://127.0.0.1:{h}/metrics"))
+            for kind in ("raw", "typed"):
+                cases[f"gRPC v2 {kind}{suffix} (ghz)"] = ("HTTP v2 JSON (vegeta)", spid, lambda t=target, k=kind:
+                                                          run_ghz(args.ghz, t, workdir / f"{k}.bin", n, n, d))
         results: dict[str, list[base.WrkResult]] = {}
         cpu: dict[str, list[float]] = {}
-
-        def measure(label: str, server_pid: int, run) -> None:
-            c0 = _cpu_seconds(server_pid)
-            r = run()
-            cpu.setdefault(label, []).append((_cpu_seconds(server_pid) - c0) * 1e6 / max(r.rps * args.duration, 1))
-            results.setdefault(label, []).append(r)
-
-        from mlstack.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
-
-        msg = pb.ModelInferRequest(model_name="iris")
-        msg.inputs.add(name="X", datatype="FP32", shape=[1, 4])
-        msg.raw_input_contents.append(struct.pack("<4f", *base.ROW))
-        h2 = {"gRPC v2 raw (h2load)": (grpc_port, pid, port),
-              "gRPC v2 raw, grpcio server (h2load)": (old_grpc, old_pid, old_port)} if shutil.which("h2load") else {}
-        for _ in range(args.rounds):
-            measure(http.label, pid, lambda: base.run_wrk(http, args.connections, 2, args.duration, workdir))
-            for label, (gport, server_pid, hport) in h2.items():
-                measure(label, server_pid, lambda gport=gport, hport=hport: run_h2load(
-                    f"127.0.0.1:{gport}", msg.SerializeToString(), args.connections, args.duration, workdir,
-                    f"http://127.0.0.1:{hport}/metrics"))
-            for label, (gport, data, server_pid) in grpc_cases.items():
-                measure(label, server_pid, lambda gport=gport, data=data: run_ghz(
-                    args.ghz, f"127.0.0.1:{gport}", data, args.connections, args.connections, args.duration))
-    http_rps = base._median([r.rps for r in results[http.label]])
-    print(f"\n{args.rounds} interleaved rounds of {args.duration:g}s, {args.connections} in flight; medians\n")
-    print("| target | req/s | p50 ms (h2load: mean) | p99 ms (h2load: max) | vs HTTP v2 JSON | server CPU µs/call |")
-    print("|---|---:|---:|---:|---:|---:|")
+        client: dict[str, list[float]] = {}
+        for r in range(args.rounds):
+            for label, (_, server_pid, run) in cases.items():
+                c0, u0 = _cpu_seconds(server_pid), _children_cpu()
+                res = run()
+                calls = max(res.rps * d, 1)
+                cpu.setdefault(label, []).append((_cpu_seconds(server_pid) - c0) * 1e6 / calls)
+                client.setdefault(label, []).append((_children_cpu() - u0) * 1e6 / calls)
+                results.setdefault(label, []).append(res)
+                print(f"round {r + 1}: {label}: {res.rps:,.0f} req/s", file=sys.stderr)
+    med = {label: base._median([x.rps for x in rs]) for label, rs in results.items()}
+    print(f"\n{args.rounds} interleaved rounds of {d:g}s, {n} in flight over {n} connections; medians\n")
+    print("| target (load generator) | req/s | p50 ms (h2load: mean) | p99 ms (h2load: max) | vs HTTP v2 JSON (wrk) "
+          "| vs HTTP v2 JSON, same kind of client | server CPU µs/call | client CPU µs/call |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, rs in results.items():
-        rps = base._median([r.rps for r in rs])
-        print(f"| {label} | {rps:,.0f} | {base._median([r.p50_ms for r in rs]):.2f} | "
-              f"{base._median([r.p99_ms for r in rs]):.2f} | {base._fmt_ratio(rps, http_rps)} | "
-              f"{base._median(cpu[label]):.0f} |")
+        twin = cases[label][0]
+        print(f"| {label} | {med[label]:,.0f} | {base._median([x.p50_ms for x in rs]):.2f} | "
+              f"{base._median([x.p99_ms for x in rs]):.2f} | {base._fmt_ratio(med[label], med['HTTP v2 JSON (wrk)'])} "
+              f"| {base._fmt_ratio(med[label], med[twin])} | {base._median(cpu[label]):.0f} "
+              f"| {base._median(client[label]):.0f} |")
     return 0
 
 
