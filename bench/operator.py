@@ -16,7 +16,8 @@ create -> Ready p50/p99/max (the time from each POST to the first poll that sees
 time until all are Ready, and RSS of the operator and the API server. Time to Ready is bounded by the controllers'
 client rate (kube-controller-manager --kube-api-qps, default 20 in Kubernetes; --kcm-qps sets it here).
 BENCH_PYSPY=FILE samples the operator with py-spy over the measured window (collapsed stacks; `--top FILE`
-summarises them: self and inclusive share per frame); BENCH_PROFILE=FILE runs it under cProfile instead.
+summarises them: self and inclusive share per frame; BENCH_PYSPY_ARGS adds py-spy options, e.g. "--native --idle");
+BENCH_PROFILE=FILE runs it under cProfile instead.
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def run(n: int, namespaces: int, kcm_qps: int, src: Path = REPO) -> dict[str, fl
 
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(op.pid),
                                     "--format", "raw", "--rate", "250", "--nonblocking",
+                                    *os.environ.get("BENCH_PYSPY_ARGS", "").split(),
                                     "-o", os.environ["BENCH_PYSPY"]], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
             time.sleep(1.0)

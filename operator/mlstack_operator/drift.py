@@ -69,3 +69,23 @@ def drift_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str
     if meta:
         patch["metadata"] = meta
     return patch or None
+
+
+InSync = dict[Any, tuple[Mapping[str, Any], tuple[Any, ...]]]  # key -> (desired, the live parts last found in sync)
+
+
+def drifted(in_sync: InSync, key: Any, desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """``drift_patch(desired, live) is not None``, remembered in ``in_sync``: not re-checked while the live spec,
+    labels, annotations and owners equal those last found in sync with this same ``desired`` object (most child
+    events are a controller's status updates: an equality test instead of a walk through the whole pod template).
+    ``live`` is a fresh object per event (as a watch parses them), never one changed in place."""
+    meta = live.get("metadata") or {}
+    seen = (live.get("spec"), meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences"))
+    last = in_sync.get(key)
+    if last is not None and last[0] is desired and last[1] == seen:
+        return False
+    if drift_patch(desired, live) is not None:
+        in_sync.pop(key, None)
+        return True
+    in_sync[key] = (desired, seen)
+    return False

@@ -50,7 +50,7 @@ from mlstack_operator.admission import (
     room_for_one_more,
 )
 from mlstack_operator.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION, ModelDeployment, Phase
-from mlstack_operator.drift import drift_patch
+from mlstack_operator.drift import InSync, drift_patch, drifted
 from mlstack_operator.kube import ApiError, KubeClient, Reflector, path_for, path_of
 from mlstack_operator.resolver import ModelNotFound, ModelResolver, RegistryUnavailable
 from mlstack_operator.settings import OperatorSettings, get_settings
@@ -97,6 +97,7 @@ class Tracked:
     handled: int | None = None  # the generation last reconciled (status writes and other events change none)
     pending: dict[str, Any] | None = None  # the newest body with an unhandled generation (for ``worker``)
     worker: asyncio.Task | None = None  # reconciles ``pending`` bodies one at a time, in order
+    in_sync: InSync = dataclasses.field(default_factory=dict)  # (kind, name): children last found in sync (drifted)
 
 
 class NsIndex:
@@ -390,7 +391,7 @@ def child_event(state: OperatorState, type_: str, body: dict[str, Any]) -> None:
         return
     desired = tracked.desired.get(child_key)
     if desired is not None and (type_ == "DELETED" or (owned_by(meta, tracked) and not meta.get("deletionTimestamp")
-                                                       and drift_patch(desired, body) is not None)):
+                                                       and drifted(tracked.in_sync, child_key, desired, body))):
         state.spawn(heal(state, tracked, child_key))
     if tracked.inputs is None or tracked.inputs.resolved_version is None:
         return  # the parent's own reconcile publishes with this state

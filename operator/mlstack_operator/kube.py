@@ -83,6 +83,11 @@ def bearer(cfg: Any) -> str | None:
     return setting.get("value") if setting else None
 
 
+def session(connector: aiohttp.BaseConnector, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    """The API server sets no cookies: no cookie jar to filter on every request (a few % of the operator's CPU)."""
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar())
+
+
 class KubeClient:
     def __init__(self, server: str, session: aiohttp.ClientSession, token: Any = None) -> None:
         self.server = server.rstrip("/")
@@ -96,7 +101,7 @@ class KubeClient:
         if settings.kube_server:
             ssl_ctx: ssl.SSLContext | bool = False if settings.kube_insecure else ssl.create_default_context()
             connector = aiohttp.TCPConnector(ssl=ssl_ctx, limit=CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS)
-            return cls(settings.kube_server, aiohttp.ClientSession(connector=connector, timeout=timeout))
+            return cls(settings.kube_server, session(connector, timeout))
 
         from kubernetes import client as k8s_client
         from kubernetes import config as k8s_config
@@ -110,7 +115,7 @@ class KubeClient:
         if ctx and cfg.cert_file:
             ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
         connector = aiohttp.TCPConnector(ssl=ctx, limit=CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS)
-        return cls(cfg.host, aiohttp.ClientSession(connector=connector, timeout=timeout), cfg)
+        return cls(cfg.host, session(connector, timeout), cfg)
 
     async def close(self) -> None:
         await self.session.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlstack_operator.contract import Phase
-from mlstack_operator.drift import contains, drift_patch
+from mlstack_operator.drift import contains, drift_patch, drifted
 from mlstack_operator.status import (
     TRANSITIONS,
     ChildState,
@@ -87,6 +87,27 @@ def test_drift():
     live["spec"]["replicas"] = 2
     live["metadata"]["labels"]["a"] = "0"
     assert drift_patch(desired, live) == {"metadata": {"labels": {"a": "1"}}}
+
+
+def test_drifted_remembers_what_was_in_sync_and_sees_every_change():
+    desired = {"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 2, "template": {"x": [1, {"y": 2}]}}}
+
+    def live(replicas=2, labels=None, status=None):  # a fresh object per event, as a watch parses them
+        return {"metadata": {"labels": labels or {"a": "1", "b": "2"}}, "status": status or {},
+                "spec": {"replicas": replicas, "progressDeadlineSeconds": 600, "template": {"x": [1, {"y": 2}]}}}
+
+    in_sync: dict = {}
+    assert not drifted(in_sync, "k", desired, live())
+    remembered = in_sync["k"]
+    assert not drifted(in_sync, "k", desired, live(status={"readyReplicas": 1}))  # a status update: in sync
+    assert in_sync["k"] is remembered  # (not re-checked)
+    assert drifted(in_sync, "k", desired, live(replicas=5))  # a hand edit of the spec
+    assert "k" not in in_sync and drifted(in_sync, "k", desired, live(replicas=5))  # still edited
+    assert not drifted(in_sync, "k", desired, live())  # reverted
+    assert drifted(in_sync, "k", desired, live(labels={"a": "0"}))  # a label edited
+    assert not drifted(in_sync, "k", desired, live())
+    other = {"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 3}}  # a new spec: checked again
+    assert drifted(in_sync, "k", other, live())
 
 
 def test_drift_leaves_an_hpa_owned_replica_count_alone_and_compares_selectors_exactly():
