@@ -12,12 +12,10 @@ Only the test itself is admin: the operator and the API get ServiceAccount token
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from mlstack.local.procs import Proc, pid_alive, spawn, stop_pids
 from tests.utils.procs import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -325,19 +324,11 @@ def _kube_from_kubeconfig(kubeconfig: Path, workdir: Path) -> Kube:
     return Kube(cluster["server"], ca or Path(""), cert, key, user.get("token"))
 
 
-def _spawn(name: str, cmd: list[str], d: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    logf = open(d / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps writing to it
-    p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-                         env={**os.environ, **(env or {})}, cwd=d)
+def _spawn(name: str, cmd: list[str], d: Path, env: dict[str, str] | None = None) -> Proc:
+    p = spawn(cmd, d / "logs" / f"{name}.log", env={**os.environ, **(env or {})}, cwd=d, append=True, what=name)
     with open(d / "pids", "a") as f:
         f.write(f"{name} {p.pid}\n")
     return p
-
-
-def _alive(p: subprocess.Popen, name: str, d: Path) -> None:
-    if p.poll() is not None:
-        tail = (d / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{name} exited with {p.returncode}:\n{tail}")
 
 
 def _ready(url: str, ctx: ssl.SSLContext | None = None) -> bool:
@@ -368,7 +359,7 @@ def up(d: Path, *, kcm_qps: int = 200, audit: bool = True, nodes: int = NODES) -
     The API server enforces RBAC and OwnerReferencesPermissionEnforcement (on in some distributions) and, with
     ``audit``, writes the operator's and the API's requests to ``d/logs/audit.log``."""
     d = d.resolve()
-    if (d / "pids").exists() and any(_pid_alive(pid) for _, pid in _read_pids(d)):
+    if (d / "pids").exists() and any(pid_alive(pid) for _, pid in _read_pids(d)):
         raise RuntimeError(f"{d} already runs a control plane (tests/k8s/down.sh {d} stops it)")
     for sub in ("logs", "etcd"):
         shutil.rmtree(d / sub, ignore_errors=True)
@@ -387,8 +378,7 @@ def up(d: Path, *, kcm_qps: int = 200, audit: bool = True, nodes: int = NODES) -
                                "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
                                "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
                                "--unsafe-no-fsync", "--log-level", "warn"], d)
-        wait_until(lambda: (_alive(etcd, "etcd", d), _ready(f"http://127.0.0.1:{etcd_port}/health"))[1], 30,
-                   what="etcd")
+        etcd.wait_ready(lambda: _ready(f"http://127.0.0.1:{etcd_port}/health"), 30, interval=0.05)
 
         server = f"https://127.0.0.1:{api_port}"
         api_args = [str(bins / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
@@ -408,8 +398,7 @@ def up(d: Path, *, kcm_qps: int = 200, audit: bool = True, nodes: int = NODES) -
         apiserver = _spawn("kube-apiserver", api_args, d)
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        wait_until(lambda: (_alive(apiserver, "kube-apiserver", d), _ready(server + "/readyz", ctx))[1], 120,
-                 what="kube-apiserver /readyz")
+        apiserver.wait_ready(lambda: _ready(server + "/readyz", ctx), 120, interval=0.05)
         _check_openapi(server, ctx)
 
         kcm_cfg = write_kubeconfig(d / "kcm.kubeconfig", server, pki / "ca.crt", cert=pki / "kcm.crt",
@@ -511,36 +500,9 @@ def _read_pids(d: Path) -> list[tuple[str, int]]:
     return [(n, int(p)) for n, p in (ln.split() for ln in lines if ln.strip())]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _stop(procs: list[tuple[str, int]], timeout: float) -> None:
     """SIGTERM ``procs`` together, wait for all of them, SIGKILL what is left after ``timeout`` seconds."""
-    live = [(n, p) for n, p in procs if _pid_alive(p)]
-    for _, pid in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for name, pid in live:
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
-                    break
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    continue
-            log(f"{name} ({pid}) ignored SIGTERM for {timeout:.0f}s: SIGKILL")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+    stop_pids([pid for _, pid in procs], timeout)
 
 
 def down(d: Path, timeout: float = 15) -> None:

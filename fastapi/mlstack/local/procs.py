@@ -111,26 +111,31 @@ def stop_pid(pid: int, timeout: float = 20.0, term_group: bool = True, kill_grou
     """SIGTERM ``pid`` (its process group with ``term_group``), SIGKILL (its group with ``kill_group``) if it still
     runs after ``timeout``: for a pid read from a file (use ``Proc.stop`` for a Popen of ours). A child of ours is
     reaped; another's is only waited for."""
+    stop_pids([pid], timeout, term_group, kill_group)
 
-    def reap() -> None:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
 
-    if not pid_alive(pid):
-        reap()
-        return
-    _signal(pid, signal.SIGTERM, term_group)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        reap()
-        time.sleep(0.05)
-    if pid_alive(pid):
-        _signal(pid, signal.SIGKILL, kill_group)
-        deadline = time.monotonic() + 5
-        while pid_alive(pid) and time.monotonic() < deadline:
-            reap()
+def stop_pids(pids: Sequence[int], timeout: float = 20.0, term_group: bool = True, kill_group: bool = True) -> None:
+    """``stop_pid`` for several processes together: SIGTERM all, wait for all up to one ``timeout``, SIGKILL the
+    rest; returns once every one is gone (or 5 s after the SIGKILL)."""
+
+    def running() -> list[int]:
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # a child of ours: reaped (not a zombie that looks alive)
+        return [pid for pid in pids if pid_alive(pid)]
+
+    live = running()
+    for pid in live:
+        _signal(pid, signal.SIGTERM, term_group)
+    for sig, limit in ((None, timeout), (signal.SIGKILL, 5.0)):
+        if sig is not None:
+            for pid in live:
+                _signal(pid, sig, kill_group)
+        deadline = time.monotonic() + limit
+        while (live := running()) and time.monotonic() < deadline:
             time.sleep(0.05)
-    reap()
+        if not live:
+            return
 
 
 def log_tail(path: Path, n: int = 4000) -> str:
