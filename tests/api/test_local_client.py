@@ -1,6 +1,7 @@
 """The lean client ``/inference`` uses for local model servers (``mlstack.serving.client``) against a real HTTP
 server (stdlib, in a thread) that counts its connections: kept alive, closed by the server, chunked, refused,
-silent (timeout: that connection is never reused)."""
+silent (timeout: that connection is never reused), a kept-alive connection closed before answering (sent again
+once, on a new connection) or midway through an answer (not sent again)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.served = 0  # requests answered on this connection
         with self.server.lock:
             self.server.connections += 1
 
@@ -30,6 +32,14 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "silent":
             self.server.release.wait(10)
             return
+        if mode == "drop" or (mode == "drop-reused" and self.served):
+            self.close_connection = True  # closed without a byte of an answer
+            return
+        if mode == "partial-reused" and self.served:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")  # then closed midway
+            self.close_connection = True
+            return
+        self.served += 1
         answer = b'{"predictions":[0],"echo":%s,"pin":"%s"}' % (body, (self.headers["X-Model-Version"] or "").encode())
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -155,6 +165,56 @@ def test_a_silent_server_times_out_and_that_connection_is_dropped(server):
 
     assert run(go()).status == 200
     assert srv.connections == 2
+
+
+def test_a_kept_alive_connection_closed_before_answering_is_retried_once_on_a_new_one(server):
+    """The server closed a kept-alive connection (as after its keep-alive timeout) and the next request went out
+    on it: nothing came back, so it is sent again, once, on a new connection (retries: 0 in /inference must not
+    turn that into a 503)."""
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        first = await client.post(url, b"/ok", b"{}", b"", 5)
+        second = await client.post(url, b"/drop-reused", b'{"i":2}', b"", 5)
+        client.close()
+        return first, second
+
+    first, second = run(go())
+    assert first.status == second.status == 200
+    assert second.body == b'{"predictions":[0],"echo":{"i":2},"pin":""}'
+    assert srv.connections == 2
+
+
+def test_only_one_retry_and_only_for_a_reused_connection(server):
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        with pytest.raises(ConnectionError):  # a new connection closed unanswered: no retry
+            await client.post(url, b"/drop", b"{}", b"", 5)
+        assert srv.connections == 1
+        await client.post(url, b"/ok", b"{}", b"", 5)
+        with pytest.raises(ConnectionError):  # reused: retried once on a new one, which is closed too
+            await client.post(url, b"/drop", b"{}", b"", 5)
+        client.close()
+
+    run(go())
+    assert srv.connections == 3
+
+
+def test_a_connection_closed_midway_through_an_answer_is_not_retried(server):
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        await client.post(url, b"/ok", b"{}", b"", 5)
+        with pytest.raises(ConnectionError):
+            await client.post(url, b"/partial-reused", b"{}", b"", 5)
+        client.close()
+
+    run(go())
+    assert srv.connections == 1
 
 
 def test_a_refused_connection_is_an_oserror():

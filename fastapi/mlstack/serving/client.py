@@ -5,7 +5,10 @@ one writes each request in one piece, parses the answer with httptools (C) and k
 server (at most ``MAX_OPEN`` open to one server; more calls wait, within their timeout). It speaks only what a
 model server answers (a status, headers, a ``Content-Length`` or chunked body) and only to loopback servers
 (``local()``): anything else stays with aiohttp. Errors are ``OSError``s (a refused or dropped connection) or
-``TimeoutError``; a connection that failed or timed out is closed, never reused.
+``TimeoutError``; a connection that failed or timed out is closed, never reused. A kept-alive connection the
+server closed while it was idle (uvicorn does after 5 s) can take the next request before its close is seen:
+when such a reused connection fails before any byte of the answer came, the request goes again, once, on a new
+connection (as HTTP clients do with an idle connection; a model server's answer to the same input is the same).
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
         self.closed = False
+        self.received = False  # any byte of the current answer came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -99,19 +104,28 @@ class LocalClient:
         key, host = target
         loop = asyncio.get_running_loop()
         slots = self._slots.get(key) or self._slots.setdefault(key, asyncio.Semaphore(MAX_OPEN))
+        request = b"".join((b"POST ", path, b" HTTP/1.1\r\n", host, b"Content-Type: application/json\r\n", headers,
+                            b"Content-Length: %d\r\n\r\n" % len(body), body))
         async with asyncio.timeout(timeout), slots:
             conn = self._take(key)
-            if conn is None:
-                _, conn = await loop.create_connection(_Connection, key[0], key[1])
-            waiter = conn.waiter = loop.create_future()
-            try:
-                conn.transport.write(b"".join((  # type: ignore[union-attr]
-                    b"POST ", path, b" HTTP/1.1\r\n", host, b"Content-Type: application/json\r\n", headers,
-                    b"Content-Length: %d\r\n\r\n" % len(body), body)))
-                answer = await waiter
-            except BaseException:
-                conn.close()  # its state is unknown (a timeout, a cancel): never reused
-                raise
+            retry = conn is not None  # a kept-alive connection: the server may have closed it meanwhile
+            while True:
+                if conn is None:
+                    _, conn = await loop.create_connection(_Connection, key[0], key[1])
+                waiter = conn.waiter = loop.create_future()
+                conn.received = False
+                try:
+                    conn.transport.write(request)  # type: ignore[union-attr]
+                    answer = await waiter
+                    break
+                except OSError:
+                    conn.close()
+                    if not retry or conn.received:
+                        raise
+                    retry, conn = False, None  # closed before answering anything: once more, on a new connection
+                except BaseException:
+                    conn.close()  # its state is unknown (a timeout, a cancel): never reused
+                    raise
         if not conn.closed:
             idle = self._idle.setdefault(key, [])
             if len(idle) < MAX_IDLE:
