@@ -100,8 +100,8 @@ def test_a_job_ray_lost_is_failed_with_the_reason_and_its_mlflow_run_ended(
 def test_a_job_ray_lost_after_it_registered_its_version_is_succeeded_from_its_mlflow_run(
         stack_env, ray_head, mlflow_uri, redis_url, tmp_path):
     """Ray (and the API) died after the job's MLflow run had registered the version but before the API read the
-    job's result: the restarted API finds the version through the run, and the record says succeeded, not failed
-    while the registry holds the model."""
+    job's result: the restarted API finds the version through the run (in the experiment the job was submitted
+    with, not its own), and the record says succeeded, not failed while the registry holds the model."""
     env = api_env(stack_env, tmp_path / "state", MLSTACK_RAY_JOBS_URL=ray_head.url)
     first, base = start_training_api(tmp_path / "api1.log", env)
     second = None
@@ -112,7 +112,9 @@ def test_a_job_ray_lost_after_it_registered_its_version_is_succeeded_from_its_ml
         wait_until(lambda: _run_status(mlflow_uri, job_id) == "FINISHED", 180, interval=0.1, what="run FINISHED")
         ray_head.crash()
         ray_head.start()
-        second, base = start_training_api(tmp_path / "api2.log", env)
+        # a replica set up with another experiment still finds the job's run: the job's record names its own
+        second, base = start_training_api(tmp_path / "api2.log",
+                                          {**env, "MLSTACK_MLFLOW_EXPERIMENT": "durable-training-replica"})
         done = wait_status(base, job_id, ("failed", "succeeded"), 90)
         assert done["status"] == "succeeded", done
         [run] = mlflow_runs(mlflow_uri, job_id)

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 JOB_KEY = "mlstack:training:job:{}"
 JOBS_INDEX = "mlstack:training:jobs"
 LOGS_KEY = "mlstack:training:logs:{}"
-SUBMISSION_KEY = "mlstack:training:ray:{}"  # job -> {"submission_id", "address"}: where Ray runs it
+SUBMISSION_KEY = "mlstack:training:ray:{}"  # job -> {"submission_id", "address", "experiment"}: where it runs
 JOB_TTL_SECONDS = 30 * 24 * 3600
 MAX_LOG_CHARS = 256 * 1024
 REDIS_TIMEOUT = 3.0  # a route's Redis call; redis-py would otherwise retry a refused connection for seconds
@@ -401,7 +401,10 @@ class JobManager:
         return f"{shlex.quote(python)} -m mlstack.training.run"
 
     async def _run(self, job: TrainingJob) -> None:
-        where = {"submission_id": submission_id(job.job_id), "address": None, "local_head": False}
+        # the MLflow experiment goes with it: a replica that adopts the job finds its runs there, whatever its own
+        # MLSTACK_MLFLOW_EXPERIMENT says
+        where = {"submission_id": submission_id(job.job_id), "address": None, "local_head": False,
+                 "experiment": self.settings.mlflow_experiment}
         try:
             try:
                 jobs = await self.jobs()
@@ -494,7 +497,9 @@ class JobManager:
         the job after that), else failed with ``reason`` and its open runs ended."""
         record = await self._fresh(job_id)
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(self._result_of_run_sync, record), MLFLOW_END_TIMEOUT)
+            experiment = await self._experiment(job_id)
+            result = await asyncio.wait_for(asyncio.to_thread(self._result_of_run_sync, record, experiment),
+                                            MLFLOW_END_TIMEOUT)
         except Exception as e:
             log.warning("training job %s: could not read its MLflow run (%s: %s)", job_id, type(e).__name__, e)
             result = None
@@ -506,14 +511,22 @@ class JobManager:
         await self._failed(job_id, reason)
         await self._end_runs(job_id, "FAILED")
 
-    def _result_of_run_sync(self, record: TrainingJob) -> dict | None:
+    async def _experiment(self, job_id: str) -> str:
+        """The MLflow experiment the job was submitted with (its submission record), else this process's."""
+        with contextlib.suppress(Exception):
+            raw = await self._redis(self.redis.get(SUBMISSION_KEY.format(job_id)))
+            if raw is not None and (experiment := json.loads(raw).get("experiment")):
+                return experiment
+        return self.settings.mlflow_experiment
+
+    def _result_of_run_sync(self, record: TrainingJob, experiment: str) -> dict | None:
         from mlflow.tracking import MlflowClient
 
         from mlstack.training.train import result_of_run
 
         s = self.settings
         client = MlflowClient(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri)
-        return result_of_run(client, s.mlflow_experiment, record.model_name, record.job_id)
+        return result_of_run(client, experiment, record.model_name, record.job_id)
 
     async def cancel(self, job_id: str, who: str) -> TrainingJob:
         """Stop a queued or running job: the record says ``cancelled`` at once, the Ray job is stopped, the MLflow
@@ -553,7 +566,9 @@ class JobManager:
     async def _end_runs(self, job_id: str, status: str) -> None:
         """End the MLflow runs of a job that are still open (its process was killed); retried if MLflow fails."""
         try:
-            ended = await asyncio.wait_for(asyncio.to_thread(self._end_runs_sync, job_id, status), MLFLOW_END_TIMEOUT)
+            experiment = await self._experiment(job_id)
+            ended = await asyncio.wait_for(asyncio.to_thread(self._end_runs_sync, job_id, status, experiment),
+                                           MLFLOW_END_TIMEOUT)
         except Exception as e:
             log.warning("training job %s: could not end its MLflow run (%s: %s); retrying", job_id,
                         type(e).__name__, e)
@@ -563,7 +578,7 @@ class JobManager:
         for run_id in ended:
             log.info("training job %s: MLflow run %s ended %s", job_id, run_id, status)
 
-    def _end_runs_sync(self, job_id: str, status: str) -> list[str]:
+    def _end_runs_sync(self, job_id: str, status: str, experiment: str) -> list[str]:
         from mlflow.tracking import MlflowClient
 
         from mlstack.training.train import job_runs
@@ -571,7 +586,7 @@ class JobManager:
         s = self.settings
         client = MlflowClient(tracking_uri=s.mlflow_tracking_uri)
         ended = []
-        for run in job_runs(client, s.mlflow_experiment, job_id):
+        for run in job_runs(client, experiment, job_id):
             if run.info.status in ("RUNNING", "SCHEDULED"):
                 client.set_terminated(run.info.run_id, status)
                 ended.append(run.info.run_id)
