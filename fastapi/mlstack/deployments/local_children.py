@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 from typing import Any, Protocol
 
 from mlstack.deployments.settings import DeploymentSettings
 from mlstack.errors import Unavailable
-from mlstack.local.procs import last_line
+from mlstack.local.procs import last_line, stop_pidfile
 from mlstack.local.servers import ServerPool
 from mlstack.rayclient import RayClient
 from mlstack.settings import Settings
@@ -152,14 +150,13 @@ class ProcessChild:
         await asyncio.gather(*(pool.stop_all() for pool in self._pools()))
         self.fronts.clear()
         self._using = []
-        self._kill_orphans()
+        await self._kill_orphans()
 
-    def _kill_orphans(self) -> None:
-        """A start cancelled half-way (delete during startup) leaves a process the pool never adopted."""
+    async def _kill_orphans(self) -> None:
+        """A start cancelled half-way (delete during startup) leaves a process the pool never adopted: stopped
+        by its pid file (SIGTERM, SIGKILL after 10 s; it is not in a session of its own)."""
         for pid_file in self.settings.state_dir.glob("*/*.pid"):
-            with contextlib.suppress(ValueError, OSError):
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            pid_file.unlink(missing_ok=True)
+            await asyncio.to_thread(stop_pidfile, pid_file, 10, False)
 
 
 class RayServe:

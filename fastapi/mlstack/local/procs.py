@@ -326,8 +326,8 @@ class Supervisor:
 
 
 def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True) -> bool:
-    """Stop the process group a pid file names (SIGTERM, SIGKILL after ``timeout``) and remove the file; whether
-    there was a pid file."""
+    """Stop the process (its group with ``term_group``) a pid file names (SIGTERM, SIGKILL after ``timeout``) and
+    remove the file; whether there was a pid file."""
     try:
         pid = int(path.read_text().strip())
     except FileNotFoundError:
@@ -335,6 +335,6 @@ def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True) -> 
     except (OSError, ValueError):
         pid = None
     if pid is not None:
-        stop_pid(pid, timeout, term_group=term_group)
+        stop_pid(pid, timeout, term_group=term_group, kill_group=term_group)
     path.unlink(missing_ok=True)
     return True
