@@ -33,8 +33,8 @@ EXACT = frozenset({"selector"})  # an extra key in a selector selects other pods
 
 
 def contains(live: Any, desired: Any, quantities: bool = False) -> bool:
-    if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(
+    if type(desired) is dict or isinstance(desired, Mapping):  # (dict first: a Mapping test is an ABC's, slower)
+        return (type(live) is dict or isinstance(live, Mapping)) and all(
             k in live and (live[k] == v if k in EXACT else contains(live[k], v, quantities or k in QUANTITY_MAPS))
             for k, v in desired.items())
     if isinstance(desired, list):
@@ -45,13 +45,15 @@ def contains(live: Any, desired: Any, quantities: bool = False) -> bool:
     return bool(live == desired)
 
 
-def drift_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A merge patch bringing ``live`` back to ``desired`` (spec, labels, annotations, owners), or None."""
+def drift_patch(desired: Mapping[str, Any], live: Mapping[str, Any], *,
+                spec_in_sync: bool = False) -> dict[str, Any] | None:
+    """A merge patch bringing ``live`` back to ``desired`` (spec, labels, annotations, owners), or None.
+    ``spec_in_sync``: the live spec is known to contain the desired one (not walked again)."""
     patch: dict[str, Any] = {}
     wanted = desired.get("spec", {})
     if REPLICAS_FROM in ((desired.get("metadata") or {}).get("annotations") or {}):
         wanted = {k: v for k, v in wanted.items() if k != "replicas"}  # an HPA owns the count
-    if not contains(live.get("spec"), wanted):
+    if not spec_in_sync and not contains(live.get("spec"), wanted):
         spec = dict(wanted)
         for key in EXACT & spec.keys():  # a merge patch keeps extra keys unless they are set to null
             extra = set((live.get("spec") or {}).get(key) or {}) - set(spec[key] or {})
@@ -71,21 +73,21 @@ def drift_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str
     return patch or None
 
 
-InSync = dict[Any, tuple[Mapping[str, Any], tuple[Any, ...]]]  # key -> (desired, the live parts last found in sync)
+InSync = dict[Any, tuple[Mapping[str, Any], Any]]  # key -> (desired, the live spec last found to contain it)
 
 
 def drifted(in_sync: InSync, key: Any, desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
-    """``drift_patch(desired, live) is not None``, remembered in ``in_sync``: not re-checked while the live spec,
-    labels, annotations and owners equal those last found in sync with this same ``desired`` object (most child
-    events are a controller's status updates: an equality test instead of a walk through the whole pod template).
-    ``live`` is a fresh object per event (as a watch parses them), never one changed in place."""
-    meta = live.get("metadata") or {}
-    seen = (live.get("spec"), meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences"))
+    """``drift_patch(desired, live) is not None``, the spec part remembered in ``in_sync``: not walked again while
+    the live spec equals the one last found in sync with this same ``desired`` object (most child events are a
+    controller's status updates: an equality test instead of a walk through the whole pod template; the small
+    labels, annotations and owners are always compared). ``live`` is a fresh object per event (as a watch parses
+    them), never one changed in place."""
+    spec = live.get("spec")
     last = in_sync.get(key)
-    if last is not None and last[0] is desired and last[1] == seen:
-        return False
-    if drift_patch(desired, live) is not None:
+    known = last is not None and last[0] is desired and last[1] == spec
+    if drift_patch(desired, live, spec_in_sync=known) is not None:
         in_sync.pop(key, None)
         return True
-    in_sync[key] = (desired, seen)
+    if not known:
+        in_sync[key] = (desired, spec)
     return False

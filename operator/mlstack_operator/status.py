@@ -23,7 +23,7 @@ keeps ``Deploying`` with the scheduler's message on the ``Ready`` condition (rea
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +133,7 @@ def with_foreign_conditions(last: Mapping[str, Any] | None,
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def compute(inputs: Inputs, previous: Mapping[str, Any] | None, now: str | None = None) -> dict[str, Any]:

@@ -100,7 +100,8 @@ def test_drifted_remembers_what_was_in_sync_and_sees_every_change():
     assert not drifted(in_sync, "k", desired, live())
     remembered = in_sync["k"]
     assert not drifted(in_sync, "k", desired, live(status={"readyReplicas": 1}))  # a status update: in sync
-    assert in_sync["k"] is remembered  # (not re-checked)
+    assert in_sync["k"] is remembered  # (the spec not walked again)
+    assert drifted(in_sync, "k", desired, live(status={"readyReplicas": 2}, labels={"a": "0"}))  # labels: compared
     assert drifted(in_sync, "k", desired, live(replicas=5))  # a hand edit of the spec
     assert "k" not in in_sync and drifted(in_sync, "k", desired, live(replicas=5))  # still edited
     assert not drifted(in_sync, "k", desired, live())  # reverted
