@@ -72,6 +72,7 @@ def test_an_alert_opens_the_deployment_page_with_its_charts(browser, dashboard, 
         section = page.locator("#deployment-page")
         expect(section).to_be_visible()
         expect(page.locator("#deployment-h")).to_have_text(f"Deployment {NS}/{NAME}")
+        expect(section.locator("#deployment-serving")).to_have_text(f"Ready: serving v{version}")  # what serves
         expect(page.locator("#models")).to_be_hidden()  # the page replaces the panels
         for chart in ("rate", "latency"):
             fig = section.locator(f'figure[data-chart="{chart}"]')

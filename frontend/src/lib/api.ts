@@ -237,6 +237,10 @@ export class ApiClient {
   async deployments() {
     return (await this.request<RawDeployment[]>("/deployments")).map(flattenDeployment);
   }
+  async deployment(name: string, namespace?: string | null) {
+    const q = namespace ? `?namespace=${enc(namespace)}` : "";
+    return flattenDeployment(await this.request<RawDeployment>(`/deployments/${enc(name)}${q}`));
+  }
   async createDeployment(d: DeploymentCreate) {
     return flattenDeployment(await this.request<RawDeployment>("/deployments", { method: "POST", body: d }));
   }

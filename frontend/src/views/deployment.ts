@@ -20,6 +20,7 @@ import {
   type DeploymentRef,
 } from "../lib/series";
 import { alertItem } from "./alerts";
+import { versionText } from "./deployments";
 
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#2457c5", "#d97706", "#16794a", "#b42318", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
@@ -88,6 +89,7 @@ export interface DeploymentPage {
 
 export function mountDeploymentPage(main: HTMLElement = $("#main")): DeploymentPage {
   const title = h("h2", { id: "deployment-h" }, "Deployment");
+  const serving = h("p", { id: "deployment-serving" });
   const status = h("p", { class: "muted", role: "status", id: "deployment-msg" });
   const range = h("select", { id: "deployment-range", "aria-label": "Time range" }, RANGES.map(([label, s]) => h("option", { value: s }, label)));
   const charts = h("div", { id: "deployment-charts", class: "ts-grid" });
@@ -101,6 +103,7 @@ export function mountDeploymentPage(main: HTMLElement = $("#main")): DeploymentP
       title,
       h("div", { class: "toolbar" }, h("label", { class: "inline" }, "Last ", range), h("button", { type: "button", class: "btn ghost", id: "deployment-refresh" }, "Refresh"), h("a", { href: "#deployments", class: "btn ghost" }, "All deployments")),
     ),
+    serving,
     status,
     charts,
     h("h3", null, "Alerts"),
@@ -117,6 +120,15 @@ export function mountDeploymentPage(main: HTMLElement = $("#main")): DeploymentP
     const run = ++generation;
     const since = Date.now() / 1000 - Number(range.value);
     try {
+      // what serves (stable, canary, shadow) beside its series; the series do not wait for it
+      void api.deployment(ref.name, ref.namespace).then(
+        (d) => {
+          if (run === generation) serving.textContent = `${d.status?.phase ?? "Pending"}: serving ${versionText(d)}`;
+        },
+        () => {
+          if (run === generation) serving.textContent = "";
+        },
+      );
       const m = await api.deploymentMonitoring(ref.name, ref.namespace, since);
       if (run !== generation) return;
       title.textContent = `Deployment ${m.namespace}/${m.name}`;
@@ -151,6 +163,7 @@ export function mountDeploymentPage(main: HTMLElement = $("#main")): DeploymentP
     current = ref;
     if (changed) {
       title.textContent = `Deployment ${ref.namespace ? `${ref.namespace}/` : ""}${ref.name}`;
+      serving.textContent = "";
       status.textContent = "Loading…";
       render(charts);
       render(alerts);
