@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlstack.aio import cancel_all
 from mlstack.alerts.events import format_id, parse_id
 from mlstack.alerts.settings import AlertSettings
 from mlstack.alerts.sink import REDIS_ERRORS
@@ -146,10 +147,7 @@ class AlertHub:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="alerts-reader")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_all([self._task])
         for sub in list(self._subs):
             self._close(sub, _CLOSED)
         if self._reader is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from mlstack.aio import cancel_all
 from mlstack.alerts.events import AlertEvent, make_event
 from mlstack.alerts.settings import AlertSettings
 from mlstack.errors import Unavailable
@@ -113,7 +114,4 @@ class RedisStreamSink:
             await self.drain(self._s.alerts_redis_timeout)
             if self._buffer:
                 log.error("%d buffered alerts could not be stored before shutdown", len(self._buffer))
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
+        await cancel_all([self._flusher])

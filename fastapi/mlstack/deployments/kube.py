@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from mlstack.aio import cancel_all
 from mlstack.deployments.schemas import DeploymentView, abort_spec, new_object, promote_spec, view, views
 from mlstack.deployments.settings import DeploymentSettings
 from mlstack.errors import Conflict, MlstackError, NotFound, Unavailable
@@ -221,9 +222,7 @@ class PhaseAlerts:
         self._task = asyncio.create_task(self._loop(), name="deployment-phase-alerts")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_all([self._task])
 
     async def _loop(self) -> None:
         first = True

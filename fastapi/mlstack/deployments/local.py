@@ -34,6 +34,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlstack.aio import cancel_all
 from mlstack.deployments.local_children import RATE_ENV, Canary, Child, ProcessChild, RayServe, RayServeChild, Shadow
 from mlstack.deployments.schemas import DeploymentView, abort_spec, new_object, promote_spec, view, views
 from mlstack.deployments.settings import DeploymentSettings
@@ -110,10 +111,7 @@ class LocalDeployments:
     async def stop(self) -> None:
         """API shutdown: stop serving but keep the records (they come back with the next start)."""
         entries, self._entries = list(self._entries.values()), {}
-        for e in entries:
-            if e.task is not None:
-                e.task.cancel()
-        await asyncio.gather(*(e.task for e in entries if e.task is not None), return_exceptions=True)
+        await cancel_all(e.task for e in entries)
         # model server processes stop now; Ray Serve applications go down with the local Ray (the API's
         # RayClient shuts it down) or, on a Ray cluster, keep serving until the next start
         # re-applies them. Nothing here waits on Ray, which may already be stopping with the API.
@@ -177,9 +175,7 @@ class LocalDeployments:
                 raise NotFound(f"ModelDeployment {namespace}/{name} not found")
             if entry is not None:
                 entry.deleted = True
-                if entry.task is not None:
-                    entry.task.cancel()
-                    await asyncio.gather(entry.task, return_exceptions=True)
+                await cancel_all([entry.task])
                 await entry.child.stop()
             await self.redis.hdel(self.ds.deployments_redis_key, key)
         log.info("deleted local ModelDeployment %s", key)
@@ -396,9 +392,7 @@ class LocalDeployments:
             try:
                 done, _ = await asyncio.wait({exit_task, moved_task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for t in (exit_task, moved_task):
-                    t.cancel()
-                await asyncio.gather(exit_task, moved_task, return_exceptions=True)
+                await cancel_all([exit_task, moved_task])
             if exit_task in done and not exit_task.cancelled() and exit_task.exception() is None:
                 reason = exit_task.result()
                 log.warning("local ModelDeployment %s/%s: %s; restarting", entry.namespace, entry.name, reason)

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from mlstack.aio import cancel_all
 from mlstack.alerts.events import DEPLOYMENT_DRIFT, DEPLOYMENT_SLO
 from mlstack.monitoring import drift
 from mlstack.monitoring.profile import ARTIFACT_PATH, ReferenceProfile
@@ -204,9 +205,7 @@ class Monitor:
         self._task = asyncio.create_task(self._run(), name="mlstack-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_all([self._task])
         with contextlib.suppress(Exception):
             if self.leader:
                 await self._release(keys=[self.k("leader")], args=[self.owner])

@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from mlstack.aio import cancel_all
 from mlstack.serving.canary import _FORWARDED_REQUEST_HEADERS
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,7 @@ class ShadowMirror:
                 timeout=self.timeout, auto_decompress=False, skip_auto_headers=("User-Agent",))
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(list(self._tasks))
         if self.session is not None:
             await self.session.close()
             self.session = None

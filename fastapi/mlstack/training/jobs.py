@@ -38,6 +38,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from mlstack.aio import cancel_all
 from mlstack.alerts import AlertSink
 from mlstack.errors import Conflict, InvalidInput, NotFound, Unavailable
 from mlstack.rayclient import RayClient
@@ -133,16 +134,8 @@ class JobManager:
         """Stop following jobs; they keep running on Ray and the next API process (or another replica) takes
         them over. Only a Ray head this process started itself (no Ray configured) is stopped, and its jobs
         with it: those are marked failed."""
-        tasks, followed = list(self._tasks.values()), dict(self._current)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._lease is not None:
-            self._lease.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease
+        followed = dict(self._current)
+        await cancel_all([*self._tasks.values(), self._lease])
         if self._head is not None:
             await asyncio.to_thread(self._head.stop)
             message = ("the API stopped, and with it the local Ray head it had started for training (no "
