@@ -114,6 +114,9 @@ class Shadow(_Strict):
     alias: ModelAlias | None = None
     percent: float = Field(..., gt=0, le=100, strict=True,  # strict: 20 and 0.5, not "20" or true
                            description="share of inference requests mirrored (0 < percent <= 100)")
+    min_agreement: float | None = Field(None, ge=0, le=1, alias="minAgreement",
+                                        description="a deployment.shadow alert when the shadow answers like the live "
+                                        "version on a smaller share of the compared rows (0-1; unset: no alert)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Shadow:

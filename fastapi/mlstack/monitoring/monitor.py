@@ -35,7 +35,7 @@ import httpx
 import numpy as np
 
 from mlstack.aio import cancel_all
-from mlstack.alerts.events import DEPLOYMENT_DRIFT, DEPLOYMENT_SLO
+from mlstack.alerts.events import DEPLOYMENT_DRIFT, DEPLOYMENT_SHADOW, DEPLOYMENT_SLO
 from mlstack.monitoring import drift
 from mlstack.monitoring.profile import ARTIFACT_PATH, ReferenceProfile
 from mlstack.monitoring.quality import Quality
@@ -360,6 +360,7 @@ class Monitor:
             summary["drift"][version] = await self._drift(t, version, w, state, state_key)
         summary["slo"] = await self._slos(t, windows, state, state_key)
         summary["shadow"] = shadow_comparison(records)
+        await self._shadow_alerts(t, summary["shadow"], state, state_key)
         if summary["shadow"]:
             await self.redis.hset(state_key, SHADOW_LAST, json.dumps(
                 {"window_seconds": mon.window_seconds, "versions": summary["shadow"], "ts": time.time()}))
@@ -442,6 +443,38 @@ class Monitor:
         if self.conditions is not None and results:
             await self.conditions(t, slo_condition(results))
         return results
+
+    async def _shadow_alerts(self, t: Target, shadows: dict[str, dict[str, Any]], state: dict[str, str],
+                             state_key: str) -> None:
+        """``spec.shadow.minAgreement``: one ``deployment.shadow`` alert when a shadow version's agreement with the
+        live answers falls below it (judged from ``min_shadow_rows`` compared rows on), one when it is back. An
+        episode whose shadow or threshold went away is closed without an alert."""
+        mon, spec = t.spec.effective_monitoring, t.spec.shadow
+        minimum = spec.min_agreement if spec is not None else None
+        open_ = {f.split("|", 1)[1] for f in state if f.startswith("shadow|")}
+        judged: set[str] = set()
+        for version, r in shadows.items() if minimum is not None else ():
+            if r.get("agreement") is None or r["rows"] < self.ms.min_shadow_rows:
+                continue
+            judged.add(version)
+            below = r["agreement"] < minimum
+            what = (f"shadow v{version} agrees with the live answers on {r['agreement']:.1%} of {r['rows']} rows "
+                    f"(min {minimum:.1%})")
+            data = {"agreement": r["agreement"], "threshold": minimum, "rows": r["rows"], "compared": r["compared"],
+                    "live_versions": r["live_versions"], "window_seconds": mon.window_seconds}
+            if "mean_abs_diff" in r:
+                data["mean_abs_diff"] = r["mean_abs_diff"]
+            if below and version not in open_:
+                await self._emit(DEPLOYMENT_SHADOW, "warning", f"ModelDeployment {t.key}: {what}",
+                                 f"over the last {mon.window_seconds}s", t, version, {**data, "state": "disagrees"})
+                await self.redis.hset(state_key, f"shadow|{version}", json.dumps(r["agreement"]))
+            elif not below and version in open_:
+                await self._emit(DEPLOYMENT_SHADOW, "info", f"ModelDeployment {t.key}: {what} again",
+                                 f"over the last {mon.window_seconds}s", t, version, {**data, "state": "agrees"})
+                await self.redis.hdel(state_key, f"shadow|{version}")
+        gone = [v for v in open_ if v not in judged and (minimum is None or v not in shadows)]
+        if gone:
+            await self.redis.hdel(state_key, *(f"shadow|{v}" for v in gone))
 
     async def _emit(self, type_: str, severity: str, title: str, message: str, t: Target, version: str | None,
                     data: dict[str, Any]) -> None:

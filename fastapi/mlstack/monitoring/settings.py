@@ -26,6 +26,7 @@ class MonitorSettings(BaseSettings):
     window_max_records: int = Field(20_000, ge=100, description="most payload records read for one window")
     min_latency_samples: int = Field(20, ge=1, description="sampled requests a window needs to judge latency")
     min_feedback: int = Field(20, ge=1, description="labelled predictions a window needs to judge accuracy")
+    min_shadow_rows: int = Field(20, ge=1, description="compared rows a window needs to judge a shadow's agreement")
     profile_retry_seconds: float = Field(60.0, gt=0, description="a version without a reference profile is asked "
                                          "again after this")
     history_uri: str | None = Field(None, description="s3://bucket/prefix for Parquet history (unset: "

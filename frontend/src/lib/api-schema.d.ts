@@ -1875,6 +1875,11 @@ export interface components {
              * @description share of inference requests mirrored (0 < percent <= 100)
              */
             percent: number;
+            /**
+             * Minagreement
+             * @description a deployment.shadow alert when the shadow answers like the live version on a smaller share of the compared rows (0-1; unset: no alert)
+             */
+            minAgreement?: number | null;
         };
         /** ShadowPoint */
         ShadowPoint: {
