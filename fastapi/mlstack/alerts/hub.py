@@ -61,6 +61,25 @@ def make_item(entry_id: str, fields: dict[str, str]) -> Item:
     return Item(parse_id(entry_id), entry_id, payload, frame, namespace if isinstance(namespace, str) else None)
 
 
+async def deployment_alerts(redis: Any, stream: str, namespace: str, name: str, since: float, scanned: int,
+                            limit: int) -> list[dict[str, Any]]:
+    """The ``deployment.*`` alerts of deployment ``namespace/name`` since ``since`` (unix seconds), oldest first:
+    the newest ``limit`` found among the stream's newest ``scanned`` entries."""
+    entries = await redis.xrevrange(stream, max="+", min=str(int(since * 1000)), count=scanned)
+    out = []
+    for entry_id, fields in entries:
+        try:
+            a = json.loads(make_item(entry_id, fields).json)
+        except ValueError:
+            continue
+        if (str(a.get("type", "")).startswith("deployment.") and a.get("namespace") == namespace
+                and a.get("deployment") == name):
+            out.append(a)
+            if len(out) >= limit:
+                break
+    return out[::-1]
+
+
 def control_frame(event: str, data: dict[str, Any], retry_ms: int | None = None) -> bytes:
     """A non-alert SSE event; ``data`` is never empty (EventSource drops events without data)."""
     out = f"event: {event}{SEP}data: {json.dumps(data, separators=(',', ':'))}{SEP}"

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlstack.monitoring.monitor import stream_records
+from mlstack.monitoring.monitor import state_hash, stream_records
 from mlstack.monitoring.settings import MonitorSettings
 
 MAX_ROWS = 50_000
@@ -44,7 +44,7 @@ class History:
 
     async def flush(self, monitor: Any, t: Any) -> str | None:
         """Write what the stream gained since the last flush; returns the s3:// URI written (None: nothing new)."""
-        state = monitor.k("state", t.key)
+        state = state_hash(monitor.ms, t.key)
         last = await monitor.redis.hget(state, "history:last")
         entries = await monitor.redis.xrange(monitor.stream_key(t), min=f"({last}" if last else "-", max="+",
                                              count=MAX_ROWS)

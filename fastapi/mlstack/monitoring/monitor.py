@@ -129,6 +129,16 @@ def payload_stream(ms: MonitorSettings, key: str) -> str:
     return f"{ms.key_prefix}:payloads:{key}"
 
 
+def state_hash(ms: MonitorSettings, key: str) -> str:
+    """The hash of a deployment's judgements: open alert episodes, the last drift and shadow results."""
+    return f"{ms.key_prefix}:state:{key}"
+
+
+def stats_hash(ms: MonitorSettings, key: str) -> str:
+    """The hash of a deployment's payload counters (records drained, missed, dropped by server)."""
+    return f"{ms.key_prefix}:stats:{key}"
+
+
 async def read_records(redis: Any, ms: MonitorSettings, key: str, seconds: float,
                        now: float | None = None) -> list[dict[str, Any]]:
     """The payload stream's records of the last ``seconds`` (newest first, at most ``window_max_records``): what
@@ -278,7 +288,7 @@ class Monitor:
             cursors = [f for f in await self.redis.hkeys(self.k("cursors")) if f.startswith(f"{key}|")]
             quality = [k async for k in self.redis.scan_iter(match=self.k("quality", key, "*"), count=500)]
             pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(self.stream_key(key), self.k("state", key), self.k("stats", key), *quality)
+            pipe.delete(self.stream_key(key), state_hash(self.ms, key), stats_hash(self.ms, key), *quality)
             if cursors:
                 pipe.hdel(self.k("cursors"), *cursors)
             pipe.hdel(self.k("conditions"), key)
@@ -326,7 +336,7 @@ class Monitor:
                 pipe.xadd(stream, {"r": data}, maxlen=self.ms.stream_maxlen, approximate=True)
                 if track != SHADOW:  # a shadow's copy has the live request's id: feedback joins the live answer
                     pipe.set(self.quality.request_key(str(rec["id"])), data, ex=ttl)
-            stats = self.k("stats", t.key)
+            stats = stats_hash(self.ms, t.key)
             if records:
                 pipe.hincrby(stats, "records", len(records))
             if page.get("missed"):
@@ -353,7 +363,7 @@ class Monitor:
         mon = t.spec.effective_monitoring
         records = await self.records(t, mon.window_seconds)
         windows = await self.window(t, mon.window_seconds, records=records)
-        state_key = self.k("state", t.key)
+        state_key = state_hash(self.ms, t.key)
         state = await self.redis.hgetall(state_key)
         summary: dict[str, Any] = {"drift": {}, "slo": {}}
         for version, w in windows.items():

@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlstack.monitoring.monitor import stream_records
+from mlstack.monitoring.monitor import state_hash, stream_records
 from mlstack_operator.contract import Server
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class Series:
         if not self.ss.enabled:
             return None
         now = now or time.time()
-        state_key = monitor.k("state", t.key)
+        state_key = state_hash(monitor.ms, t.key)
         raw = await self.redis.hget(state_key, STATE_FIELD)
         last = json.loads(raw) if raw else {}
         elapsed = now - float(last["ts"]) if last.get("ts") else None

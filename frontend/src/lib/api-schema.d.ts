@@ -1091,6 +1091,24 @@ export interface components {
              */
             label: string | number | (string | number)[];
         };
+        /** FeedbackMetrics */
+        FeedbackMetrics: {
+            /**
+             * N
+             * @description labelled predictions
+             */
+            n: number;
+            /**
+             * Accuracy
+             * @description share of exact matches (None without labels)
+             */
+            accuracy?: number | null;
+            /**
+             * Rmse
+             * @description root mean squared error over numeric pairs
+             */
+            rmse?: number | null;
+        };
         /**
          * FeedbackRequest
          * @example {
@@ -1171,6 +1189,16 @@ export interface components {
                 [key: string]: {
                     [key: string]: number;
                 };
+            };
+        };
+        /** FeedbackWindow */
+        FeedbackWindow: {
+            /** Seconds */
+            seconds: number;
+            total: components["schemas"]["FeedbackMetrics"];
+            /** Versions */
+            versions: {
+                [key: string]: components["schemas"]["FeedbackMetrics"];
             };
         };
         /** HTTPValidationError */
@@ -1395,6 +1423,17 @@ export interface components {
              * @default true
              */
             killed?: boolean;
+        };
+        /** LatencyWindow */
+        LatencyWindow: {
+            /** Window Seconds */
+            window_seconds: number;
+            /** Samples */
+            samples: number;
+            /** P50 Ms */
+            p50_ms?: number | null;
+            /** P99 Ms */
+            p99_ms?: number | null;
         };
         /** Me */
         Me: {
@@ -1669,11 +1708,87 @@ export interface components {
             /** Members */
             members?: components["schemas"]["Member"][];
         };
+        /** PayloadCounts */
+        PayloadCounts: {
+            /**
+             * Records
+             * @description payload records drained into the stream
+             */
+            records: number;
+            /**
+             * Missed
+             * @description records a model server's ring overwrote before they were drained
+             */
+            missed: number;
+            /**
+             * Dropped
+             * @description records the servers could not log (ring or collector full)
+             */
+            dropped: number;
+            /**
+             * Stream
+             * @description the Redis Stream holding the records
+             */
+            stream: string;
+        };
         /**
          * Phase
          * @enum {string}
          */
         Phase: "Pending" | "Queued" | "Deploying" | "Ready" | "Degraded" | "Failed";
+        /** QualityReport */
+        QualityReport: {
+            /** Namespace */
+            namespace: string;
+            /** Name */
+            name: string;
+            /**
+             * Monitoring
+             * @description spec.monitoring with its defaults
+             */
+            monitoring: {
+                [key: string]: unknown;
+            };
+            /**
+             * Alerts
+             * @description spec.alerts (the SLO objectives)
+             */
+            alerts?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Feedback
+             * @description the deployment's window and the configured others
+             */
+            feedback: components["schemas"]["FeedbackWindow"][];
+            payloads: components["schemas"]["PayloadCounts"];
+            /** @description the sampled traffic's latency over the deployment's window */
+            latency: components["schemas"]["LatencyWindow"];
+            /**
+             * Drift
+             * @description the last drift judgement per version
+             */
+            drift: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            };
+            /**
+             * Episodes
+             * @description open alert episodes (drift|v, slo|objective, shadow|v)
+             */
+            episodes: {
+                [key: string]: unknown;
+            };
+            shadow?: components["schemas"]["ShadowQuality"] | null;
+            /**
+             * Condition
+             * @description the SLOMet condition
+             */
+            condition?: {
+                [key: string]: unknown;
+            } | null;
+        };
         /** RecentRuns */
         RecentRuns: {
             /**
@@ -1887,6 +2002,46 @@ export interface components {
             agreement: number;
             /** Samples */
             samples?: number | null;
+        };
+        /** ShadowQuality */
+        ShadowQuality: {
+            /** Window Seconds */
+            window_seconds: number;
+            /** Versions */
+            versions: {
+                [key: string]: components["schemas"]["ShadowVersionQuality"];
+            };
+            /**
+             * Ts
+             * @description unix seconds of the evaluation
+             */
+            ts: number;
+        };
+        /** ShadowVersionQuality */
+        ShadowVersionQuality: {
+            /**
+             * Requests
+             * @description the shadow's logged copies
+             */
+            requests: number;
+            /**
+             * Compared
+             * @description of which a live answer of the same request is in the window
+             */
+            compared: number;
+            /** Rows */
+            rows: number;
+            /** Live Versions */
+            live_versions: string[];
+            /**
+             * Kind
+             * @description classification, regression or other
+             */
+            kind?: string | null;
+            /** Agreement */
+            agreement?: number | null;
+            /** Mean Abs Diff */
+            mean_abs_diff?: number | null;
         };
         /** Ticket */
         Ticket: {
@@ -3451,9 +3606,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["QualityReport"];
                 };
             };
             /** @description no such ModelDeployment */

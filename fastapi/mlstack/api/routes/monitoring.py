@@ -9,24 +9,21 @@ version over sliding windows, latency percentiles and drift of the sampled traff
 
 from __future__ import annotations
 
-import json
 import time
-from collections import defaultdict
+from dataclasses import asdict
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlstack.alerts.events import AlertEvent
-from mlstack.alerts.hub import make_item
+from mlstack.alerts.hub import deployment_alerts
 from mlstack.api.deps import CallerDep, DeploymentsDep, MonitoringDep, ServicesDep, allow
 from mlstack.api.params import DeploymentPath, NamespaceQuery
-from mlstack.api.services import Services
 from mlstack.auth import Caller
-from mlstack.errors import Forbidden, InvalidInput, NotFound
+from mlstack.errors import InvalidInput
 from mlstack.inference import MAX_ROWS, Finite, InferenceRequest
-from mlstack.monitoring.monitor import payload_stream, read_records, windows_of
+from mlstack.monitoring.report import label_logged, quality_report
 from mlstack_operator.contract import DeploymentRef
 
 router = APIRouter(tags=["monitoring"])
@@ -83,14 +80,6 @@ class FeedbackResult(BaseModel):
                                                    description='"namespace/name" -> {version: pairs counted}')
 
 
-def _pairs(outputs: Any, label: Any) -> list[tuple[Any, Any]] | None:
-    outs = outputs if isinstance(outputs, list) else [outputs]
-    labels = label if isinstance(label, list) else [label]
-    if len(labels) != len(outs):
-        return None
-    return list(zip(outs, labels, strict=True))
-
-
 @router.post("/feedback", response_model=FeedbackResult,
              responses={404: {"description": "a single request id that was never logged (or expired)"},
                         422: {"description": "bad body; labels that do not match the request's rows"}},
@@ -101,7 +90,6 @@ async def feedback(body: FeedbackRequest, svc: ServicesDep,
     """Who may label: a deployer (checked first, so a viewer learns nothing about which ids were logged), and
     then per deployment the labels are for."""
     quality = monitoring.quality
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if body.deployment is not None:
         ns, name = body.deployment.split("/", 1)
         await caller.require("update", "modeldeployments", ns, name)
@@ -109,91 +97,85 @@ async def feedback(body: FeedbackRequest, svc: ServicesDep,
                                            caller.principal.namespace)
         pairs = list(zip(result.predictions, body.labels or [], strict=True))
         await quality.record(ns, name, result.model_version, pairs)
-        counts[body.deployment][result.model_version] += len(pairs)
-        return FeedbackResult(matched=len(pairs), unmatched=0, labelled=len(pairs), deployments=counts)
+        return FeedbackResult(matched=len(pairs), unmatched=0, labelled=len(pairs),
+                              deployments={body.deployment: {result.model_version: len(pairs)}})
 
     items = body.items or [FeedbackItem(request_id=body.request_id, label=body.label)]
-    logged = await quality.lookup([i.request_id for i in items])
-    single = body.items is None
-    groups: dict[tuple[str, str, str], list[tuple[Any, Any]]] = defaultdict(list)
-    unmatched: list[str] = []
-    allowed: dict[str, bool] = {}
-    for item, rec in zip(items, logged, strict=True):
-        if rec is None:
-            if single:
-                raise NotFound(f"request {item.request_id} was not logged (only sampled requests are: see "
-                               "spec.monitoring.sampleRate; or it expired), send the rows with the deployment instead")
-            unmatched.append(item.request_id)
-            continue
-        key = f"{rec['namespace']}/{rec['deployment']}"
-        if key not in allowed:
-            try:
-                await caller.require("update", "modeldeployments", rec["namespace"], rec["deployment"])
-                allowed[key] = True
-            except Forbidden:
-                if single:
-                    raise
-                allowed[key] = False
-        if not allowed[key]:
-            unmatched.append(item.request_id)
-            continue
-        pairs = _pairs(rec.get("outputs"), item.label)
-        if pairs is None:
-            msg = f"request {item.request_id} had {len(rec.get('outputs') or [])} rows: send one label per row"
-            if single:
-                raise InvalidInput(msg)
-            unmatched.append(item.request_id)
-            continue
-        groups[(rec["namespace"], rec["deployment"], str(rec.get("version")))].extend(pairs)
-    labelled = 0
-    for (ns, name, version), pairs in groups.items():
-        await quality.record(ns, name, version, pairs)
-        counts[f"{ns}/{name}"][version] += len(pairs)
-        labelled += len(pairs)
-    return FeedbackResult(matched=len(items) - len(unmatched), unmatched=len(unmatched), labelled=labelled,
-                          unmatched_ids=unmatched[:100], deployments=counts)
+
+    async def may_update(ns: str, name: str) -> None:
+        await caller.require("update", "modeldeployments", ns, name)
+
+    counts = await label_logged(quality, [(i.request_id, i.label) for i in items], may_update, body.items is None)
+    return FeedbackResult(**asdict(counts))
 
 
+class FeedbackMetrics(BaseModel):
+    n: int = Field(..., description="labelled predictions")
+    accuracy: float | None = Field(None, description="share of exact matches (None without labels)")
+    rmse: float | None = Field(None, description="root mean squared error over numeric pairs")
 
 
-@router.get("/deployments/{name}/quality", tags=["deployments"],
+class FeedbackWindow(BaseModel):
+    seconds: int
+    total: FeedbackMetrics
+    versions: dict[str, FeedbackMetrics]
+
+
+class PayloadCounts(BaseModel):
+    records: int = Field(..., description="payload records drained into the stream")
+    missed: int = Field(..., description="records a model server's ring overwrote before they were drained")
+    dropped: int = Field(..., description="records the servers could not log (ring or collector full)")
+    stream: str = Field(..., description="the Redis Stream holding the records")
+
+
+class LatencyWindow(BaseModel):
+    window_seconds: int
+    samples: int
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class ShadowVersionQuality(BaseModel):
+    requests: int = Field(..., description="the shadow's logged copies")
+    compared: int = Field(..., description="of which a live answer of the same request is in the window")
+    rows: int
+    live_versions: list[str]
+    kind: str | None = Field(None, description="classification, regression or other")
+    agreement: float | None = None
+    mean_abs_diff: float | None = None
+
+
+class ShadowQuality(BaseModel):
+    window_seconds: int
+    versions: dict[str, ShadowVersionQuality]
+    ts: float = Field(..., description="unix seconds of the evaluation")
+
+
+class QualityReport(BaseModel):
+    namespace: str
+    name: str
+    monitoring: dict[str, Any] = Field(..., description="spec.monitoring with its defaults")
+    alerts: dict[str, Any] | None = Field(None, description="spec.alerts (the SLO objectives)")
+    feedback: list[FeedbackWindow] = Field(..., description="the deployment's window and the configured others")
+    payloads: PayloadCounts
+    latency: LatencyWindow = Field(..., description="the sampled traffic's latency over the deployment's window")
+    drift: dict[str, dict[str, Any]] = Field(..., description="the last drift judgement per version")
+    episodes: dict[str, Any] = Field(..., description="open alert episodes (drift|v, slo|objective, shadow|v)")
+    shadow: ShadowQuality | None = None
+    condition: dict[str, Any] | None = Field(None, description="the SLOMet condition")
+
+
+@router.get("/deployments/{name}/quality", tags=["deployments"], response_model=QualityReport,
             responses={404: {"description": "no such ModelDeployment"}},
             summary="Live quality: accuracy/RMSE from feedback, latency, drift per feature, SLO state")
-async def deployment_quality(name: DeploymentPath, svc: ServicesDep,
-                             caller: CallerDep, monitoring: MonitoringDep, deployments: DeploymentsDep,
-                             namespace: NamespaceQuery = None) -> dict[str, Any]:
-    quality, ms = monitoring.quality, monitoring.settings
+async def deployment_quality(name: DeploymentPath, svc: ServicesDep, caller: CallerDep, monitoring: MonitoringDep,
+                             deployments: DeploymentsDep, namespace: NamespaceQuery = None) -> dict[str, Any]:
     namespace = namespace or caller.principal.namespace
     await caller.require("get", "modeldeployments", namespace, name)
     dep = await deployments.get(namespace, name)
-    key = f"{namespace}/{name}"
-    mon = dep.spec.effective_monitoring
-    seconds = sorted({mon.window_seconds, *ms.quality_windows})
-    now = time.time()
-    out: dict[str, Any] = {"namespace": namespace, "name": name, "monitoring": mon.model_dump(by_alias=True),
-                           "alerts": dep.spec.alerts.model_dump(by_alias=True) if dep.spec.alerts else None,
-                           "feedback": [await quality.window(namespace, name, s, now) for s in seconds]}
-    redis = svc.redis
-    stats = await redis.hgetall(f"{ms.key_prefix}:stats:{key}")
-    out["payloads"] = {"records": int(stats.get("records", 0)), "missed": int(stats.get("missed", 0)),
-                       "dropped": sum(int(v) for k, v in stats.items() if k.startswith("dropped|")),
-                       "stream": payload_stream(ms, key)}
-    # from the payload stream itself: whoever drains it (this API's monitor, or the cluster's `mlstack monitor`)
-    latency: dict[str, Any] = {"window_seconds": mon.window_seconds, "samples": 0}
-    records = await read_records(redis, ms, key, mon.window_seconds, now)
-    lat = [x for w in windows_of(records).values() for x in w.latencies]
-    if lat:
-        p50, p99 = np.percentile(lat, [50, 99])
-        latency.update(samples=len(lat), p50_ms=round(float(p50), 3), p99_ms=round(float(p99), 3))
-    out["latency"] = latency
-    state = await redis.hgetall(f"{ms.key_prefix}:state:{key}")
-    out["drift"] = {f.split("|", 1)[1]: json.loads(v) for f, v in state.items() if f.startswith("drift:last|")}
-    out["episodes"] = {f: json.loads(v) for f, v in state.items() if f.startswith(("drift|", "slo|"))}
-    # spec.shadow: the shadow version's answers against the live ones (agreement / mean absolute difference)
-    out["shadow"] = json.loads(state["shadow:last"]) if "shadow:last" in state else None
-    out["condition"] = dep.status.condition("SLOMet").model_dump(by_alias=True, mode="json") \
-        if dep.status.condition("SLOMet") else None
-    return out
+    slo = dep.status.condition("SLOMet")
+    return await quality_report(svc.redis, monitoring.settings, monitoring.quality, namespace, name, dep.spec,
+                                slo.model_dump(by_alias=True, mode="json") if slo else None)
 
 
 # -- the deployment page's time series -----------------------------------------------------------------------
@@ -253,24 +235,6 @@ class DeploymentMonitoring(BaseModel):
                                                       f"{ALERTS_SCANNED} alerts)")
 
 
-async def _deployment_alerts(svc: Services, namespace: str, name: str, since: float) -> list[dict[str, Any]]:
-    """The deployment's ``deployment.*`` alerts from the alert stream (newest ``ALERTS_SCANNED`` entries)."""
-    s = svc.config.alerts
-    entries = await svc.redis.xrevrange(s.alerts_stream, max="+", min=str(int(since * 1000)), count=ALERTS_SCANNED)
-    out = []
-    for entry_id, fields in entries:
-        try:
-            a = json.loads(make_item(entry_id, fields).json)
-        except ValueError:
-            continue
-        if (str(a.get("type", "")).startswith("deployment.") and a.get("namespace") == namespace
-                and a.get("deployment") == name):
-            out.append(a)
-            if len(out) >= MAX_ALERTS:
-                break
-    return out[::-1]
-
-
 @router.get("/deployments/{name}/monitoring", tags=["deployments"], response_model=DeploymentMonitoring,
             responses={404: {"description": "no such ModelDeployment"},
                        422: {"description": "bad namespace, since or limit"}},
@@ -293,4 +257,6 @@ async def deployment_monitoring(
     await deployments.get(namespace, name)  # 404 for an unknown deployment
     points = await series.read(f"{namespace}/{name}", since, limit)
     return DeploymentMonitoring(namespace=namespace, name=name, since=since, step_seconds=series.ss.step_seconds,
-                                points=points, alerts=await _deployment_alerts(svc, namespace, name, since))
+                                points=points,
+                                alerts=await deployment_alerts(svc.redis, svc.config.alerts.alerts_stream, namespace,
+                                                               name, since, ALERTS_SCANNED, MAX_ALERTS))
