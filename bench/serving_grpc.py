@@ -11,7 +11,8 @@ the client (both run on the same 2 cores as the server):
 - Go: ``vegeta`` (net/http, closed loop: ``-rate=0 -max-workers=N``) against ``ghz`` (grpc-go, the usual gRPC
   benchmark tool; ~50-100 µs of CPU per call, which on 2 cores caps what any server behind it can show).
 
-Same concurrency for all (16 in flight over 16 connections by default), interleaved rounds, medians. Each row
+Same concurrency for all (16 in flight over 16 connections by default; for gRPC also over one connection, as one
+gRPC channel multiplexes its calls), interleaved rounds, medians. Each row
 shows the server's CPU time per answered call and the load generator's own (read around each run): on a shared
 machine the steadier numbers. ``--baseline DIR`` (the ``fastapi/`` directory of another checkout, e.g. a
 ``git worktree`` of an older commit) runs a second server on that code in the same rounds (its gRPC rows);
@@ -89,14 +90,14 @@ def run_vegeta(vegeta: str, t: base.Target, workers: int, duration: float, workd
 
 
 def run_h2load(target: str, message: bytes, connections: int, duration: float, workdir: Path,
-               metrics_url: str) -> base.WrkResult:
+               metrics_url: str, streams: int = 1) -> base.WrkResult:
     """ModelInfer from ``h2load`` (nghttp2's HTTP/2 load generator, C: ~20 µs of CPU per call where ghz spends
     ~100 on this machine, as wrk does for HTTP). h2load sees HTTP statuses, not grpc-status: the server's own
     count of grpc_infer answers with status 200 must grow by every call h2load finished."""
     body = workdir / "grpc-request.bin"
     body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
     before = _grpc_ok(metrics_url)
-    cmd = ["h2load", "-c", str(connections), "-m", "1", "-t", "1", "-D", str(max(1, round(duration))),
+    cmd = ["h2load", "-c", str(connections), "-m", str(streams), "-t", "1", "-D", str(max(1, round(duration))),
            "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
            f"http://{target}/inference.GRPCInferenceService/ModelInfer"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
@@ -234,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("raw", "typed"):
                 cases[f"gRPC v2 {kind}{suffix} (ghz)"] = ("HTTP v2 JSON (vegeta)", spid, lambda t=target, k=kind:
                                                           run_ghz(args.ghz, t, workdir / f"{k}.bin", n, n, d))
+            if not suffix:  # gRPC's own way to have N calls in flight: N streams on one connection (one channel)
+                cases[f"gRPC v2 raw (h2load, 1 connection x {n} streams)"] = (
+                    "HTTP v2 JSON (wrk)", spid, lambda t=target, h=hport: run_h2load(
+                        t, raw.SerializeToString(), 1, d, workdir, f"http://127.0.0.1:{h}/metrics", streams=n))
+                cases[f"gRPC v2 raw (ghz, 1 connection x {n} streams)"] = (
+                    "HTTP v2 JSON (vegeta)", spid, lambda t=target: run_ghz(args.ghz, t, workdir / "raw.bin", n, 1, d))
         results: dict[str, list[base.WrkResult]] = {}
         cpu: dict[str, list[float]] = {}
         client: dict[str, list[float]] = {}
