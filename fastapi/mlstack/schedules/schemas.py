@@ -64,6 +64,18 @@ class WatchModelRequest(Interval):
         return self
 
 
+class ScheduleRun(BaseModel):
+    """One firing, as the replica that won it recorded it."""
+    scheduled_run_time: str | None = Field(None, description="ISO 8601 UTC: the time it was due")
+    fired_at: str | None = Field(None, description="ISO 8601 UTC")
+    instance: str | None = Field(None, description="the API process that ran it")
+    kind: str | None = None
+    outcome: Literal["ok", "error"] | None = None
+    result: dict[str, Any] | None = Field(None, description="training: the job it started; watch_model: the "
+                                          "newest version's age and whether it was stale / alerted")
+    error: str | None = None
+
+
 class ScheduleOut(BaseModel):
     job_id: str
     kind: Kind
@@ -71,7 +83,7 @@ class ScheduleOut(BaseModel):
     next_run_time: str | None = Field(None, description="ISO 8601 UTC; null when paused")
     created_at: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    last_run: dict[str, Any] | None = None
+    last_run: ScheduleRun | None = None
 
 
 class Killed(BaseModel):

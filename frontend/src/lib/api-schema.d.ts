@@ -854,6 +854,50 @@ export interface components {
             /** Maxp99Latencyms */
             maxP99LatencyMs?: number | null;
         };
+        /** AlertsStatus */
+        AlertsStatus: {
+            /**
+             * Reader Connected
+             * @description this process's one stream reader is connected to Redis
+             */
+            reader_connected: boolean;
+            /**
+             * Cursor
+             * @description the last stream entry id it read
+             */
+            cursor?: string | null;
+            /**
+             * Subscribers
+             * @description SSE clients subscribed
+             */
+            subscribers: number;
+            /**
+             * Streams
+             * @description open SSE responses
+             */
+            streams: number;
+            /**
+             * Ring
+             * @description recent alerts kept in memory (replay while Redis is down)
+             */
+            ring: number;
+            /** Delivered */
+            delivered: number;
+            /**
+             * Overflows
+             * @description clients dropped for falling behind (they reconnect and replay)
+             */
+            overflows: number;
+            /** Last Error */
+            last_error?: string | null;
+            /**
+             * Buffered
+             * @description alerts waiting in memory for Redis
+             */
+            buffered: number;
+            /** Sink Error */
+            sink_error?: string | null;
+        };
         /** AliasBody */
         AliasBody: {
             /** Version */
@@ -1885,10 +1929,41 @@ export interface components {
             params?: {
                 [key: string]: unknown;
             };
-            /** Last Run */
-            last_run?: {
+            last_run?: components["schemas"]["ScheduleRun"] | null;
+        };
+        /**
+         * ScheduleRun
+         * @description One firing, as the replica that won it recorded it.
+         */
+        ScheduleRun: {
+            /**
+             * Scheduled Run Time
+             * @description ISO 8601 UTC: the time it was due
+             */
+            scheduled_run_time?: string | null;
+            /**
+             * Fired At
+             * @description ISO 8601 UTC
+             */
+            fired_at?: string | null;
+            /**
+             * Instance
+             * @description the API process that ran it
+             */
+            instance?: string | null;
+            /** Kind */
+            kind?: string | null;
+            /** Outcome */
+            outcome?: ("ok" | "error") | null;
+            /**
+             * Result
+             * @description training: the job it started; watch_model: the newest version's age and whether it was stale / alerted
+             */
+            result?: {
                 [key: string]: unknown;
             } | null;
+            /** Error */
+            error?: string | null;
         };
         /**
          * ScheduleTrainingRequest
@@ -2929,9 +3004,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ModelVersionView"];
                 };
             };
             /** @description unknown model or version */
@@ -3159,9 +3232,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["AlertsStatus"];
                 };
             };
         };
@@ -3269,9 +3340,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    }[];
+                    "application/json": components["schemas"]["ScheduleRun"][];
                 };
             };
             /** @description Validation Error */

@@ -104,7 +104,20 @@ async def publish_alert(body: AlertIn, alerting: AlertingDep) -> AlertAccepted:
     return AlertAccepted(id=entry_id, buffered=entry_id is None)
 
 
-@router.get("/alerts/status", dependencies=[allow("get", "alerts")],
+class AlertsStatus(BaseModel):
+    reader_connected: bool = Field(..., description="this process's one stream reader is connected to Redis")
+    cursor: str | None = Field(None, description="the last stream entry id it read")
+    subscribers: int = Field(..., description="SSE clients subscribed")
+    streams: int = Field(..., description="open SSE responses")
+    ring: int = Field(..., description="recent alerts kept in memory (replay while Redis is down)")
+    delivered: int
+    overflows: int = Field(..., description="clients dropped for falling behind (they reconnect and replay)")
+    last_error: str | None = None
+    buffered: int = Field(..., description="alerts waiting in memory for Redis")
+    sink_error: str | None = None
+
+
+@router.get("/alerts/status", dependencies=[allow("get", "alerts")], response_model=AlertsStatus,
             summary="Alert reader and buffer state of this process")
 async def alerts_status(alerting: AlertingDep) -> dict[str, Any]:
     sink = alerting.sink

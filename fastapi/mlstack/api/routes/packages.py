@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from mlstack.api.deps import ServicesDep, allow
 from mlstack.api.params import ModelNamePath, VersionPath
+from mlstack.api.routes.models import ModelVersionView
 from mlstack.errors import InvalidInput
 from mlstack.packages import PackageInvalid, PackageLimits, PayloadTooLarge
 from mlstack.packages.seed import CONTRACT as SEED_CONTRACT
@@ -150,6 +151,7 @@ async def upload_version(name: ModelNamePath, request: Request, svc: ServicesDep
 
 @router.post(
     "/{name}/versions/{version}/copy", dependencies=[allow("create", "models")], status_code=201,
+    response_model=ModelVersionView,
     summary="Save a version as a new version (optionally with an edited description, tags, aliases)",
     description="Seed 000's \"save as new version\": registers the same model artifacts again as a new "
                 "version of the same model, with the source's description and tags unless edited, and "

@@ -10,7 +10,7 @@ from mlstack.api.deps import QuotasDep, SchedulesDep, ServicesDep, allow
 from mlstack.api.quotas import Quotas
 from mlstack.auth import Caller
 from mlstack.errors import InvalidInput
-from mlstack.schedules.schemas import Killed, ScheduleOut, ScheduleTrainingRequest, WatchModelRequest
+from mlstack.schedules.schemas import Killed, ScheduleOut, ScheduleRun, ScheduleTrainingRequest, WatchModelRequest
 from mlstack.schedules.service import ScheduleService
 from mlstack.training.access import check_data_uri
 
@@ -65,7 +65,7 @@ async def list_schedules(service: SchedulesDep) -> list[dict]:
     return await service.list()
 
 
-@router.get("/schedules/{job_id}/runs", dependencies=[allow("get", "schedules")],
+@router.get("/schedules/{job_id}/runs", dependencies=[allow("get", "schedules")], response_model=list[ScheduleRun],
             summary="Recent firings of one schedule, newest first")
 async def schedule_runs(job_id: Annotated[str, Path(max_length=64)], service: SchedulesDep) -> list[dict]:
     return await service.history(job_id)
