@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -228,10 +227,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     state.spawn(resync_loop(state))
     if cfg.alias_poll_seconds > 0:
         state.spawn(alias_loop(state))
-    # the start-up heap (kopf, pydantic, the kubernetes client: ~100k objects) lives as long as the process: out of
-    # the collector's generations, a full collection no longer walks it (each took ~50 ms, ~15 % of the CPU per
-    # create in bench/operator.py)
-    gc.freeze()
 
 
 @kopf.on.cleanup()

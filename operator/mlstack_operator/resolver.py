@@ -7,7 +7,6 @@ process lifetime (a version number never changes its meaning); aliases for ``cac
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import time
 from typing import Any
@@ -38,7 +37,6 @@ class ModelResolver:
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-            gc.freeze()  # mlflow's modules live as long as the process: not walked by full collections (as at start-up)
         return self._client
 
     @staticmethod
