@@ -143,15 +143,7 @@ def _grpc_typed() -> dict:
 def _launch(ctx: Ctx, stack: contextlib.ExitStack, name: str, cmd: list[str], ready: Callable[[], bool],
             env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
     sctx = base.Context(str(ctx.model_dir), NAME, ctx.workdir, {**ctx.env, **(env or {})}, ctx.start_timeout)
-    if cwd is None:
-        base._launch_until(sctx, stack, name, cmd, ready)
-        return
-    old = Path.cwd()
-    os.chdir(cwd)  # the child inherits it (Popen has no cwd in the shared launcher)
-    try:
-        base._launch_until(sctx, stack, name, cmd, ready)
-    finally:
-        os.chdir(old)
+    base._launch_until(sctx, stack, name, cmd, ready, cwd)
 
 
 def _post_ready(t: Target) -> Callable[[], bool]:
@@ -159,7 +151,7 @@ def _post_ready(t: Target) -> Callable[[], bool]:
 
 
 def peer_mlstack(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
-    port, gport = base._free_port(), base._free_port()
+    port, gport = base.procs.free_port(), base.procs.free_port()
     url = f"http://127.0.0.1:{port}"
     s = "1 process (its only mode), dynamic batching (≤64 rows), HTTP and gRPC in one process"
     predict = Target("mlstack serve", "/predict JSON", "json", s, f"{url}/predict",
@@ -175,7 +167,7 @@ def peer_mlstack(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 
 def peer_floor(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
-    port = base._free_port()
+    port = base.procs.free_port()
     t = Target("floor: bare uvicorn", "constant", "floor", "1 process, httptools, uvloop, raw ASGI",
                f"http://127.0.0.1:{port}/predict", json.dumps({"instances": [ROW]}).encode())
     _launch(ctx, stack, "floor", [
@@ -187,7 +179,7 @@ def peer_floor(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 def peer_granian(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("granian")
-    port = base._free_port()
+    port = base.procs.free_port()
     t = Target("floor: granian", "constant", "floor", "1 worker, uvloop, the same raw ASGI app",
                f"http://127.0.0.1:{port}/predict", json.dumps({"instances": [ROW]}).encode())
     _launch(ctx, stack, "granian", [
@@ -198,7 +190,7 @@ def peer_granian(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 
 def peer_mlflow(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
-    port = base._free_port()
+    port = base.procs.free_port()
     t = Target("mlflow models serve", "/invocations JSON", "json", f"--workers {ctx.workers}, pyfunc of the "
                "ONNX flavour (onnxruntime)", f"http://127.0.0.1:{port}/invocations",
                json.dumps({"inputs": {"X": [ROW]}}).encode())
@@ -210,7 +202,7 @@ def peer_mlflow(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 def peer_mlserver(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("mlserver")
-    port, gport, mport = base._free_port(), base._free_port(), base._free_port()
+    port, gport, mport = base.procs.free_port(), base.procs.free_port(), base.procs.free_port()
     repo = ctx.workdir / "mlserver-repo"
     (repo / NAME).mkdir(parents=True, exist_ok=True)
     (repo / "settings.json").write_text(json.dumps({
@@ -231,7 +223,7 @@ def peer_mlserver(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 def peer_kserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("kserve")
-    port, gport = base._free_port(), base._free_port()
+    port, gport = base.procs.free_port(), base.procs.free_port()
     s = (f"ModelServer workers {ctx.workers}{' (the default)' if ctx.workers == 1 else ''}, latency logging off; "
          "ModelServer has no batching")
     url = f"http://127.0.0.1:{port}"
@@ -247,7 +239,7 @@ def peer_kserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 def peer_bentoml(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("bentoml")
-    port = base._free_port()
+    port = base.procs.free_port()
     s = (f"workers {ctx.workers}{' (the default)' if ctx.workers == 1 else ''}, adaptive batching (batchable, "
          f"max_batch_size {ctx.connections})")
     t = Target("BentoML 1.4.40", "/predict JSON", "json", s, f"http://127.0.0.1:{port}/predict",
@@ -262,7 +254,7 @@ def peer_bentoml(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 def peer_pytriton(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("pytriton")
-    port, gport, mport = base._free_port(), base._free_port(), base._free_port()
+    port, gport, mport = base.procs.free_port(), base.procs.free_port(), base.procs.free_port()
     s = (f"Triton's C++ front ends, {ctx.workers} model instance(s), dynamic batching (DynamicBatcher defaults, "
          f"max_batch_size {ctx.connections})")
     url = f"http://127.0.0.1:{port}/v2/models/{NAME}/infer"
@@ -278,7 +270,7 @@ def peer_pytriton(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
 
 def peer_rayserve(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     py = venv_python("rayserve")
-    port = base._free_port()
+    port = base.procs.free_port()
     s = (f"{ctx.workers} replica(s) of 0.5 CPU, @serve.batch (max_batch_size {ctx.connections}, 1 ms wait); "
          "ray.init num_cpus 2, object store 256 MB")
     t = Target("Ray Serve 2.60.0", "/predict JSON", "json", s, f"http://127.0.0.1:{port}/predict",
@@ -300,7 +292,7 @@ def peer_api(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     env = dict(ctx.api_env)
     sctx = base.Context(env.pop("model_uri"), NAME, ctx.workdir, {**ctx.env, **env, **ctx.mlstack_env},
                         ctx.start_timeout)
-    t = base._api(sctx, stack, "api", f"api-{base._free_port()}", "[25000, 25499]", {})
+    t = base._api(sctx, stack, "api", f"api-{base.procs.free_port()}", "[25000, 25499]", {})
     return [Target("mlstack API", "POST /inference", "api", "1 API process, auth off, forwarding to its own "
                    "local mlstack serve (started on the first call)", t.url, t.body, t.headers)]
 
@@ -341,7 +333,8 @@ def measure(t: Target, connections: int, duration: float, workdir: Path, ghz: st
     if t.grpc:
         if ghz is None:
             raise RuntimeError("ghz not installed (GOTOOLCHAIN=local go install github.com/bojand/ghz/cmd/ghz@v0.93.0)")
-        return serving_grpc.run_ghz(ghz, t.grpc, t.grpc_data or {}, connections, connections, duration)
+        return serving_grpc.run_ghz(ghz, t.grpc, serving_grpc.message_file(t.grpc_data or {}, workdir / "ghz.bin"),
+                                    connections, connections, duration)
     return run_wrk(t, connections, duration, workdir)
 
 
@@ -376,7 +369,8 @@ def _check_grpc_ready(t: Target, ghz: str | None, workdir: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                serving_grpc.run_ghz(ghz, t.grpc, t.grpc_data or {}, 1, 1, 1)
+                serving_grpc.run_ghz(ghz, t.grpc, serving_grpc.message_file(t.grpc_data or {}, workdir / "ghz.bin"),
+                                     1, 1, 1)
                 return
             except RuntimeError:
                 if time.monotonic() > deadline:

@@ -33,13 +33,10 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -48,6 +45,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "fastapi"))
+
+from mlstack.local import procs  # noqa: E402 - after the path
+
 IRIS_CSV = ROOT / "fastapi" / "mlstack" / "data" / "iris.csv"
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -77,12 +78,6 @@ class Context:
 TargetFn = Callable[[Context, contextlib.ExitStack], list[Target]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post_ok(url: str, body: bytes, headers: dict[str, str]) -> bool:
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
@@ -98,7 +93,7 @@ def _launch(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str]
 
 
 def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
-    port = _free_port()
+    port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
     predict = Target("(a) mlstack serve /predict", f"{base}/predict", json.dumps({"instances": [ROW]}).encode())
     infer = Target(
@@ -113,7 +108,7 @@ def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
 
 
 def target_unmonitored(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
-    port = _free_port()
+    port = procs.free_port()
     t = Target("(m) mlstack serve /predict, payload log off", f"http://127.0.0.1:{port}/predict",
                json.dumps({"instances": [ROW]}).encode())
     own = Context(ctx.model_uri, ctx.model_name, ctx.workdir, {**ctx.env, "MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "0"},
@@ -125,7 +120,7 @@ def target_unmonitored(ctx: Context, stack: contextlib.ExitStack) -> list[Target
 
 
 def target_mlflow(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
-    port = _free_port()
+    port = procs.free_port()
     t = Target("(b) mlflow models serve", f"http://127.0.0.1:{port}/invocations",
                json.dumps({"inputs": {"X": [ROW]}}).encode())
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", ctx.model_uri, "--env-manager", "local",
@@ -154,7 +149,7 @@ async def floor_app(scope, receive, send) -> None:  # type: ignore[no-untyped-de
 
 
 def target_floor(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
-    port = _free_port()
+    port = procs.free_port()
     t = Target("(c) bare uvicorn constant", f"http://127.0.0.1:{port}/predict",
                json.dumps({"instances": [ROW]}).encode())
     cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "serving:floor_app",
@@ -166,7 +161,7 @@ def target_floor(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
 
 def _api(ctx: Context, stack: contextlib.ExitStack, label: str, name: str, ports: str,
          auth: dict[str, str]) -> Target:
-    port = _free_port()
+    port = procs.free_port()
     token = auth.get("token")
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     t = Target(label, f"http://127.0.0.1:{port}/inference", json.dumps({"input_data": ROW}).encode(), headers)
@@ -215,16 +210,16 @@ TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "b": target_mlflow, "c": ta
 def start_registry(workdir: Path, stack: contextlib.ExitStack, model_dir: Path, name: str) -> dict[str, str]:
     """A real mlflow server and Redis for (d); registers ``model_dir`` as ``name`` v1 @champion."""
     ctx = Context(model_uri="", model_name=name, workdir=workdir, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    mport, rport = _free_port(), _free_port()
+    mport, rport = procs.free_port(), procs.free_port()
     redis = shutil.which("redis-server")
     if redis is None:
         raise SystemExit("(d) needs redis-server: apt-get install -y redis-server")
     _launch_until(ctx, stack, "redis", [redis, "--port", str(rport), "--save", "", "--appendonly", "no"],
-                  lambda: _port_open(rport))
+                  lambda: procs.port_open(rport))
     _launch_until(ctx, stack, "mlflow", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport),
                                          "--workers", "1", "--backend-store-uri", f"sqlite:///{workdir}/mlflow.db",
                                          "--artifacts-destination", str(workdir / "artifacts")],
-                  lambda: _get_ok(f"http://127.0.0.1:{mport}/health"))
+                  lambda: procs.http_ok(f"http://127.0.0.1:{mport}/health"))
     uri = f"http://127.0.0.1:{mport}"
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -240,46 +235,12 @@ def start_registry(workdir: Path, stack: contextlib.ExitStack, model_dir: Path, 
             "model_uri": f"models:/{name}/{mv.version}"}
 
 
-def _port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _launch_until(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str],
-                  ready: Callable[[], bool]) -> int:
+                  ready: Callable[[], bool], cwd: Path | None = None) -> int:
     """Start ``cmd`` in its own process group, stop it when ``stack`` closes, return its PID once ``ready()``."""
-    log = open(ctx.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed by the stack
-    stack.callback(log.close)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ctx.env},
-                            start_new_session=True)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-    stack.callback(stop)
-    deadline = time.monotonic() + ctx.start_timeout
-    while not ready():
-        if proc.poll() is not None:
-            tail = (ctx.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} not ready within {ctx.start_timeout}s")
-        time.sleep(0.2)
+    proc = procs.spawn(cmd, ctx.workdir / f"{name}.log", env={**os.environ, **ctx.env}, cwd=cwd, what=name)
+    stack.callback(proc.stop, 20)
+    proc.wait_ready(ready, ctx.start_timeout, interval=0.2)
     return proc.pid
 
 

@@ -46,6 +46,16 @@ import serving as base  # bench/serving.py: wrk runner, model builder, launcher
 PROTO = base.ROOT / "fastapi" / "mlstack" / "serving" / "grpc_v2" / "grpc_predict_v2.proto"
 
 
+def message_file(request: dict, path: Path) -> Path:
+    """A ModelInferRequest given as its JSON form, serialized into ``path`` for ``run_ghz``."""
+    from google.protobuf import json_format
+
+    from mlstack.serving.grpc_v2 import grpc_predict_v2_pb2 as pb
+
+    path.write_bytes(json_format.ParseDict(request, pb.ModelInferRequest()).SerializeToString())
+    return path
+
+
 def run_ghz(ghz: str, target: str, message: Path, concurrency: int, connections: int,
             duration: float) -> base.WrkResult:
     """ModelInfer from ``ghz``; ``message``: the serialized request (``-B``: no JSON or template work per call)."""
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.grpcio:
             variants[", grpcio server"] = {"MLSTACK_SERVE_GRPC_SERVER": "grpcio"}
         for i, (suffix, extra) in enumerate(variants.items()):
-            port, grpc_port = base._free_port(), base._free_port()
+            port, grpc_port = base.procs.free_port(), base.procs.free_port()
             probe = base.Target("probe", f"http://127.0.0.1:{port}/v2/models/iris/infer", http_body)
             base._launch(base.Context(model, "iris", workdir, {**env, **extra}), stack, f"mlstack-serve-{i}", [
                 str(base.BIN / "mlstack"), "serve", "--model", model, "--name", "iris", "--host", "127.0.0.1",
