@@ -271,7 +271,7 @@ def start(cmd: Sequence[str], log_path: Path, ready: Callable[[], object], timeo
 @dataclass
 class Supervisor:
     """Long-lived services under one state directory: ``NAME.pid`` and ``NAME.log`` (the previous logs rotated to
-    ``NAME.log.1`` …), so that a later process can see what runs and stop it."""
+    ``NAME.log.1`` …), so that a later process can see what runs and stop it (``stop_pidfile``)."""
 
     state: Path
     log_keep: int = 5
@@ -319,10 +319,6 @@ class Supervisor:
                 raise StartFailed(f"{name} not ready after {timeout:.0f}s (log: {self.log_path(name)}):\n"
                                   f"{log_tail(self.log_path(name), 2000)}")
             time.sleep(0.2)
-
-    def stop(self, name: str, timeout: float = 20.0, term_group: bool = True) -> bool:
-        """Stop the service of ``NAME.pid`` (if it runs) and remove the pid file; whether there was one."""
-        return stop_pidfile(self.pid_path(name), timeout, term_group)
 
 
 def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True) -> bool:
