@@ -4,6 +4,7 @@ escalate to SIGKILL of the whole group, pid files let another process stop what 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -119,3 +120,23 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_pid_file_whose_pid_a_later_process_got_is_not_that_process(tmp_path):
+    """After a crash and a reboot-free while, the pid in a stale file can belong to another process: it is not
+    "running" as the service, and stopping the service leaves it alone."""
+    other = subprocess.Popen([PY, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        sup = procs.Supervisor(tmp_path / "state")
+        sup.state.mkdir()
+        stale = sup.pid_path("redis")
+        stale.write_text(f"{other.pid}\n")
+        assert sup.alive("redis")  # written after the process started: it is the one recorded
+        old = time.time() - 3600
+        os.utime(stale, (old, old))  # written an hour before that process started: another process's pid now
+        assert not sup.alive("redis")
+        assert procs.stop_pidfile(stale, timeout=5) and not stale.exists()
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()

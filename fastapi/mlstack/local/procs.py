@@ -96,6 +96,30 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def started_at(pid: int) -> float | None:
+    """When process ``pid`` started (unix seconds, to about a clock tick), None when unknown."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def pidfile_process(path: Path) -> int | None:
+    """The running process a pid file names, None when there is none: no file, a dead process, or a pid the
+    system gave to a later process (it started after the file was written: not the one recorded)."""
+    try:
+        pid, written = int(path.read_text().strip()), path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(pid):
+        return None
+    start = started_at(pid)
+    return None if start is not None and start > written + 2 else pid
+
+
 def _signal(pid: int, sig: int, group: bool) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if group:
@@ -290,8 +314,7 @@ class Supervisor:
             return None
 
     def alive(self, name: str) -> bool:
-        pid = self.pid(name)
-        return pid is not None and pid_alive(pid)
+        return pidfile_process(self.pid_path(name)) is not None
 
     def spawn(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None,
               cwd: Path | str | None = None) -> Proc:
@@ -323,14 +346,10 @@ class Supervisor:
 
 def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True) -> bool:
     """Stop the process (its group with ``term_group``) a pid file names (SIGTERM, SIGKILL after ``timeout``) and
-    remove the file; whether there was a pid file."""
-    try:
-        pid = int(path.read_text().strip())
-    except FileNotFoundError:
+    remove the file; whether there was a pid file. A pid now held by a later process is left alone."""
+    if not path.exists():
         return False
-    except (OSError, ValueError):
-        pid = None
-    if pid is not None:
+    if (pid := pidfile_process(path)) is not None:
         stop_pid(pid, timeout, term_group=term_group, kill_group=term_group)
     path.unlink(missing_ok=True)
     return True
