@@ -199,7 +199,9 @@ class Stack:
         if not (bin_ / "mlstack").exists():
             root = source_root()
             if c.venv is None or root is None:
-                raise StackError(f"no mlstack in {bin_}: pip install 'mlstack[api]' there first")
+                raise StackError(f"no mlstack in {bin_}: install this project there from its checkout or its wheel "
+                                 "with the [api] extra (pip install '<checkout>[api]'), never by name: 'mlstack' on "
+                                 "PyPI is another project")
             self.run([sys.executable, "-m", "venv", str(c.venv)])
             # the API, the monitor, Ray: the whole distribution
             self.run([str(bin_ / "python"), "-m", "pip", "install", "-q", "-e", f"{root}[api]"])
