@@ -16,10 +16,10 @@ from tests.utils.procs import wait_until
 
 PY = sys.executable
 # a process that ignores SIGTERM and starts a child (same group) that ignores it too; prints both pids
-STUBBORN = ("import os, signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']); "
-            "print(os.getpid(), c.pid, flush=True); time.sleep(600)")
+STUBBORN = ("import os, signal, subprocess, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "c = subprocess.Popen([sys.executable, '-c', 'import signal; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.pause()']); "
+            "print(os.getpid(), c.pid, flush=True); signal.pause()")
 
 
 def _pids(log) -> list[int]:
@@ -40,7 +40,7 @@ def test_not_ready_by_the_deadline_is_stopped(tmp_path):
     marker = f"slow-{time.monotonic_ns()}"
     t0 = time.monotonic()
     with pytest.raises(procs.StartFailed, match="slow not ready within 1s"):
-        procs.start([PY, "-c", f"import time; print('{marker}', flush=True); time.sleep(600)"], tmp_path / "slow.log",
+        procs.start([PY, "-c", f"import signal; print('{marker}', flush=True); signal.pause()"], tmp_path / "slow.log",
                     ready=lambda: False, timeout=1, what="slow")
     assert time.monotonic() - t0 < 20
     assert not [p for p in _all_pids() if marker in _cmdline(p)]  # stopped, not left behind
@@ -60,7 +60,7 @@ def test_stop_escalates_to_sigkill_of_the_whole_group(tmp_path):
 
 def test_pid_files_let_another_process_stop_a_service(tmp_path):
     sup = procs.Supervisor(tmp_path / "state", log_keep=2)
-    first = sup.spawn("svc", [PY, "-c", "print('first run', flush=True); import time; time.sleep(600)"])
+    first = sup.spawn("svc", [PY, "-c", "print('first run', flush=True); import signal; signal.pause()"])
     sup.wait_ready("svc", lambda: "first run" in sup.log_path("svc").read_text(), 30)
     assert sup.pid("svc") == first.pid and sup.alive("svc")
     # another process (as `mlstack down` is) stops it by its pid file: SIGTERM to its group, the file removed
@@ -109,8 +109,6 @@ def _state(pid: int) -> str:
 
 
 def _all_pids() -> list[int]:
-    import os
-
     return [int(d) for d in os.listdir("/proc") if d.isdigit()]
 
 
@@ -125,7 +123,7 @@ def _cmdline(pid: int) -> str:
 def test_a_pid_file_whose_pid_a_later_process_got_is_not_that_process(tmp_path):
     """After a crash and a reboot-free while, the pid in a stale file can belong to another process: it is not
     "running" as the service, and stopping the service leaves it alone."""
-    other = subprocess.Popen([PY, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    other = subprocess.Popen([PY, "-c", "import signal; signal.pause()"], start_new_session=True)
     try:
         sup = procs.Supervisor(tmp_path / "state")
         sup.state.mkdir()

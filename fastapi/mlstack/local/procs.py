@@ -162,6 +162,22 @@ def stop_pids(pids: Sequence[int], timeout: float = 20.0, term_group: bool = Tru
             return
 
 
+def _poll_ready(ready: Callable[[], object], alive: Callable[[], bool], timeout: float,
+                interval: float) -> str | None:
+    """Poll ``ready()`` (exceptions count as not ready) until truthy: None; ``"exited"`` as soon as ``alive()``
+    is false, ``"timeout"`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive():
+            return "exited"
+        with contextlib.suppress(Exception):
+            if ready():
+                return None
+        if time.monotonic() > deadline:
+            return "timeout"
+        time.sleep(interval)
+
+
 def log_tail(path: Path, n: int = 4000) -> str:
     try:
         with open(path, "rb") as f:
@@ -214,17 +230,12 @@ class Proc:
     def wait_ready(self, ready: Callable[[], object], timeout: float, interval: float = 0.1) -> None:
         """Poll ``ready()`` (exceptions count as not ready) until truthy; StartFailed when the process exits first
         or after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive():
-                raise self.exited()
-            with contextlib.suppress(Exception):
-                if ready():
-                    return
-            if time.monotonic() > deadline:
-                raise StartFailed(f"{self.what} not ready within {timeout:.0f}s (log: {self.log_path}):\n"
-                                  f"{self.log_tail()}")
-            time.sleep(interval)
+        failed = _poll_ready(ready, self.alive, timeout, interval)
+        if failed == "exited":
+            raise self.exited()
+        if failed == "timeout":
+            raise StartFailed(f"{self.what} not ready within {timeout:.0f}s (log: {self.log_path}):\n"
+                              f"{self.log_tail()}")
 
     async def wait_ready_async(self, ready: Callable[[], Awaitable[object]], timeout: float) -> None:
         """``wait_ready`` for an event loop: ``ready`` is a coroutine function, polled with a growing interval."""
@@ -329,19 +340,14 @@ class Supervisor:
     def wait_ready(self, name: str, ready: Callable[[], object], timeout: float) -> None:
         """Poll ``ready()`` until truthy; StartFailed (with the log's last lines) when ``name`` is not running any
         more (its pid file removed) or after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(Exception):
-                if ready():
-                    return
-            if not self.alive(name):
-                self.pid_path(name).unlink(missing_ok=True)  # nothing half-started stays recorded
-                raise StartFailed(f"{name} exited during startup (log: {self.log_path(name)}):\n"
-                                  f"{log_tail(self.log_path(name), 2000)}")
-            if time.monotonic() > deadline:
-                raise StartFailed(f"{name} not ready after {timeout:.0f}s (log: {self.log_path(name)}):\n"
-                                  f"{log_tail(self.log_path(name), 2000)}")
-            time.sleep(0.2)
+        failed = _poll_ready(ready, lambda: self.alive(name), timeout, 0.2)
+        if failed == "exited":
+            self.pid_path(name).unlink(missing_ok=True)  # nothing half-started stays recorded
+            raise StartFailed(f"{name} exited during startup (log: {self.log_path(name)}):\n"
+                              f"{log_tail(self.log_path(name), 2000)}")
+        if failed == "timeout":
+            raise StartFailed(f"{name} not ready after {timeout:.0f}s (log: {self.log_path(name)}):\n"
+                              f"{log_tail(self.log_path(name), 2000)}")
 
 
 def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True) -> bool:
