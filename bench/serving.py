@@ -3,7 +3,9 @@
 Targets (same model; each started, measured with ``wrk`` and stopped in turn):
   (a)  ``mlstack serve``, ``POST /predict``            (a-v2: the same server, v2 JSON infer)
   (b)  ``mlflow models serve --env-manager local``, ``POST /invocations``
+  (u)  the same server on uvicorn (``MLSTACK_SERVE_HTTP_SERVER=uvicorn``) instead of its own HTTP/1.1 protocol
   (c)  a bare uvicorn raw-ASGI app answering a constant: the floor
+  (c1) the same constant through ``mlstack serve``'s own HTTP/1.1 protocol (``serving/http1.py``): its floor
   (d)  ``POST /inference`` through the API (which forwards to its local ``mlstack serve``), auth off
   (e)  the same with auth on (a local bearer token checked on every request)
   (m)  ``mlstack serve`` ``POST /predict`` with the payload log off (sample rate 0; (a) runs at the default 5 %):
@@ -92,31 +94,39 @@ def _launch(ctx: Context, stack: contextlib.ExitStack, name: str, cmd: list[str]
     probe.pid = _launch_until(ctx, stack, name, cmd, lambda: _post_ok(probe.url, probe.body, probe.headers))
 
 
-def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+def _mlstack_serve(ctx: Context, stack: contextlib.ExitStack, name: str, label: str, path: str, body: bytes,
+                   env: dict[str, str] | None = None) -> Target:
     port = procs.free_port()
-    base = f"http://127.0.0.1:{port}"
-    predict = Target("(a) mlstack serve /predict", f"{base}/predict", json.dumps({"instances": [ROW]}).encode())
+    t = Target(label, f"http://127.0.0.1:{port}{path}", body)
+    own = Context(ctx.model_uri, ctx.model_name, ctx.workdir, {**ctx.env, **(env or {})}, ctx.start_timeout)
+    cmd = [str(BIN / "mlstack"), "serve", "--model", ctx.model_uri, "--host", "127.0.0.1", "--port", str(port),
+           "--name", ctx.model_name]
+    _launch(own, stack, name, cmd, t)
+    return t
+
+
+PREDICT_BODY = json.dumps({"instances": [ROW]}).encode()
+
+
+def target_mlstack(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    predict = _mlstack_serve(ctx, stack, "mlstack-serve", "(a) mlstack serve /predict", "/predict", PREDICT_BODY)
+    base = predict.url.removesuffix("/predict")
     infer = Target(
         "(a-v2) mlstack serve v2 infer", f"{base}/v2/models/{ctx.model_name}/infer",
         json.dumps({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}).encode(),
     )
-    cmd = [str(BIN / "mlstack"), "serve", "--model", ctx.model_uri, "--host", "127.0.0.1", "--port", str(port),
-           "--name", ctx.model_name]
-    _launch(ctx, stack, "mlstack-serve", cmd, predict)
     infer.pid = predict.pid
     return [predict, infer]
 
 
+def target_mlstack_uvicorn(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    return [_mlstack_serve(ctx, stack, "mlstack-serve-uvicorn", "(u) mlstack serve /predict under uvicorn",
+                           "/predict", PREDICT_BODY, {"MLSTACK_SERVE_HTTP_SERVER": "uvicorn"})]
+
+
 def target_unmonitored(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
-    port = procs.free_port()
-    t = Target("(m) mlstack serve /predict, payload log off", f"http://127.0.0.1:{port}/predict",
-               json.dumps({"instances": [ROW]}).encode())
-    own = Context(ctx.model_uri, ctx.model_name, ctx.workdir, {**ctx.env, "MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "0"},
-                  ctx.start_timeout)
-    cmd = [str(BIN / "mlstack"), "serve", "--model", ctx.model_uri, "--host", "127.0.0.1", "--port", str(port),
-           "--name", ctx.model_name]
-    _launch(own, stack, "mlstack-serve-unmonitored", cmd, t)
-    return [t]
+    return [_mlstack_serve(ctx, stack, "mlstack-serve-unmonitored", "(m) mlstack serve /predict, payload log off",
+                           "/predict", PREDICT_BODY, {"MLSTACK_SERVE_MONITORING_SAMPLE_RATE": "0"})]
 
 
 def target_mlflow(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
@@ -146,6 +156,28 @@ async def floor_app(scope, receive, send) -> None:  # type: ignore[no-untyped-de
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(FLOOR_BODY))]})
     await send({"type": "http.response.body", "body": FLOOR_BODY})
+
+
+class FloorApp:
+    """The same constant through ``mlstack serve``'s own HTTP/1.1 protocol (``serving/http1.py``): its floor."""
+
+    max_body_bytes = 1 << 20
+
+    async def dispatch(self, method, path, query, headers, body):  # type: ignore[no-untyped-def]
+        return 200, [(b"content-type", b"application/json")], FLOOR_BODY
+
+    async def startup(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+def target_floor_http1(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    port = procs.free_port()
+    t = Target("(c1) mlstack http1 constant", f"http://127.0.0.1:{port}/predict", PREDICT_BODY)
+    _launch(ctx, stack, "floor-http1", [sys.executable, str(Path(__file__)), "--serve-floor-http1", str(port)], t)
+    return [t]
 
 
 def target_floor(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
@@ -202,7 +234,8 @@ def target_api_auth_baseline(ctx: Context, stack: contextlib.ExitStack) -> list[
                  "[26500, 26999]", _bench_token())]
 
 
-TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "b": target_mlflow, "c": target_floor, "d": target_api,
+TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "u": target_mlstack_uvicorn, "b": target_mlflow,
+                                 "c": target_floor, "c1": target_floor_http1, "d": target_api,
                                  "e": target_api_auth, "m": target_unmonitored, "d0": target_api_baseline,
                                  "e0": target_api_auth_baseline}
 
@@ -368,7 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(k for k in TARGETS if not k.endswith("0")),
                    help="comma-separated target keys")
     p.add_argument("--baseline", help="fastapi/ directory of another checkout: adds (d0)/(e0) when (d)/(e) run")
+    p.add_argument("--serve-floor-http1", type=int, metavar="PORT", help=argparse.SUPPRESS)  # (c1)'s server
     args = p.parse_args(argv)
+    if args.serve_floor_http1:
+        from mlstack.serving.http1 import Http1Server, run
+
+        return 0 if run(Http1Server(FloorApp()), "127.0.0.1", args.serve_floor_http1) else 1  # type: ignore[arg-type]
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -428,7 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     if a and b:
         print(f"goal (a) >= 10x (b) throughput: {a / b:.1f}x {'OK' if a / b >= 10 else 'MISSED'}")
     if a and c:
-        print(f"goal (a) >= 0.5x (c) throughput: {a / c:.2f}x {'OK' if a / c >= 0.5 else 'MISSED'}")
+        print(f"goal (a) >= 0.6x (c) throughput (issue 17): {a / c:.2f}x {'OK' if a / c >= 0.6 else 'MISSED'}")
+    if a and by.get("(u)"):
+        print(f"(a) on http1 / (u) on uvicorn: {a / by['(u)']:.2f}x")
+    if by.get("(c1)") and c:
+        print(f"floors: (c1) http1 / (c) uvicorn: {by['(c1)'] / c:.2f}x; (a) vs (c1): {a / by['(c1)']:.2f}x"
+              if a else f"floors: (c1) http1 / (c) uvicorn: {by['(c1)'] / c:.2f}x")
     if seq_a is not None:
         print(f"goal (a) sequential p50 <= 1 ms: {seq_a:.3f} ms {'OK' if seq_a <= 1 else 'MISSED'}")
     seq_d = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(d)")), None)

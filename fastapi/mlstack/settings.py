@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     serve_grpc_server: Literal["h2", "grpcio"] = Field("h2", description="mlstack serve --grpc-port: h2 (an "
                                                       "HTTP/2 server on the HTTP server's loop) or grpcio "
                                                       "(grpc.aio, its own threads: ~3x the CPU per call)")
+    serve_http_server: Literal["http1", "uvicorn"] = Field("http1", description="mlstack serve: http1 (its own "
+                                                           "HTTP/1.1 protocol, no ASGI) or uvicorn (the ASGI app "
+                                                           "under uvicorn: ~2x the CPU per request)")
     serve_canary_grpc: str | None = Field(None, description="mlstack serve: HOST:PORT of the canary's gRPC v2 port")
     serve_canary_timeout_seconds: float = Field(2.0, gt=0, le=60, description="mlstack serve: a forwarded request "
                                                 "the canary has not answered by then is answered by stable")

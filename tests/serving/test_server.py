@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.utils.http import get, metric, post
+from tests.utils.http import call, get, metric, post
 from tests.utils.procs import wait_until
 
 
@@ -191,3 +191,20 @@ def test_metrics_exposition(server):
     assert metric(text, "mlstack_serve_request_duration_seconds_count", endpoint="predict") >= 2
     assert metric(text, "mlstack_serve_model_ready", model="iris") == 1
     assert re.search(r'mlstack_serve_batch_size_bucket\{le="\+Inf",model="iris"\} [1-9]', text)
+
+
+def test_uvicorn_transport_answers_the_same(serve, onnx_model_dir, server, iris):
+    """``MLSTACK_SERVE_HTTP_SERVER=uvicorn`` (the ASGI adapter) answers exactly as the default ``http1`` does."""
+    uv = serve(str(onnx_model_dir), name="iris", env={"MLSTACK_SERVE_HTTP_SERVER": "uvicorn"})
+    v2_body = {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": iris.x[:2].ravel().tolist()}]}
+    cases = [("POST", "/predict", {"instances": iris.x[:3].tolist()}), ("POST", "/v2/models/iris/infer", v2_body),
+             ("GET", "/v2/models/iris", None), ("GET", "/v2/health/ready", None), ("POST", "/predict", b"{nope"),
+             ("GET", "/nowhere", None), ("GET", "/predict", None)]
+    for method, path, body in cases:
+        a = call(method, server.base + path, body, {"X-Request-ID": "same-id"})
+        b = call(method, uv.base + path, body, {"X-Request-ID": "same-id"})
+        assert (a.status, a.body) == (b.status, b.body), path
+        for h in ("content-type", "content-length", "x-request-id", "x-model-version"):
+            assert a.headers.get(h) == b.headers.get(h), (path, h)
+    assert "Uvicorn running on" in uv.proc.log_path.read_text()  # it did run under uvicorn
+    assert "Uvicorn running on" not in server.proc.log_path.read_text()

@@ -1,7 +1,9 @@
-"""The raw ASGI app: reads the body, calls ``ModelService.handle``, writes the response.
+"""The model server's HTTP side: ``ServingApp.dispatch`` turns one whole request into (status, headers, body).
 
-No framework routing on the hot path. The model loads in a background thread at lifespan startup,
-so ``/v2/health/live`` answers at once and ``/v2/health/ready`` turns 200 once loading is done.
+Two transports call it: ``http1`` (the default: its own HTTP/1.1 protocol, no ASGI) and uvicorn through the
+ASGI adapter here (``MLSTACK_SERVE_HTTP_SERVER=uvicorn``). No framework routing on the hot path. The model loads
+in a background thread at startup, so ``/v2/health/live`` answers at once and ``/v2/health/ready`` turns 200
+once loading is done.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers (no Content-Length), body
 
 _HEADER_LENGTH = b"inference-header-content-length"
 _CONTENT_LENGTH = b"content-length"
@@ -56,6 +59,7 @@ class ServingApp:
         self.grpc_host = "127.0.0.1"
         self.grpc_port = 0
         self.grpc_impl = "h2"  # or "grpcio" (grpc.aio.server)
+        self.http_impl = "http1"  # or "uvicorn" (this object as an ASGI app)
         self._grpc: Any = None
         # exact canary split (mlstack serve --canary-url/--canary-percent): forwards the canary's share of
         # /predict and v2 infer (and gRPC ModelInfer with canary_grpc) to the canary's own server
@@ -67,35 +71,23 @@ class ServingApp:
         self.request_ids = RequestIds()  # every response carries X-Request-ID (the caller's, or a new one)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI (``MLSTACK_SERVE_HTTP_SERVER=uvicorn``); the default transport, ``http1``, calls ``dispatch`` itself."""
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._asgi_http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        header_length: int | None = None
+    async def _asgi_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = 0
-        given_id: str | None = None
-        pinned: bytes | None = None
         for k, v in scope["headers"]:
-            if k == _REQUEST_ID:
-                given_id = v.decode("latin-1")
-            elif k == VERSION_HEADER:
-                pinned = v
-            elif k == _HEADER_LENGTH:
-                try:
-                    header_length = int(v)
-                except ValueError:
-                    await _send(send, error(400, f"Inference-Header-Content-Length {v!r} is not an integer"))
-                    return
-            elif k == _CONTENT_LENGTH:
+            if k == _CONTENT_LENGTH:
                 try:
                     declared = int(v)
                 except ValueError:
                     declared = 0
         if declared > self._max_body:
-            await _send(send, error(413, f"request body over {self._max_body} bytes"))
+            await _asgi_send(send, self.too_large())
             return
         msg = await receive()
         body: bytes = msg.get("body", b"")
@@ -109,45 +101,67 @@ class ServingApp:
                 chunk = msg.get("body", b"")
                 size += len(chunk)
                 if size > self._max_body:
-                    await _send(send, error(413, f"request body over {self._max_body} bytes"))
+                    await _asgi_send(send, self.too_large())
                     return
                 chunks.append(chunk)
             body = b"".join(chunks)
         elif msg["type"] == "http.disconnect":
             return
-        method, path = scope["method"], scope["path"]
+        await _asgi_send(send, await self.dispatch(scope["method"], scope["path"], scope.get("query_string", b""),
+                                                   scope["headers"], body))
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self._max_body
+
+    def too_large(self) -> Reply:
+        return as_reply(error(413, f"request body over {self._max_body} bytes"))
+
+    async def dispatch(self, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]],
+                       body: bytes) -> Reply:
+        """One whole request (header names in lower case, the body read) -> (status, headers, body); the transport
+        adds the framing (Content-Length)."""
+        header_length: int | None = None
+        given_id: str | None = None
+        pinned: bytes | None = None
+        for k, v in headers:
+            if k == _REQUEST_ID:
+                given_id = v.decode("latin-1")
+            elif k == VERSION_HEADER:
+                pinned = v
+            elif k == _HEADER_LENGTH:
+                try:
+                    header_length = int(v)
+                except ValueError:
+                    return as_reply(error(400, f"Inference-Header-Content-Length {v!r} is not an integer"))
         request_id = self.request_ids.accept(given_id)
         rid = request_id.encode("latin-1")
         extra: list[tuple[bytes, bytes]] = [(_REQUEST_ID, rid)]
         if path == PAYLOADS_PATH:
-            await _send(send, self._payloads(method, scope.get("query_string", b"")), extra)
-            return
+            return as_reply(self._payloads(method, query), extra)
         if pinned is not None and self.service.version is not None and pinned.decode("latin-1") != self.service.version:
-            await _send(send, error(404, f"version {pinned.decode('latin-1')!r} of model {self.service.name!r} is not "
-                                         f"served here (this server serves version {self.service.version})"), extra)
-            return
+            return as_reply(error(404, f"version {pinned.decode('latin-1')!r} of model {self.service.name!r} is not "
+                                     f"served here (this server serves version {self.service.version})"), extra)
         mirrored = False
         if self.shadow is not None and pinned is None and splits(method, path) and self.shadow.take():
             # a copy under the same id, in the background; this server logs its own answer to compare with
-            sent = scope["headers"] if given_id == request_id else [*scope["headers"], (_REQUEST_ID, rid)]
+            sent = headers if given_id == request_id else [*headers, (_REQUEST_ID, rid)]
             mirrored = self.shadow.mirror(method, path, body, sent)
         if self.canary is not None and splits(method, path):
             # a pinned version is not split (nor counted); the canary logs a request under the same id
             if pinned is None and self.canary.take():
-                sent = scope["headers"] if given_id == request_id else [*scope["headers"], (_REQUEST_ID, rid)]
+                sent = headers if given_id == request_id else [*headers, (_REQUEST_ID, rid)]
                 fwd = await self.canary.forward(method, path, body, sent)
                 if fwd is not None:
-                    status, headers, content = fwd
-                    headers += [(_CONTENT_LENGTH, b"%d" % len(content)), (TRACK_HEADER, CANARY), (_REQUEST_ID, rid)]
-                    await send({"type": "http.response.start", "status": status, "headers": headers})
-                    await send({"type": "http.response.body", "body": content})
-                    return
+                    status, fwd_headers, content = fwd
+                    fwd_headers += [(TRACK_HEADER, CANARY), (_REQUEST_ID, rid)]
+                    return status, fwd_headers, content
             extra.append((TRACK_HEADER, STABLE))
         resp = await self.service.handle(method, path, body, header_length, request_id, force_log=mirrored)
         version = self.service.version
         if version is not None:
             extra.append((VERSION_HEADER, version.encode()))
-        await _send(send, resp, extra)
+        return as_reply(resp, extra)
 
     def _payloads(self, method: str, query: bytes) -> Response:
         """``GET /v2/monitoring/payloads?after=N&limit=M``: the sampled requests after cursor N, for the monitor."""
@@ -158,46 +172,54 @@ class ServingApp:
         page = self.service.payloads.read(after, limit)
         return Response(200, orjson.dumps({"model": self.service.name, "track": self.service.track, **page}))
 
+    async def startup(self) -> None:
+        """Open the canary/shadow sessions and the gRPC port, and start loading the model (in a thread).
+
+        Raises if the gRPC port cannot be bound."""
+        if self.canary is not None:  # one pooled keep-alive session for the life of the server
+            await self.canary.start()
+            log.info("canary: %d%% of inference requests forwarded to %s", self.canary.percent, self.canary.url)
+        if self.canary_grpc is not None:
+            await self.canary_grpc.start()
+        if self.shadow is not None:
+            await self.shadow.start()
+            log.info("shadow: %g%% of inference requests mirrored to %s", self.shadow.percent, self.shadow.url)
+        if self.grpc_port:
+            from mlstack.serving.grpc_server import start_grpc_server
+
+            self._grpc = await start_grpc_server(self.service, self.grpc_host, self.grpc_port,
+                                                 canary=self.canary if self.canary_grpc else None,
+                                                 canary_grpc=self.canary_grpc, impl=self.grpc_impl,
+                                                 shadow=self.shadow)
+            log.info("Open Inference Protocol v2 over gRPC on %s:%d", self.grpc_host, self.grpc_port)
+        if self._loader is not None:
+            self._start_loading(asyncio.get_running_loop())
+        else:
+            self.loaded.set()
+
+    async def shutdown(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2)
+            self._grpc = None
+        if self.canary is not None:
+            await self.canary.close()
+        if self.canary_grpc is not None:
+            await self.canary_grpc.close()
+        if self.shadow is not None:
+            await self.shadow.close()
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
-                if self.canary is not None:  # one pooled keep-alive session for the life of the server
-                    await self.canary.start()
-                    log.info("canary: %d%% of inference requests forwarded to %s", self.canary.percent,
-                             self.canary.url)
-                if self.canary_grpc is not None:
-                    await self.canary_grpc.start()
-                if self.shadow is not None:
-                    await self.shadow.start()
-                    log.info("shadow: %g%% of inference requests mirrored to %s", self.shadow.percent,
-                             self.shadow.url)
-                if self.grpc_port:
-                    from mlstack.serving.grpc_server import start_grpc_server
-
-                    try:
-                        self._grpc = await start_grpc_server(self.service, self.grpc_host, self.grpc_port,
-                                                             canary=self.canary if self.canary_grpc else None,
-                                                             canary_grpc=self.canary_grpc, impl=self.grpc_impl,
-                                                             shadow=self.shadow)
-                    except Exception as e:
-                        await send({"type": "lifespan.startup.failed", "message": f"gRPC: {e}"})
-                        return
-                    log.info("Open Inference Protocol v2 over gRPC on %s:%d", self.grpc_host, self.grpc_port)
-                if self._loader is not None:
-                    self._start_loading(asyncio.get_running_loop())
-                else:
-                    self.loaded.set()
+                try:
+                    await self.startup()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": f"gRPC: {e}"})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
-                if self._grpc is not None:
-                    await self._grpc.stop(grace=2)
-                if self.canary is not None:
-                    await self.canary.close()
-                if self.canary_grpc is not None:
-                    await self.canary_grpc.close()
-                if self.shadow is not None:
-                    await self.shadow.close()
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -220,11 +242,17 @@ class ServingApp:
         threading.Thread(target=work, name="model-loader", daemon=True).start()
 
 
-async def _send(send: Send, resp: Response, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", resp.content_type), (b"content-length", b"%d" % len(resp.body))]
+def as_reply(resp: Response, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
+    headers = [(b"content-type", resp.content_type)]
     if resp.header_length is not None:
         headers.append((_HEADER_LENGTH, b"%d" % resp.header_length))
     if extra:
         headers += extra
-    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-    await send({"type": "http.response.body", "body": resp.body})
+    return resp.status, headers, resp.body
+
+
+async def _asgi_send(send: Send, reply: Reply) -> None:
+    status, headers, body = reply
+    headers.append((_CONTENT_LENGTH, b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

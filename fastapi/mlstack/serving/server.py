@@ -1,4 +1,4 @@
-"""``mlstack serve``: run the model server under uvicorn with its fastest settings."""
+"""``mlstack serve``: run the model server on its own HTTP/1.1 protocol (``http1``), or under uvicorn."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def build_app(
 
     app = ServingApp(service, loader=loader)
     app.grpc_impl = s.serve_grpc_server
+    app.http_impl = s.serve_http_server
     if canary_url and canary_percent:
         app.canary = CanaryForwarder(canary_url, canary_percent, timeout_s=s.serve_canary_timeout_seconds)
         service.metrics.canary = app.canary
@@ -85,8 +86,6 @@ def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch
 
     ``grpc_port`` > 0 also serves Open Inference Protocol v2 over gRPC there (same model, same batcher).
     """
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app, service = build_app(model_uri, name=name, max_batch=max_batch, canary_url=canary_url,
@@ -96,6 +95,34 @@ def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch
         print(f"mlstack serve: {e}", file=sys.stderr)
         return 2
     app.grpc_host, app.grpc_port = host, grpc_port
+    failed: list[BaseException] = []
+    log.info("serving %r as %r on http://%s:%d (max batch %d, %s)", model_uri, service.name, host, port,
+             service.max_batch, app.http_impl)
+    if app.http_impl == "uvicorn":
+        started = _run_uvicorn(app, host, port, failed)
+    else:
+        from mlstack.serving.http1 import Http1Server
+        from mlstack.serving.http1 import run as run_http1
+
+        server = Http1Server(app)
+
+        def on_load_error(exc: BaseException) -> None:
+            failed.append(exc)
+            server.request_stop()
+
+        app.on_load_error = on_load_error
+        started = run_http1(server, host, port)
+    if not started and not failed:
+        return 1  # the port (HTTP or gRPC) could not be bound; logged why
+    if failed:
+        print(f"mlstack serve: could not load {model_uri!r}: {service.load_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_uvicorn(app: ServingApp, host: str, port: int, failed: list[BaseException]) -> bool:
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         host=host,
@@ -111,19 +138,11 @@ def run(model_uri: str, host: str, port: int, name: str | None = None, max_batch
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    failed: list[BaseException] = []
 
     def on_load_error(exc: BaseException) -> None:
         failed.append(exc)
         server.should_exit = True
 
     app.on_load_error = on_load_error
-    log.info("serving %r as %r on http://%s:%d (max batch %d)", model_uri, service.name, host, port,
-             service.max_batch)
     server.run()
-    if not server.started and not failed:
-        return 1  # the port (HTTP or gRPC) could not be bound; uvicorn logged why
-    if failed:
-        print(f"mlstack serve: could not load {model_uri!r}: {service.load_error}", file=sys.stderr)
-        return 1
-    return 0
+    return bool(server.started)
