@@ -123,7 +123,7 @@ class ProcessChild:
         for pool in self._pools():
             for srv in pool.servers():
                 if (id(pool), srv.version) not in using:
-                    await pool.stop(srv.name, srv.version)  # SIGTERM: uvicorn finishes in-flight requests
+                    await pool.stop(srv.name, srv.version)  # SIGTERM: the server finishes in-flight requests
         for args, pool in list(self.fronts.items()):
             if not pool.servers() and all(p is not pool for p, _, _ in self._using):
                 await pool.stop_all()

@@ -6,7 +6,7 @@ server (at most ``MAX_OPEN`` open to one server; more calls wait, within their t
 model server answers (a status, headers, a ``Content-Length`` or chunked body) and only to loopback servers
 (``local()``): anything else stays with aiohttp. Errors are ``OSError``s (a refused or dropped connection) or
 ``TimeoutError``; a connection that failed or timed out is closed, never reused. A kept-alive connection the
-server closed while it was idle (uvicorn does after 5 s) can take the next request before its close is seen:
+server closed while it was idle (mlstack serve does after 5 s) can take the next request before its close is seen:
 when such a reused connection fails before any byte of the answer came, the request goes again, once, on a new
 connection (as HTTP clients do with an idle connection; a model server's answer to the same input is the same).
 """

@@ -2,7 +2,7 @@
 
 Why not ``grpc.aio.server``: its core polls on its own threads and hands every call to the event loop
 through a completion queue, a thread hop and several Python objects per RPC; measured here that is ~300 µs
-of CPU per call for a constant answer, three times what a whole HTTP v2 JSON inference costs on uvicorn.
+of CPU per call for a constant answer, three times what a whole HTTP v2 JSON inference cost on uvicorn.
 This module is a plain ``asyncio.Protocol`` that speaks the part of HTTP/2 (RFC 9113) a gRPC server
 needs: the preface, SETTINGS (acknowledged, the peer's window and frame size honoured), PING answers, flow
 control both ways (our windows open to 2^31-1 and re-opened as data is read; the peer's respected, a

@@ -26,7 +26,7 @@ import logging
 import signal
 from collections import deque
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import unquote
 
 import httptools
@@ -44,15 +44,9 @@ _CONTENT_LENGTH = b"content-length"
 _EXPECT = b"expect"
 
 
-class _Request(NamedTuple):
-    method: str
-    path: str
-    query: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    keep_alive: bool
-    http10: bool
-    fixed: Reply | None = None  # an answer decided by the protocol (413, 431, 400): written, then the connection closes
+# a parsed request, queued for the connection's worker: (method, path, query, headers, body, keep_alive, http10,
+# fixed), where ``fixed`` is an answer the protocol decided (413, 431, 400): written, then the connection closes
+_Request = tuple[str, str, bytes, list[tuple[bytes, bytes]], bytes, bool, bool, "Reply | None"]
 
 
 def _status_line(status: int) -> bytes:
@@ -93,7 +87,10 @@ class _Connection(asyncio.Protocol):
         self._in_body = False  # the head is complete; bytes now belong to the body
         self._expect_continue = False
         self._queue: deque[_Request] = deque()
-        self._task: asyncio.Task[None] | None = None  # the request in flight
+        # one worker task per connection answers its requests in order (cheaper than a task per request)
+        self._worker: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the idle worker waits on it for the next request
+        self._busy = False  # the worker is in the app with a request
         self._dead = False  # rejected or lost: parse nothing more
         self._write_paused = False
         self._read_paused = False
@@ -108,9 +105,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._dead = True
         self._queue.clear()
-        if self._task is not None:
-            self._task.cancel()  # the client is gone: its request need not be answered
-            self._task = None
+        if self._worker is not None:
+            self._worker.cancel()  # the client is gone: its request need not be answered
+            self._worker = None
         self._server.forget(self)
 
     def data_received(self, data: bytes) -> None:
@@ -126,7 +123,7 @@ class _Connection(asyncio.Protocol):
             # HTTP/1.1, and whatever follows belongs to another protocol, so the connection ends after the answers
             self._dead = True
             self._update_reading()
-            if self._task is None and not self._queue and self._transport is not None:
+            if self.idle and self._transport is not None:
                 self._transport.close()
         except httptools.HttpParserError as e:
             if not self._dead:
@@ -172,7 +169,7 @@ class _Connection(asyncio.Protocol):
                 if declared > limit:
                     self._reject(413, f"request body over {limit} bytes")
                     return
-        if self._expect_continue and self._task is None and not self._queue:
+        if self._expect_continue and self.idle:
             assert self._transport is not None
             self._transport.write(_CONTINUE)  # only at the head of the line: a 100 never splits another answer
 
@@ -204,8 +201,9 @@ class _Connection(asyncio.Protocol):
             path = unquote(path, encoding="latin-1")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         parser = self._parser
-        self._enqueue(_Request(parser.get_method().decode("ascii"), path, query, self._headers, body,
-                               parser.should_keep_alive(), parser.get_http_version() == "1.0"))
+        self._queue.append((parser.get_method().decode("ascii"), path, query, self._headers, body,
+                            parser.should_keep_alive(), parser.get_http_version() == "1.0", None))
+        self._wake()
 
     # -- requests in order --------------------------------------------------------------------------
 
@@ -213,45 +211,53 @@ class _Connection(asyncio.Protocol):
         """Answer ``status`` after the answers already owed, then close; read nothing more."""
         self._dead = True
         self._update_reading()
-        self._enqueue(_Request("", "", b"", [], b"", False, False, as_reply(error(status, message))))
+        self._queue.append(("", "", b"", [], b"", False, False, as_reply(error(status, message))))
+        self._wake()
 
-    def _enqueue(self, req: _Request) -> None:
-        if self._task is None and not self._queue:
-            self._start(req)
-        else:
-            self._queue.append(req)
+    def _wake(self) -> None:
+        if self._worker is None:
+            self._worker = self._loop.create_task(self._work())
+        elif self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            if not waiter.done():
+                waiter.set_result(None)
+        if len(self._queue) >= MAX_QUEUED:
             self._update_reading()
 
-    def _start(self, req: _Request) -> None:
-        if req.fixed is not None:
-            self._finish(req, req.fixed)
-        else:
-            self._task = self._loop.create_task(self._run(req))
+    async def _work(self) -> None:
+        queue, dispatch = self._queue, self._app.dispatch
+        while True:
+            while queue:
+                method, path, query, headers, body, keep_alive, http10, reply = queue.popleft()
+                if reply is None:
+                    self._busy = True
+                    try:
+                        reply = await dispatch(method, path, query, headers, body)
+                    except Exception as e:  # dispatch answers its own errors; this is a bug: say so, keep serving
+                        log.exception("error handling %s %s", method, path)
+                        reply = as_reply(error(500, f"internal error: {type(e).__name__}: {e}"))
+                    self._busy = False
+                if not self._write(reply, keep_alive, http10, method == "HEAD"):
+                    return
+                if self._read_paused:
+                    self._update_reading()
+            self._waiter = self._loop.create_future()
+            await self._waiter
 
-    async def _run(self, req: _Request) -> None:
-        try:
-            reply = await self._app.dispatch(req.method, req.path, req.query, req.headers, req.body)
-        except Exception as e:  # dispatch answers its own errors; this is a bug: say so, keep serving
-            log.exception("error handling %s %s", req.method, req.path)
-            reply = as_reply(error(500, f"internal error: {type(e).__name__}: {e}"))
-        self._task = None
-        self._finish(req, reply)
-
-    def _finish(self, req: _Request, reply: Reply) -> None:
+    def _write(self, reply: Reply, keep_alive: bool, http10: bool, head_only: bool) -> bool:
+        """Write one answer; False when the connection is (now) closed."""
         transport = self._transport
         if transport is None or transport.is_closing():
-            return
-        keep_alive = req.keep_alive and not self._server.stopping and not (self._dead and not self._queue)
-        transport.write(encode(reply, keep_alive, req.http10, req.method == "HEAD"))
+            return False
+        keep_alive = keep_alive and not self._server.stopping and not (self._dead and not self._queue)
+        transport.write(encode(reply, keep_alive, http10, head_only))
         if not keep_alive:
             self._dead = True
             self._queue.clear()
             transport.close()
-            return
+            return False
         self.idle_since = self._loop.time()
-        if self._queue:
-            self._start(self._queue.popleft())
-            self._update_reading()
+        return True
 
     def _update_reading(self) -> None:
         transport = self._transport
@@ -269,7 +275,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return self._task is None and not self._queue
+        return not self._busy and not self._queue
 
     def close(self) -> None:
         if self._transport is not None:
