@@ -1,6 +1,6 @@
 """The own HTTP/2 gRPC server (``serving/grpc_h2.py``) byte by byte, over a raw socket to a real ``mlstack serve``:
 what no stock client shows on demand (HPACK dynamic-table changes between identical header blocks, PING answers
-on an idle and on a busy connection)."""
+on an idle and on a busy connection, a call reset before its batch ran)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import struct
 import time
 
 import pytest
-from tritonclient.grpc import service_pb2 as pb  # (mlstack's own stubs clash with it in one process)
+from tritonclient.grpc import service_pb2 as pb
+
+from tests.utils.http import get, metric  # (mlstack's own stubs clash with it in one process)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, SETTINGS, PING = 0, 1, 4, 6
+DATA, HEADERS, RST_STREAM, SETTINGS, PING = 0, 1, 3, 4, 6
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
 SERVICE = b"/inference.GRPCInferenceService/"
 EMPTY_MESSAGE = b"\x00\x00\x00\x00\x00"  # uncompressed, 0 bytes: the empty request of ServerLive/ServerMetadata
@@ -120,5 +122,41 @@ def test_ping_is_answered_idle_and_with_a_call(server):
             ftype, flags, _, payload = c.frame()
             acks = [payload] if ftype == PING and flags & ACK else []
         assert acks == [b"busy0001"]
+    finally:
+        c.close()
+
+
+def test_a_model_infer_reset_before_its_batch_runs_is_dropped(server):
+    """ModelInfer runs from callbacks (no task per call): a call reset in the same read that started it leaves the
+    batch before it runs and gets no frame back, and the next call on the connection is answered."""
+    req = pb.ModelInferRequest(model_name="iris")
+    req.inputs.add(name="X", datatype="FP32", shape=[1, 4])
+    req.raw_input_contents.append(struct.pack("<4f", 5.1, 3.5, 1.4, 0.2))
+    msg = req.SerializeToString()
+    body = b"\x00" + len(msg).to_bytes(4, "big") + msg
+    path = SERVICE + b"ModelInfer"
+    block = STATIC + b"\x04" + bytes((len(path),)) + path + PLAIN  # :path literal without indexing
+    def batched() -> float:
+        return metric(get(server.base + "/metrics").body.decode(), "mlstack_serve_batch_requests_sum")
+
+    before = batched()
+    c = Conn(server.grpc)
+    try:
+        c.sock.sendall(_frame(HEADERS, END_HEADERS, 1, block) + _frame(DATA, END_STREAM, 1, body)
+                       + _frame(RST_STREAM, 0, 1, struct.pack(">I", 8))  # CANCEL
+                       + _frame(HEADERS, END_HEADERS, 3, block) + _frame(DATA, END_STREAM, 3, body))
+        seen, message = set(), b""
+        while True:
+            ftype, flags, sid, payload = c.frame()
+            seen.add(sid)
+            if sid == 3 and ftype == DATA:
+                message += payload
+            if sid == 3 and ftype == HEADERS and flags & END_STREAM:
+                assert b"grpc-status\x010" in payload, payload
+                break
+        assert 1 not in seen
+        resp = pb.ModelInferResponse.FromString(message[5:])
+        assert [o.name for o in resp.outputs] == ["label", "probabilities"]
+        assert batched() - before == 1  # the reset call never reached the model
     finally:
         c.close()

@@ -77,6 +77,10 @@ class Batcher:
         self._taken_rows = 0
 
     async def submit(self, x: np.ndarray) -> Outputs:
+        return await self.enqueue(x)
+
+    def enqueue(self, x: np.ndarray) -> asyncio.Future[Outputs]:
+        """``submit`` without the coroutine: the future of ``x``'s outputs (cancel it to drop the request)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Outputs] = loop.create_future()
         self._pending.append((x, fut))
@@ -91,7 +95,7 @@ class Batcher:
                 self._handle = loop.call_later(self.window_s, self._flush)
             else:
                 self._handle = loop.call_soon(self._flush)
-        return await fut
+        return fut
 
     def _cancel_timer(self) -> None:
         if self._handle is not None:

@@ -24,6 +24,7 @@ gets UNIMPLEMENTED, as the grpc-encoding it names is not accepted); at most ``MA
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 from typing import Any
@@ -137,17 +138,22 @@ def _status_block(code: grpc.StatusCode, details: str) -> bytes:
 
 
 class _Method:
-    __slots__ = ("handler", "name", "request_type")
+    __slots__ = ("fast", "handler", "name", "request_type")
 
-    def __init__(self, name: str, request_type: Any, handler: Any):
+    def __init__(self, name: str, request_type: Any, handler: Any, fast: Any = None):
         self.name = name
         self.request_type = request_type
-        self.handler = handler
+        self.handler = handler  # async (request, context) -> response
+        # or, when set, from callbacks: fast(request, done) -> a future to cancel if the call goes away (or None),
+        # done(response, code, details) called once: no task and no coroutine per call
+        self.fast = fast
 
 
 def method_table(servicer: Any, pb: Any) -> dict[bytes, _Method]:
-    """``/inference.GRPCInferenceService/NAME`` -> the servicer's coroutine, for the methods it implements."""
+    """``/inference.GRPCInferenceService/NAME`` -> the servicer's coroutine (and its ``fast_paths()`` callback form,
+    if it has one), for the methods it implements."""
     service = pb.DESCRIPTOR.services_by_name[SERVICE.rsplit(".", 1)[1]]
+    fast = servicer.fast_paths() if hasattr(servicer, "fast_paths") else {}
     table = {}
     for m in service.methods:
         impl = getattr(type(servicer), m.name, None)
@@ -155,8 +161,20 @@ def method_table(servicer: Any, pb: Any) -> dict[bytes, _Method]:
         if impl is None or impl is base:  # the generated base class: not implemented here
             continue
         table[f"/{SERVICE}/{m.name}".encode()] = _Method(m.name, getattr(pb, m.input_type.name),
-                                                          getattr(servicer, m.name))
+                                                          getattr(servicer, m.name), fast.get(m.name))
     return table
+
+
+class _NoTask:
+    """A fast-path call's stand-in for its task until it gives its future (or when it was answered at once)."""
+
+    __slots__ = ()
+
+    def cancel(self) -> bool:
+        return False
+
+
+_STARTED = _NoTask()
 
 
 class _Stream:
@@ -165,7 +183,7 @@ class _Stream:
     def __init__(self, path: bytes, window: int):
         self.path = path
         self.body = bytearray()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Future | _NoTask | None = None  # the call's task, or a fast-path call's future
         self.window = window  # what the peer lets us send on this stream
         self.pending: memoryview | None = None  # response bytes waiting for the peer's WINDOW_UPDATE
 
@@ -457,7 +475,19 @@ class _Connection(asyncio.Protocol):
             self._finish(sid, s, grpc.StatusCode.INTERNAL, f"could not parse the request message: {e}")
             return
         s.body = bytearray()
+        if method.fast is not None:
+            s.task = _STARTED  # until the call gives its future: frames after END_STREAM are ignored, not dispatched
+            s.task = method.fast(request, functools.partial(self._answered, sid, s)) or _STARTED
+            return
         s.task = asyncio.get_running_loop().create_task(self._call(sid, s, method, request))
+
+    def _answered(self, sid: int, s: _Stream, response: Any, code: grpc.StatusCode, details: str) -> None:
+        """``done`` of a fast-path call."""
+        if code is grpc.StatusCode.OK:
+            self._respond(sid, s, response, b"")
+        else:
+            self._finish(sid, s, code, details)
+            self._flush()
 
     async def _call(self, sid: int, s: _Stream, method: _Method, request: Any) -> None:
         ctx = Context()
@@ -474,6 +504,10 @@ class _Connection(asyncio.Protocol):
             self._finish(sid, s, grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
             self._flush()
             return
+        self._respond(sid, s, response, ctx.initial_metadata)
+
+    def _respond(self, sid: int, s: _Stream, response: Any, metadata: bytes) -> None:
+        """Write a call's answer: its headers, the message (as far as the peer's windows allow), the OK trailers."""
         if self.streams.get(sid) is not s or self.transport.is_closing():
             return  # reset, or the connection went away meanwhile
         payload = response.SerializeToString()
@@ -483,7 +517,7 @@ class _Connection(asyncio.Protocol):
             self._flush()
             return
         message = b"\x00" + len(payload).to_bytes(4, "big") + payload
-        head = _frame(HEADERS, END_HEADERS, sid, _RESPONSE_HEAD + ctx.initial_metadata)
+        head = _frame(HEADERS, END_HEADERS, sid, _RESPONSE_HEAD + metadata)
         n = len(message)
         if n <= self.peer_max_frame and n <= self.send_window and n <= s.window:  # all of it now: one write
             self.send_window -= n

@@ -9,10 +9,12 @@ INVALID_ARGUMENT, a model still loading (or failed) UNAVAILABLE.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -27,6 +29,8 @@ from mlstack.serving.predictor import PredictError
 from mlstack.serving.service import SERVER_NAME, ClientError, ModelService, _server_version
 
 log = logging.getLogger(__name__)
+
+Done = Callable[["pb.ModelInferResponse | None", grpc.StatusCode, str], None]  # a fast-path call's answer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # as the HTTP body limit
 
@@ -116,17 +120,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             result = fn(*args)
             return await result if inspect.isawaitable(result) else result
-        except _Abort as e:
-            code, message = e.code, e.message
-        except ClientError as e:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, e.message
-        except v2.V2Error as e:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, e.message
-        except PredictError as e:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, f"the model rejected the input: {e}"
-        except Exception as e:  # a bug: say so, keep serving
-            log.exception("error handling gRPC %s", endpoint)
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"
+        except Exception as e:
+            code, message = _status_of(e, endpoint)
         finally:
             self.service.metrics.observe_request(endpoint, _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
         await context.abort(code, message)
@@ -180,12 +175,50 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 c.fell_back(f"gRPC {e.code().name}: {e.details()}")
         return await self._run("grpc_infer", context, self._infer, request)
 
+    def fast_paths(self) -> dict[str, Callable[..., asyncio.Future | None]]:
+        """Methods a transport may run from callbacks instead of a task per call (``grpc_h2``): ``ModelInfer``,
+        unless a canary split needs its coroutine (the forward to the canary)."""
+        return {} if self.canary is not None else {"ModelInfer": self.infer_later}
+
+    def infer_later(self, request: pb.ModelInferRequest, done: Done) -> asyncio.Future | None:
+        """``ModelInfer`` without a coroutine: the checks now, the batch on the batcher's turn, then
+        ``done(response, code, details)`` on the loop (once; not if the returned future is cancelled: the call went
+        away). Returns None when ``done`` was called already (a bad request)."""
+        t0 = time.perf_counter()
+        try:
+            x, name, raw = self._infer_begin(request)
+            fut = self.service.batcher.enqueue(x)  # type: ignore[union-attr]  # _infer_begin checked it
+        except Exception as e:
+            code, message = _status_of(e, "grpc_infer")
+            self.service.metrics.observe_request("grpc_infer", _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
+            done(None, code, message)
+            return None
+
+        def finished(f: asyncio.Future) -> None:
+            if f.cancelled():
+                return
+            response, code, message = None, grpc.StatusCode.OK, ""
+            try:
+                response = self._infer_end(request, x, name, raw, f.result(), t0)
+            except Exception as e:
+                code, message = _status_of(e, "grpc_infer")
+            self.service.metrics.observe_request("grpc_infer", _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
+            done(response, code, message)
+
+        fut.add_done_callback(finished)
+        return fut
+
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         t0 = time.perf_counter()
+        x, name, raw = self._infer_begin(request)
+        outputs = await self.service.batcher.submit(x)  # type: ignore[union-attr]  # _infer_begin checked it
+        return self._infer_end(request, x, name, raw, outputs, t0)
+
+    def _infer_begin(self, request: pb.ModelInferRequest) -> tuple[np.ndarray, str, bool]:
+        """The request's input as the batcher takes it, its name, and whether it came raw; raises on a bad one."""
         s = self.service
         self._check_model(request.model_name, request.model_version)
-        batcher = s.batcher
-        if batcher is None:
+        if s.batcher is None:
             raise self._not_ready()
         inputs = request.inputs
         if len(inputs) != 1:
@@ -195,8 +228,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if raw and len(raw_contents) != len(inputs):
             raise ClientError(f"raw_input_contents has {len(raw_contents)} entries for {len(inputs)} inputs", 400)
         t = inputs[0]
-        x = s.check_input(t.name, _decode_input(t, raw_contents[0] if raw else None))
-        outputs = await batcher.submit(x)
+        return s.check_input(t.name, _decode_input(t, raw_contents[0] if raw else None)), t.name, raw
+
+    def _infer_end(self, request: pb.ModelInferRequest, x: np.ndarray, name: str, raw: bool,
+                   outputs: dict[str, np.ndarray], t0: float) -> pb.ModelInferResponse:
+        """The answer to ``request`` from the model's ``outputs`` (and the shadow copy, the payload log)."""
+        s = self.service
         if request.outputs:
             names = [o.name for o in request.outputs]
             for n in names:
@@ -206,7 +243,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             names = list(outputs)
         request_id = self.ids.accept(request.id)
         mirrored = (self.shadow is not None and not request.model_version and self.shadow.take()
-                    and self.shadow.mirror("POST", f"/v2/models/{s.name}/infer", _v2_json(request_id, t.name, x),
+                    and self.shadow.mirror("POST", f"/v2/models/{s.name}/infer", _v2_json(request_id, name, x),
                                            [(b"content-type", b"application/json"),
                                             (b"x-request-id", request_id.encode("latin-1"))]))
         # the payload log samples gRPC requests as it does HTTP ones, and keeps every mirrored one (to compare)
@@ -223,6 +260,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             else:
                 getattr(o.contents, field).extend(a.reshape(-1).tolist())
         return resp
+
+
+def _status_of(e: Exception, endpoint: str) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status (and message) a call that raised ``e`` ends with."""
+    if isinstance(e, _Abort):
+        return e.code, e.message
+    if isinstance(e, (ClientError, v2.V2Error)):
+        return grpc.StatusCode.INVALID_ARGUMENT, e.message
+    if isinstance(e, PredictError):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"the model rejected the input: {e}"
+    log.error("error handling gRPC %s", endpoint, exc_info=e)  # a bug: say so, keep serving
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"
 
 
 def _v2_json(request_id: str, name: str, x: np.ndarray) -> bytes:
