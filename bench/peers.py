@@ -36,6 +36,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -263,7 +264,12 @@ def peer_pytriton(ctx: Ctx, stack: contextlib.ExitStack) -> list[Target]:
     _launch(ctx, stack, "pytriton", [str(py), str(PEER_DIR / "pytriton_server.py"), str(port), str(gport),
                                      str(mport)], _post_ready(rest),
             env={"PYTHONPATH": str(PEER_DIR), "BENCH_MAX_BATCH": str(ctx.connections),
-                 "BENCH_WORKERS": str(ctx.workers), "BENCH_WORKSPACE": str(ctx.workdir / f"pytriton-{port}")})
+                 "BENCH_WORKERS": str(ctx.workers), "BENCH_WORKSPACE": str(ctx.workdir / f"pytriton-{port}"),
+                 # Triton's Python stub links libpython3.11.so.1.0: the loader finds the OS's first (Debian's 3.11.2
+                 # when installed), whose C RLock lacks what this interpreter's stdlib calls ("'_thread.RLock'
+                 # object has no attribute '_recursion_count'"); the venv's own interpreter's library goes first
+                 "LD_LIBRARY_PATH": os.pathsep.join(filter(None, (sysconfig.get_config_var("LIBDIR"),
+                                                                   os.environ.get("LD_LIBRARY_PATH"))))})
     return [rest, Target("PyTriton 0.7.0", "v2 binary", "bin", s, url, body, headers),
             Target("PyTriton 0.7.0", "v2 gRPC", "grpc", s, grpc=f"127.0.0.1:{gport}", grpc_data=_grpc_typed())]
 
