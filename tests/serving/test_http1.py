@@ -235,9 +235,15 @@ async def test_graceful_shutdown_finishes_requests_in_flight():
     busy_reader, busy_writer = await connect(srv)
     busy_writer.write(request("GET", "/slow"))
     await asyncio.wait_for(app.entered.wait(), 10)
-    await asyncio.wait_for(_until(lambda: len(srv.connections) == 2), 10)
+    upload_reader, upload_writer = await connect(srv)  # its head is in, its body not yet
+    upload_writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    assert await asyncio.wait_for(upload_reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await asyncio.wait_for(_until(lambda: len(srv.connections) == 3), 10)
     srv.request_stop()
     assert await closed(idle_reader)  # idle: closed at once
+    upload_writer.write(b"ok")  # the body on the way is still taken, and answered with connection: close
+    status, headers, body = await read_response(upload_reader)
+    assert status == 200 and headers["connection"] == "close" and orjson.loads(body)["body"] == "ok"
     with pytest.raises(OSError):  # no new connections
         await asyncio.wait_for(_connect_refused(srv.port), 10)
     assert not task.done()

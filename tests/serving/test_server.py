@@ -208,3 +208,27 @@ def test_uvicorn_transport_answers_the_same(serve, onnx_model_dir, server, iris)
             assert a.headers.get(h) == b.headers.get(h), (path, h)
     assert "Uvicorn running on" in uv.proc.log_path.read_text()  # it did run under uvicorn
     assert "Uvicorn running on" not in server.proc.log_path.read_text()
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(serve, onnx_model_dir):
+    """SIGTERM on the default transport: a request whose head is in (its body still to come) is answered, with
+    ``connection: close``, and the server exits 0 (the API's pool and ``mlstack down`` stop servers this way)."""
+    import signal
+    import socket
+
+    srv = serve(str(onnx_model_dir), name="iris")
+    host, port = srv.hostport.rsplit(":", 1)
+    body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+    head = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head)
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"  # the server has the head
+        srv.proc.popen.send_signal(signal.SIGTERM)
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after this last answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+    assert b"\r\nconnection: close\r\n" in answer and b'"predictions":[0]' in answer
+    assert srv.proc.popen.wait(timeout=30) == 0

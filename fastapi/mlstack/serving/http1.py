@@ -13,9 +13,9 @@ clients:
 - an idle keep-alive connection is closed after ``keepalive_s`` (5 s, as uvicorn);
 - write backpressure: a client that does not read its answers stops being read;
 - a client that goes away cancels its request (the batcher drops it);
-- graceful shutdown on SIGTERM/SIGINT: stop accepting, close idle connections, let the requests in flight finish
-  for up to ``graceful_s`` (their answers say ``connection: close``), then close the rest; a second signal does
-  not wait. ``ServingApp.startup``/``shutdown`` run around it, as a lifespan would.
+- graceful shutdown on SIGTERM/SIGINT: stop accepting, close idle connections, let the requests in flight (and
+  those whose body is on the way) finish for up to ``graceful_s`` (their answers say ``connection: close``), then
+  close the rest; a second signal does not wait. ``ServingApp.startup``/``shutdown`` run around it, as a lifespan would.
 """
 
 from __future__ import annotations
@@ -277,6 +277,11 @@ class _Connection(asyncio.Protocol):
     def idle(self) -> bool:
         return not self._busy and not self._queue
 
+    @property
+    def receiving(self) -> bool:
+        """A request's head is in and its body on the way (at shutdown it is let finish, as one in the app is)."""
+        return self._in_body and not self._dead
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
@@ -366,7 +371,7 @@ class Http1Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self._drained = asyncio.Event()
-        for conn in [c for c in self.connections if c.idle]:
+        for conn in [c for c in self.connections if c.idle and not c.receiving]:
             conn.close()
         if self.connections and not self._force:
             log.info("waiting up to %gs for %d connection(s) to finish", self.graceful_s, len(self.connections))
