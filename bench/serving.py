@@ -166,6 +166,9 @@ class FloorApp:
     async def dispatch(self, method, path, query, headers, body):  # type: ignore[no-untyped-def]
         return 200, [(b"content-type", b"application/json")], FLOOR_BODY
 
+    def too_large(self):  # type: ignore[no-untyped-def]
+        return 413, [(b"content-type", b"application/json")], b'{"error":"request body too large"}'
+
     async def startup(self) -> None:
         pass
 

@@ -29,6 +29,10 @@ class EchoApp:
         self.cancelled = 0
         self.entered = asyncio.Event()
 
+    def too_large(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 413, [(b"content-type", b"application/json")], orjson.dumps(
+            {"error": f"request body over {self.max_body_bytes} bytes"})
+
     async def startup(self) -> None:
         self.started = True
 

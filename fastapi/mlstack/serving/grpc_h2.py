@@ -476,7 +476,6 @@ class _Connection(asyncio.Protocol):
             return
         s.body = bytearray()
         if method.fast is not None:
-            s.task = _STARTED  # until the call gives its future: frames after END_STREAM are ignored, not dispatched
             s.task = method.fast(request, functools.partial(self._answered, sid, s)) or _STARTED
             return
         s.task = asyncio.get_running_loop().create_task(self._call(sid, s, method, request))

@@ -123,8 +123,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except Exception as e:
             code, message = _status_of(e, endpoint)
         finally:
-            self.service.metrics.observe_request(endpoint, _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
+            self._observe(endpoint, code, t0)
         await context.abort(code, message)
+
+    def _observe(self, endpoint: str, code: grpc.StatusCode, t0: float) -> None:
+        """Count a finished call in /metrics (as the HTTP status its code stands for) with its latency."""
+        self.service.metrics.observe_request(endpoint, _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
 
     # -- health and metadata ------------------------------------------------------------------------
 
@@ -190,7 +194,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             fut = self.service.batcher.enqueue(x)  # type: ignore[union-attr]  # _infer_begin checked it
         except Exception as e:
             code, message = _status_of(e, "grpc_infer")
-            self.service.metrics.observe_request("grpc_infer", _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
+            self._observe("grpc_infer", code, t0)
             done(None, code, message)
             return None
 
@@ -202,7 +206,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 response = self._infer_end(request, x, name, raw, f.result(), t0)
             except Exception as e:
                 code, message = _status_of(e, "grpc_infer")
-            self.service.metrics.observe_request("grpc_infer", _HTTP_STATUS.get(code, 500), time.perf_counter() - t0)
+            self._observe("grpc_infer", code, t0)
             done(response, code, message)
 
         fut.add_done_callback(finished)

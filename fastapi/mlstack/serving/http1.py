@@ -8,8 +8,9 @@ clients:
 - keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked) and pipelining: answers go out in request order, one
   request is handled at a time per connection, and reading pauses while ``MAX_QUEUED`` requests wait;
 - Content-Length and chunked request bodies, ``Expect: 100-continue``, HEAD answered without a body;
-- limits: a request head over ``MAX_HEAD_BYTES`` is answered 431 and a body over the app's maximum 413 (before
-  reading it when Content-Length says so), a malformed request 400; each then closes the connection;
+- limits: a request head over ``MAX_HEAD_BYTES`` is answered 431 and a body over the app's maximum with the app's
+  ``too_large()`` (413; before reading it when Content-Length says so), a malformed request 400; each then closes
+  the connection;
 - an idle keep-alive connection is closed after ``keepalive_s`` (5 s, as uvicorn);
 - write backpressure: a client that does not read its answers stops being read;
 - a client that goes away cancels its request (the batcher drops it);
@@ -86,6 +87,7 @@ class _Connection(asyncio.Protocol):
         self._head_size = 0  # bytes received since the current request head began
         self._in_body = False  # the head is complete; bytes now belong to the body
         self._expect_continue = False
+        self._declared = b""  # the request's Content-Length, as sent
         self._queue: deque[_Request] = deque()
         # one worker task per connection answers its requests in order (cheaper than a task per request)
         self._worker: asyncio.Task[None] | None = None
@@ -127,9 +129,9 @@ class _Connection(asyncio.Protocol):
                 self._transport.close()
         except httptools.HttpParserError as e:
             if not self._dead:
-                self._reject(400, f"malformed HTTP/1.1 request: {e}")
-        if self._head_size > MAX_HEAD_BYTES and not self._in_body and not self._dead:
-            self._reject(431, f"request head over {MAX_HEAD_BYTES} bytes")  # before the parser buffers more of it
+                self._reject(as_reply(error(400, f"malformed HTTP/1.1 request: {e}")))
+        if self._head_size > MAX_HEAD_BYTES and not self._in_body and not self._dead:  # before httptools buffers more
+            self._reject(as_reply(error(431, f"request head over {MAX_HEAD_BYTES} bytes")))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -147,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._expect_continue = False
+        self._declared = b""
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -154,21 +157,21 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         self._headers.append((name, value))
-        if name == _EXPECT and value.lower() == b"100-continue":
+        if name == _CONTENT_LENGTH:
+            self._declared = value
+        elif name == _EXPECT and value.lower() == b"100-continue":
             self._expect_continue = True
 
     def on_headers_complete(self) -> None:
         self._in_body = True
-        limit = self._app.max_body_bytes
-        for k, v in self._headers:
-            if k == _CONTENT_LENGTH:
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = 0  # the parser rejects a bad Content-Length itself
-                if declared > limit:
-                    self._reject(413, f"request body over {limit} bytes")
-                    return
+        if self._declared:
+            try:
+                declared = int(self._declared)
+            except ValueError:
+                declared = 0  # the parser rejects a bad Content-Length itself
+            if declared > self._app.max_body_bytes:
+                self._reject(self._app.too_large())
+                return
         if self._expect_continue and self.idle:
             assert self._transport is not None
             self._transport.write(_CONTINUE)  # only at the head of the line: a 100 never splits another answer
@@ -178,7 +181,7 @@ class _Connection(asyncio.Protocol):
             return
         self._body_size += len(body)
         if self._body_size > self._app.max_body_bytes:
-            self._reject(413, f"request body over {self._app.max_body_bytes} bytes")
+            self._reject(self._app.too_large())
             return
         self._body.append(body)
 
@@ -207,11 +210,11 @@ class _Connection(asyncio.Protocol):
 
     # -- requests in order --------------------------------------------------------------------------
 
-    def _reject(self, status: int, message: str) -> None:
-        """Answer ``status`` after the answers already owed, then close; read nothing more."""
+    def _reject(self, reply: Reply) -> None:
+        """Answer ``reply`` after the answers already owed, then close; read nothing more."""
         self._dead = True
         self._update_reading()
-        self._queue.append(("", "", b"", [], b"", False, False, as_reply(error(status, message))))
+        self._queue.append(("", "", b"", [], b"", False, False, reply))
         self._wake()
 
     def _wake(self) -> None:
