@@ -141,7 +141,7 @@ def test_invite_join_and_roles_in_the_org(cluster_api, pat, k8s_admin: Kube):
     # refused at once: the RoleBinding went first (403); the ServiceAccount with it, so its tokens stop
     # authenticating (401) as soon as the API server's ServiceAccount cache sees the deletion
     assert vic.get("/deployments").status_code in (401, 403)
-    r = wait_until(lambda: (r := vic.get("/deployments")).status_code == 401 and r, 10, interval=0.1,
+    r = wait_until(lambda: (r := vic.get("/deployments")).status_code == 401 and r, DEADLINE, interval=0.1,
                    what="the removed member's token refused by TokenReview")
     assert "invalid token" in r.json()["detail"]
     assert pat.delete(f"/orgs/{org}/members/vic").status_code == 404

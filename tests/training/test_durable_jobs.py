@@ -208,8 +208,11 @@ def test_without_a_configured_ray_the_api_starts_its_own_head_which_survives_kil
         assert json.loads(head_file.read_text())["owner"]["pid"] == second.pid  # adopted, not a second head
         assert len(list(heads.glob("*.json"))) == 1
         second.stop(timeout=60)
-        wait_until(lambda: not psutil.pid_exists(head_pid) or psutil.Process(head_pid).status() == "zombie", 60,
-                   what="the head stopped with its API")
+        try:
+            wait_until(lambda: not psutil.pid_exists(head_pid) or psutil.Process(head_pid).status() == "zombie", 60,
+                       what="the head stopped with its API")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; the API's log ends:\n{second.log_tail()}") from None
         assert list(heads.glob("*.json")) == []
     finally:
         first.stop()
@@ -262,4 +265,42 @@ def test_a_local_head_whose_port_was_taken_starts_again_on_other_ports(tmp_path,
     finally:
         head.stop()
         taken.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_local_head_stopped_while_it_starts_is_not_left_running(tmp_path):
+    """The API stops (``LocalHead.stop`` from its shutdown) while a training job's ``start()`` is still bringing the
+    head up in a thread: that ``start()`` gives up, the head it spawned is stopped, and no later start spawns one
+    (a head started after the stop had no owner to stop it and outlived the test suite)."""
+    import threading
+
+    from mlstack.training import rayjobs
+
+    temp = Path(f"/tmp/mlh-{os.getpid()}")  # Ray's socket paths must stay short
+    head = rayjobs.LocalHead(tmp_path / "state", temp, 1, 128)
+    raised: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            head.start(timeout=180)
+        except BaseException as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=start)
+    try:
+        thread.start()
+        wait_until(lambda: head.pid is not None, 60, what="ray start spawned")
+        pid = head.pid
+        head.stop()
+        thread.join(60)
+        assert not thread.is_alive()
+        assert len(raised) == 1 and isinstance(raised[0], rayjobs.HeadStopped), raised
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert head.pid is None and not list((tmp_path / "state" / "ray-heads").glob("*.json"))
+        with contextlib.suppress(rayjobs.HeadStopped):
+            head.start(timeout=5)
+            raise AssertionError("a stopped LocalHead started a head")
+    finally:
+        head.stop()
+        thread.join(60)
         shutil.rmtree(temp, ignore_errors=True)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 NO_AGENT = "No available agent to submit job"  # the job server's 500 while its agent is not up: nothing was created
 AGENT_WAIT_SECONDS = 60.0
+
+
+class HeadStopped(RuntimeError):
+    """``LocalHead.stop()`` ran while ``start()`` was starting the head (the API is stopping)."""
 
 
 class _ExitedEarly(RuntimeError):
@@ -145,6 +150,10 @@ class LocalHead:
         self.started: float = 0.0
         self.url: str | None = None
         self._me = {"pid": os.getpid(), "started": _started_at(os.getpid()) or 0.0}
+        # stop() may run (from the API's shutdown) while start() runs in another thread: the lock makes a head
+        # spawned by start() either seen and stopped by stop(), or never spawned
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def _file(self, pid: int) -> Path:
         return self.dir / f"{pid}.json"
@@ -200,30 +209,50 @@ class LocalHead:
                "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
                "--num-cpus", str(self.num_cpus), "--object-store-memory", str(self.object_store_mb * 1024 * 1024),
                "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]
-        # its own session: an API crash leaves it (and its jobs)
-        proc = procs.spawn(cmd, self.dir / "ray-head.log", append=True, what="ray start")
-        self.pid, self.started = proc.pid, _started_at(proc.pid) or time.time()
-        self.url = f"http://127.0.0.1:{dash}"
-        self._write()
+        with self._lock:
+            if self._stopped:
+                raise HeadStopped("the API stopped while its local Ray head was starting")
+            # its own session: an API crash leaves it (and its jobs)
+            proc = procs.spawn(cmd, self.dir / "ray-head.log", append=True, what="ray start")
+            self.pid, self.started = proc.pid, _started_at(proc.pid) or time.time()
+            self.url = f"http://127.0.0.1:{dash}"
+            self._write()
         try:
-            proc.wait_ready(lambda: procs.http_ok(f"{self.url}/api/version"), timeout, interval=0.3)
+            proc.wait_ready(lambda: self._stopped or procs.http_ok(f"{self.url}/api/version"), timeout, interval=0.3)
         except procs.StartFailed:
+            if self._stopped:
+                raise HeadStopped("the API stopped while its local Ray head was starting") from None
             if proc.alive():
-                self.stop()
+                self._kill()
                 raise RuntimeError(f"the local Ray head's job server did not answer within {timeout:.0f}s") from None
-            self._file(self.pid).unlink(missing_ok=True)
+            with self._lock:
+                self._file(proc.pid).unlink(missing_ok=True)
+                self.pid = None
             proc.kill()  # whatever it had started of its own session
-            self.pid = None
             raise _ExitedEarly(f"ray start exited with {proc.popen.returncode} (log: {proc.log_path})") from None
+        if self._stopped:  # stop() took it and stops it
+            raise HeadStopped("the API stopped while its local Ray head was starting")
         log.info("started a local Ray head pid %s, job server %s", self.pid, self.url)
         return self.url
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop the head for good: the head this object runs, and one a ``start()`` in another thread is starting
+        (it raises ``HeadStopped``); no later ``start()`` starts one."""
+        with self._lock:
+            self._stopped = True
+        self._kill(timeout)
+
+    def _kill(self, timeout: float = 30.0) -> None:
         """SIGTERM ``ray start --block`` (it then stops every Ray process it started, workers included: a
         SIGTERM to the whole group at once would cut that short), SIGKILL its group after ``timeout``."""
-        if self.pid is None:
+        with self._lock:
+            pid, self.pid = self.pid, None
+        if pid is None:
             return
-        pid, self.pid = self.pid, None
         if _alive(pid, self.started):
+            log.info("stopping the local Ray head pid %s", pid)
             procs.stop_pid(pid, timeout, term_group=False)
+            log.info("stopped the local Ray head pid %s", pid)
+        else:
+            log.info("the local Ray head pid %s had already ended", pid)
         self._file(pid).unlink(missing_ok=True)
