@@ -5,11 +5,50 @@ httptools keeps an unfinished request line + header block in its own buffer, wha
 This protocol counts the bytes fed while a request head is unfinished and answers 431 (and closes) once they
 pass the limit, so what it buffers stays within ``api_max_header_bytes`` plus one read. A complete head that
 arrives in one piece and is too large is ``BodyGuard``'s (431 too).
+
+uvicorn writes an answer's head and its body in two ``transport.write`` calls: two syscalls, two TCP segments
+(``TCP_NODELAY``) and often two wake-ups of the client, for every answer. The protocol hands uvicorn a
+``CorkedTransport`` instead: what is written in one step of the event loop goes out as one write at the end of that
+step (an SSE stream's head and each of its events still go out at once: nothing waits for more data).
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+
+class CorkedTransport:
+    """A transport whose writes within one event-loop step are joined into one write, made by a ``call_soon``
+    callback (so after every write of that step); ``close()`` writes what is pending first. Everything else is the
+    real transport's (reading, flow control, ``abort()``, which drops what is pending)."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport, self._loop, self._pending = transport, loop, []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -18,6 +57,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = True  # a connection starts waiting for a request head
     _head_bytes = 0
     _completed = False  # a request ended in the current read
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
 
     def on_message_begin(self) -> None:
         self._in_head, self._head_bytes = True, 0

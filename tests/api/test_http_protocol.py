@@ -1,0 +1,117 @@
+"""The API's HTTP/1.1 protocol (``mlstack.api.http``) under a real uvicorn server, in-process, over real sockets.
+
+uvicorn writes an answer's head and body with two ``transport.write`` calls; the protocol's ``CorkedTransport``
+makes them one write on the socket (one syscall, one segment), without holding back a stream's head or events.
+The writes are counted on the event loop's real socket transport (asyncio's selector transport, a Python class).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+
+from mlstack.api.http import bounded_protocol
+
+
+class App:
+    """``/json``: a small JSON answer; ``/stream``: a chunked answer whose one event waits for ``gate``."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        assert scope["type"] == "http"
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            await self.gate.wait()
+            await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        body = b'{"ok":true}'
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def socket_writes(monkeypatch) -> list[bytes]:
+    """Every ``write`` made on asyncio's real socket transports while the test runs."""
+    from asyncio.selector_events import _SelectorSocketTransport
+
+    writes: list[bytes] = []
+    real = _SelectorSocketTransport.write
+
+    def write(self, data) -> None:
+        writes.append(bytes(data))
+        real(self, data)
+
+    monkeypatch.setattr(_SelectorSocketTransport, "write", write)
+    return writes
+
+
+@contextlib.asynccontextmanager
+async def serving(app: App) -> AsyncIterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=bounded_protocol(32 * 1024), lifespan="off", log_level="warning",
+                            timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not server.started:
+        assert asyncio.get_running_loop().time() < deadline and not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+async def _head(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+
+
+async def test_an_answer_is_one_write_and_keep_alive_still_works(socket_writes):
+    async with serving(App()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):
+            socket_writes.clear()
+            writer.write(b"GET /json HTTP/1.1\r\nHost: t\r\n\r\n")
+            head = await _head(reader)
+            assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: 11\r\n" in head
+            assert await asyncio.wait_for(reader.readexactly(11), 10) == b'{"ok":true}'
+            server_writes = [w for w in socket_writes if w.startswith(b"HTTP/1.1 200")]
+            assert len(server_writes) == 1 and server_writes[0].endswith(b'\r\n\r\n{"ok":true}'), socket_writes
+            assert len(socket_writes) == 2  # the client's request, the server's whole answer
+        writer.close()
+
+
+async def test_connection_close_writes_the_answer_before_closing(socket_writes):
+    async with serving(App()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)  # to EOF: the server closed after answering
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"ok":true}')
+        assert b"connection: close\r\n" in answer
+        writer.close()
+
+
+async def test_a_streams_head_and_events_are_not_held_back():
+    app = App()
+    async with serving(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await _head(reader)  # before the app has an event to send
+        assert b"transfer-encoding: chunked" in head and not app.gate.is_set()
+        app.gate.set()
+        assert await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10) == b"b\r\ndata: one\n\n\r\n0\r\n\r\n"
+        writer.close()
+
