@@ -50,7 +50,9 @@ def api_url(stack_env, workdir, data_dir):
            "MLSTACK_DEPLOYMENTS_REDIS_KEY": f"mlstack:deployments:api-{secrets.token_hex(4)}"}
     proc, url = start_api(workdir / "api.log", env)
     yield url
-    proc.stop(timeout=30)
+    # its shutdown stops the local Ray head of its training jobs (no MLSTACK_RAY_JOBS_URL here), which can take
+    # LocalHead.stop's 30 s on a busy machine: a SIGKILL before that would leave the head (own session) running
+    proc.stop(timeout=90)
 
 
 @pytest.fixture(scope="session")
