@@ -14,7 +14,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.utils.http import call, get, metric, post
-from tests.utils.procs import wait_until
+from tests.utils.procs import port_open, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +225,9 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(serve, onnx_model_di
         sock.sendall(head)
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"  # the server has the head
         srv.proc.popen.send_signal(signal.SIGTERM)
+        # the server has seen the signal once it stops listening (else the body could be answered first, as a
+        # request before the signal, without connection: close: a failure seen in CI)
+        wait_until(lambda: not port_open(int(port), host), 10, what="the server stopped listening")
         sock.sendall(body)
         answer = b""
         while chunk := sock.recv(65536):  # the server closes the connection after this last answer
