@@ -1,7 +1,8 @@
 """The lean client ``/inference`` uses for local model servers (``mlstack.serving.client``) against a real HTTP
-server (stdlib, in a thread) that counts its connections: kept alive, closed by the server, chunked, refused,
-silent (timeout: that connection is never reused), a kept-alive connection closed before answering (sent again
-once, on a new connection) or midway through an answer (not sent again)."""
+server (stdlib, in a thread) that counts its connections: kept alive, pipelined (concurrent calls share a
+connection, leave in one write, and each gets its own answer, a cancelled one's dropped), closed by the server,
+chunked, refused, silent (timeout: that connection is never reused), a kept-alive connection closed before
+answering (sent again once, on a new connection) or midway through an answer (not sent again)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mlstack.serving.client import LocalClient, local
+from mlstack.serving.client import MAX_PIPELINE, LocalClient, local
 from tests.utils.procs import free_port
 
 
@@ -32,6 +33,8 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "silent":
             self.server.release.wait(10)
             return
+        if mode == "slow":  # answers, once released
+            self.server.release.wait(10)
         if mode == "drop" or (mode == "drop-reused" and self.served):
             self.close_connection = True  # closed without a byte of an answer
             return
@@ -110,20 +113,75 @@ def test_answers_over_one_kept_alive_connection(server):
     assert srv.connections == 1
 
 
-def test_concurrent_calls_each_get_their_own_answer(server):
+def test_concurrent_calls_share_a_connection_and_each_get_their_own_answer(server):
     srv, url = server
+    n = MAX_PIPELINE + 4
 
     async def go():
         client = LocalClient()
-        answers = await asyncio.gather(*(client.post(url, b"/ok", b'{"i":%d}' % i, b"", 5) for i in range(8)))
-        again = await asyncio.gather(*(client.post(url, b"/ok", b'{"i":%d}' % i, b"", 5) for i in range(8)))
+        answers = await asyncio.gather(*(client.post(url, b"/ok", b'{"i":%d}' % i, b"", 5) for i in range(n)))
+        again = await asyncio.gather(*(client.post(url, b"/ok", b'{"i":%d}' % i, b"", 5) for i in range(n)))
         client.close()
         return answers + again
 
     answers = run(go())
-    assert [a.body for a in answers] == [b'{"predictions":[0],"echo":{"i":%d},"pin":""}' % (i % 8)
-                                         for i in range(16)]
-    assert srv.connections == 8  # the second round reused the first round's connections
+    assert [a.body for a in answers] == [b'{"predictions":[0],"echo":{"i":%d},"pin":""}' % (i % n)
+                                         for i in range(2 * n)]
+    # MAX_PIPELINE calls on the first connection, the rest on a second; the second round reused both
+    assert srv.connections == 2
+
+
+def test_calls_made_together_leave_in_one_write(server, monkeypatch):
+    """Counted on asyncio's real socket transport (its selector loop: a Python class)."""
+    from asyncio.selector_events import _SelectorSocketTransport
+
+    _, url = server
+    writes: list[bytes] = []
+    real = _SelectorSocketTransport.write
+
+    def write(self, data) -> None:
+        writes.append(bytes(data))
+        real(self, data)
+
+    monkeypatch.setattr(_SelectorSocketTransport, "write", write)
+
+    async def go():
+        client = LocalClient()
+        await client.post(url, b"/ok", b"{}", b"", 5)  # the connection is open and idle
+        writes.clear()
+        answers = await asyncio.gather(*(client.post(url, b"/ok", b'{"i":%d}' % i, b"", 5)
+                                         for i in range(MAX_PIPELINE)))
+        client.close()
+        return answers
+
+    assert [a.status for a in run(go())] == [200] * MAX_PIPELINE
+    assert len(writes) == 1 and writes[0].count(b"POST /ok HTTP/1.1\r\n") == MAX_PIPELINE, writes
+
+
+def test_a_cancelled_call_leaves_its_connection_and_its_answer_is_dropped(server):
+    """Answers are matched to calls in order: the answer of a call whose caller left is read and dropped, and the
+    call behind it on the same connection gets its own answer."""
+    srv, url = server
+
+    async def go():
+        client = LocalClient()
+        await client.post(url, b"/ok", b"{}", b"", 5)
+        slow = asyncio.create_task(client.post(url, b"/slow", b'{"i":"slow"}', b"", 5))
+        behind = asyncio.create_task(client.post(url, b"/ok", b'{"i":"behind"}', b"", 5))
+        await asyncio.sleep(0)  # both are written
+        slow.cancel()
+        srv.release.set()
+        answer = await behind
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        after = await client.post(url, b"/ok", b'{"i":"after"}', b"", 5)
+        client.close()
+        return answer, after
+
+    answer, after = run(go())
+    assert answer.body == b'{"predictions":[0],"echo":{"i":"behind"},"pin":""}'
+    assert after.body == b'{"predictions":[0],"echo":{"i":"after"},"pin":""}'
+    assert srv.connections == 1
 
 
 def test_a_connection_the_server_closes_is_not_reused(server):

@@ -28,6 +28,7 @@ class EchoApp:
         self.gate = asyncio.Event()
         self.cancelled = 0
         self.entered = asyncio.Event()
+        self.waiting = 0  # requests in /slow now
 
     def too_large(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         return 413, [(b"content-type", b"application/json")], orjson.dumps(
@@ -43,11 +44,14 @@ class EchoApp:
                        body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         if path == "/slow":
             self.entered.set()
+            self.waiting += 1
             try:
                 await self.gate.wait()
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
+            finally:
+                self.waiting -= 1
         if path == "/boom":
             raise RuntimeError("a bug")
         echo = {"method": method, "path": path, "query": query.decode(), "body": body.decode(),
@@ -102,6 +106,23 @@ async def test_keep_alive_and_pipelining_in_order():
         for i in range(3):
             _, _, body = await read_response(reader)
             assert orjson.loads(body)["path"] == f"/p{i}"
+        writer.close()
+
+
+async def test_pipelined_requests_are_handled_together_and_answered_in_order():
+    """Requests that arrive together on one connection are in the app at the same time (the API pipelines its
+    calls to a model server: one at a time would serialise them), and their answers keep the request order."""
+    app = EchoApp()
+    async with running(app) as srv:
+        reader, writer = await connect(srv)
+        writer.write(request("POST", "/slow", b"1") + request("POST", "/slow", b"2") + request("POST", "/p", b"3"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while app.waiting < 2:
+            assert asyncio.get_running_loop().time() < deadline, f"{app.waiting} request(s) in the app, not 2"
+            await asyncio.sleep(0.01)
+        app.gate.set()
+        bodies = [orjson.loads((await read_response(reader))[2])["body"] for _ in range(3)]
+        assert bodies == ["1", "2", "3"]
         writer.close()
 
 

@@ -1,27 +1,34 @@
 """A lean keep-alive HTTP/1.1 client for ``POST`` to a local model server: the API's ``/inference`` hot path.
 
 aiohttp's client costs ~90 µs of CPU per call on a 2-core box (more than the model server's whole answer); this
-one writes each request in one piece, parses the answer with httptools (C) and keeps idle connections per
-server (at most ``MAX_OPEN`` open to one server; more calls wait, within their timeout). It speaks only what a
-model server answers (a status, headers, a ``Content-Length`` or chunked body) and only to loopback servers
-(``local()``): anything else stays with aiohttp. Errors are ``OSError``s (a refused or dropped connection) or
-``TimeoutError``; a connection that failed or timed out is closed, never reused. A kept-alive connection the
-server closed while it was idle (mlstack serve does after 5 s) can take the next request before its close is seen:
-when such a reused connection fails before any byte of the answer came, the request goes again, once, on a new
-connection (as HTTP clients do with an idle connection; a model server's answer to the same input is the same).
+one parses answers with httptools (C) and pipelines: calls to one server go out on as few connections as can
+carry them (up to ``MAX_PIPELINE`` waiting answers each, at most ``MAX_OPEN`` connections), and the requests
+written in one step of the event loop leave in one write. A write is a syscall and a wake-up of the server, as
+costly as the rest of a call; the server (``mlstack serve``, or any HTTP/1.1 server: pipelining is part of HTTP/1.1)
+reads them together and answers them in order. It speaks only what a model server answers (a status, headers, a
+``Content-Length`` or chunked body) and only to loopback servers (``local()``): anything else stays with aiohttp.
+
+Errors are ``OSError``s (a refused or dropped connection) or ``TimeoutError``. A call that times out closes its
+connection (its state is unknown); the other calls on it fail as a dropped connection does. A call that is
+cancelled (its client left) leaves its connection open: its answer is read and dropped when it comes. When a
+connection ends before any byte of a call's answer came and the connection had already answered a call (a
+kept-alive connection the server closed while idle, as mlstack serve does after 5 s, can take the next request
+before its close is seen), the call goes again, once, on another connection (as HTTP clients do with an idle
+connection; a model server's answer to the same input is the same).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
 
 LOOPBACK = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
-MAX_IDLE = 64  # idle connections kept per server
-MAX_OPEN = 256  # connections per server at once (aiohttp's limit before): more calls wait for one
+MAX_PIPELINE = 4  # answers waited for on one connection before another is opened (mlstack serve reads 16)
+MAX_OPEN = 256  # connections per server at once: beyond it, calls queue on the least busy one
 
 
 class Answer(NamedTuple):
@@ -30,30 +37,66 @@ class Answer(NamedTuple):
     body: bytes
 
 
+class Unanswered(ConnectionResetError):
+    """The connection ended before any byte of this call's answer came."""
+
+    def __init__(self, message: str, retry: bool):
+        super().__init__(message)
+        self.retry = retry  # the connection had answered before: sending the call again is safe and expected
+
+
 def local(url: str) -> bool:
     """Is ``url`` a plain-HTTP loopback server (the ones this client serves)?"""
     return url.startswith(LOOPBACK)
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    """One connection: calls written in order, their answers matched in order (``waiters``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[Answer] | None = None
+        self.waiters: deque[tuple[asyncio.Future[Answer], bool]] = deque()  # (its answer, retry if unanswered)
+        self.pending: list[bytes] = []  # requests not written yet (this loop step's, or before connecting)
         self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
         self.closed = False
-        self.received = False  # any byte of the current answer came
+        self.answered = 0  # answers read on this connection
+        self.receiving = False  # a byte of the first waiter's answer came
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    def send(self, request: bytes) -> asyncio.Future[Answer]:
+        waiter = self.loop.create_future()
+        self.waiters.append((waiter, self.answered > 0))
+        if not self.pending and self.transport is not None:
+            self.loop.call_soon(self._flush)
+        self.pending.append(request)
+        return waiter
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending and not self.closed and self.transport is not None:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.closed:
+            transport.close()
+        else:
+            self._flush()  # what was sent while connecting
 
     def data_received(self, data: bytes) -> None:
-        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
             self._fail(ConnectionError(f"not an HTTP answer: {e}"))
+
+    def on_message_begin(self) -> None:
+        self.receiving = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
@@ -64,35 +107,58 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         answer = Answer(self.parser.get_status_code(), self.headers, b"".join(self.body))
         self.headers, self.body = {}, []
+        self.answered += 1
+        self.receiving = False
+        if not self.waiters:
+            self._fail(ConnectionError("an answer to no request"))
+            return
+        waiter, _ = self.waiters.popleft()
         if not self.parser.should_keep_alive():
             self.close()
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
+        if not waiter.done():  # else cancelled: its answer is dropped
             waiter.set_result(answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         self._fail(exc or ConnectionResetError("the model server closed the connection"))
 
+    # -- ending -----------------------------------------------------------------------------------
+
+    def connect_failed(self, exc: BaseException) -> None:
+        """The connection could not be made: every call on it gets that error."""
+        self.closed = True
+        while self.waiters:
+            waiter, _ = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc)
+
     def _fail(self, exc: BaseException) -> None:
+        """End the connection; every call still waiting gets ``exc`` (the first, if its answer had begun) or
+        ``Unanswered``."""
         self.close()
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        first = True
+        while self.waiters:
+            waiter, retry = self.waiters.popleft()
+            if not waiter.done():
+                if first and self.receiving:
+                    waiter.set_exception(exc)
+                else:
+                    waiter.set_exception(Unanswered(f"the connection ended before an answer ({exc})", retry))
+            first = False
 
     def close(self) -> None:
         self.closed = True
+        self.pending = []
         if self.transport is not None:
             self.transport.close()
 
 
 class LocalClient:
-    """``post()`` to loopback model servers over kept-alive connections (one writer per connection)."""
+    """``post()`` to loopback model servers over kept-alive, pipelined connections."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._conns: dict[tuple[str, int], list[_Connection]] = {}
         self._targets: dict[str, tuple[tuple[str, int], bytes]] = {}  # base URL -> (host, port), Host header
-        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._connecting: set[asyncio.Task] = set()
 
     async def post(self, url: str, path: bytes, body: bytes, headers: bytes, timeout: float) -> Answer:
         """``POST url + path``; ``headers``: extra header lines, each ending in CRLF."""
@@ -102,48 +168,59 @@ class LocalClient:
             key = (parts.hostname or "127.0.0.1", parts.port or 80)
             target = self._targets[url] = (key, b"Host: %s\r\n" % parts.netloc.encode())
         key, host = target
-        loop = asyncio.get_running_loop()
-        slots = self._slots.get(key) or self._slots.setdefault(key, asyncio.Semaphore(MAX_OPEN))
         request = b"".join((b"POST ", path, b" HTTP/1.1\r\n", host, b"Content-Type: application/json\r\n", headers,
                             b"Content-Length: %d\r\n\r\n" % len(body), body))
-        async with asyncio.timeout(timeout), slots:
-            conn = self._take(key)
-            retry = conn is not None  # a kept-alive connection: the server may have closed it meanwhile
-            while True:
-                if conn is None:
-                    _, conn = await loop.create_connection(_Connection, key[0], key[1])
-                waiter = conn.waiter = loop.create_future()
-                conn.received = False
-                try:
-                    conn.transport.write(request)  # type: ignore[union-attr]
-                    answer = await waiter
-                    break
-                except OSError:
-                    conn.close()
-                    if not retry or conn.received:
-                        raise
-                    retry, conn = False, None  # closed before answering anything: once more, on a new connection
-                except BaseException:
-                    conn.close()  # its state is unknown (a timeout, a cancel): never reused
-                    raise
-        if not conn.closed:
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < MAX_IDLE:
-                idle.append(conn)
-            else:
-                conn.close()
-        return answer
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                for again in (False, True):
+                    conn = self._connection(key, fresh=again)
+                    try:
+                        return await conn.send(request)
+                    except Unanswered as e:
+                        if again or not e.retry:
+                            raise
+        except TimeoutError:
+            if conn is not None:
+                conn.close()  # its state is unknown: never reused
+            raise
+        raise AssertionError("unreachable")
 
-    def _take(self, key: tuple[str, int]) -> _Connection | None:
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
-        return None
+    def _connection(self, key: tuple[str, int], fresh: bool = False) -> _Connection:
+        """The first open connection to ``key`` with room for one more call, else a new one."""
+        conns = self._conns.get(key)
+        if conns is None:
+            conns = self._conns[key] = []
+        if conns and any(c.closed for c in conns):
+            conns[:] = [c for c in conns if not c.closed]
+        if not fresh:
+            for conn in conns:
+                if len(conn.waiters) < MAX_PIPELINE:
+                    return conn
+            if len(conns) >= MAX_OPEN:
+                return min(conns, key=lambda c: len(c.waiters))
+        loop = asyncio.get_running_loop()
+        conn = _Connection(loop)
+        conns.append(conn)
+        task = loop.create_task(self._connect(conn, key))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+        return conn
+
+    @staticmethod
+    async def _connect(conn: _Connection, key: tuple[str, int]) -> None:
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: conn, key[0], key[1])
+        except OSError as e:
+            conn.connect_failed(e)
+        except asyncio.CancelledError:  # the client was closed
+            conn.connect_failed(ConnectionAbortedError("the client was closed while connecting"))
+            raise
 
     def close(self) -> None:
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
-        self._idle.clear()
+        for task in self._connecting:
+            task.cancel()
+        for conns in self._conns.values():
+            for conn in conns:
+                conn.close()  # a call waiting on it gets an error when the connection is lost
+        self._conns.clear()

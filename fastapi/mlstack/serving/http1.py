@@ -5,8 +5,9 @@ per request on the development VM, about as much as the model's own work; this p
 one write (``bench/serving.py``: the HTTP/1.1 floor against uvicorn's). It keeps what an HTTP/1.1 server owes its
 clients:
 
-- keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked) and pipelining: answers go out in request order, one
-  request is handled at a time per connection, and reading pauses while ``MAX_QUEUED`` requests wait;
+- keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked) and pipelining: the requests that arrived together on a
+  connection are handled together (the API pipelines its calls), their answers go out in request order in one
+  write, and reading pauses while ``MAX_QUEUED`` requests wait or are in the app;
 - Content-Length and chunked request bodies, ``Expect: 100-continue``, HEAD answered without a body;
 - limits: a request head over ``MAX_HEAD_BYTES`` is answered 431 and a body over the app's maximum with the app's
   ``too_large()`` (413; before reading it when Content-Length says so), a malformed request 400; each then closes
@@ -92,7 +93,7 @@ class _Connection(asyncio.Protocol):
         # one worker task per connection answers its requests in order (cheaper than a task per request)
         self._worker: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the idle worker waits on it for the next request
-        self._busy = False  # the worker is in the app with a request
+        self._busy = 0  # requests the worker has in the app
         self._dead = False  # rejected or lost: parse nothing more
         self._write_paused = False
         self._read_paused = False
@@ -224,36 +225,55 @@ class _Connection(asyncio.Protocol):
             waiter, self._waiter = self._waiter, None
             if not waiter.done():
                 waiter.set_result(None)
-        if len(self._queue) >= MAX_QUEUED:
+        if len(self._queue) + self._busy >= MAX_QUEUED:
             self._update_reading()
 
     async def _work(self) -> None:
-        queue, dispatch = self._queue, self._app.dispatch
+        queue = self._queue
         while True:
             while queue:
-                method, path, query, headers, body, keep_alive, http10, reply = queue.popleft()
-                if reply is None:
-                    self._busy = True
-                    try:
-                        reply = await dispatch(method, path, query, headers, body)
-                    except Exception as e:  # dispatch answers its own errors; this is a bug: say so, keep serving
-                        log.exception("error handling %s %s", method, path)
-                        reply = as_reply(error(500, f"internal error: {type(e).__name__}: {e}"))
-                    self._busy = False
-                if not self._write(reply, keep_alive, http10, method == "HEAD"):
+                # what is queued is handled together (pipelined requests: a client such as the API's sends several
+                # in one write) and answered, in request order, with one write
+                batch = list(queue)
+                queue.clear()
+                self._busy = len(batch)
+                try:
+                    if len(batch) == 1:
+                        replies = [await self._reply(batch[0])]
+                    else:
+                        replies = await asyncio.gather(*(self._reply(r) for r in batch))
+                finally:
+                    self._busy = 0
+                if not self._write(batch, replies):
                     return
                 if self._read_paused:
                     self._update_reading()
             self._waiter = self._loop.create_future()
             await self._waiter
 
-    def _write(self, reply: Reply, keep_alive: bool, http10: bool, head_only: bool) -> bool:
-        """Write one answer; False when the connection is (now) closed."""
+    async def _reply(self, request: _Request) -> Reply:
+        method, path, query, headers, body, _, _, reply = request
+        if reply is not None:
+            return reply
+        try:
+            return await self._app.dispatch(method, path, query, headers, body)
+        except Exception as e:  # dispatch answers its own errors; this is a bug: say so, keep serving
+            log.exception("error handling %s %s", method, path)
+            return as_reply(error(500, f"internal error: {type(e).__name__}: {e}"))
+
+    def _write(self, batch: list[_Request], replies: list[Reply]) -> bool:
+        """Write the answers in one write; False when the connection is (now) closed."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
-        keep_alive = keep_alive and not self._server.stopping and not (self._dead and not self._queue)
-        transport.write(encode(reply, keep_alive, http10, head_only))
+        out, keep_alive, last = [], True, len(batch) - 1
+        for i, (request, reply) in enumerate(zip(batch, replies, strict=True)):
+            method, keep_alive, http10 = request[0], request[5], request[6]
+            keep_alive = keep_alive and not self._server.stopping and not (self._dead and i == last and not self._queue)
+            out.append(encode(reply, keep_alive, http10, method == "HEAD"))
+            if not keep_alive:
+                break
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
         if not keep_alive:
             self._dead = True
             self._queue.clear()
@@ -266,7 +286,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        pause = self._dead or self._write_paused or len(self._queue) >= MAX_QUEUED
+        pause = self._dead or self._write_paused or len(self._queue) + self._busy >= MAX_QUEUED
         if pause != self._read_paused:
             self._read_paused = pause
             if pause:
