@@ -156,17 +156,21 @@ def test_grpc_and_http_share_the_batcher(server, iris, classifier, stub):
     assert metric(text, "mlstack_serve_requests_total", endpoint="grpc_infer", status="200") >= 30
 
 
-def test_grpc_port_taken_fails_fast(serve, onnx_model_dir, server):
-    """A gRPC port that cannot be bound stops the server with a non-zero exit, not a half-up server."""
+@pytest.mark.parametrize("transport", ["http1", "uvicorn"])
+def test_grpc_port_taken_fails_fast(serve, onnx_model_dir, server, transport):
+    """A gRPC port that cannot be bound stops the server with a non-zero exit, not a half-up server, and says
+    why, on either HTTP transport."""
+    import os
     import subprocess
     import sys
 
     port = server.grpc.rsplit(":", 1)[1]
     proc = subprocess.run([sys.executable, "-m", "mlstack", "serve", "--model", str(onnx_model_dir),
                            "--host", "127.0.0.1", "--port", "0", "--grpc-port", port],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MLSTACK_SERVE_HTTP_SERVER": transport})
     assert proc.returncode != 0
-    assert "gRPC" in proc.stderr
+    assert f"OSError: could not bind gRPC to 127.0.0.1:{port}" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_large_tensors_cross_flow_control_windows(client, iris, classifier):

@@ -215,7 +215,8 @@ class ServingApp:
                 try:
                     await self.startup()
                 except Exception as e:
-                    await send({"type": "lifespan.startup.failed", "message": f"gRPC: {e}"})
+                    # whatever failed (the gRPC port, a canary or shadow session), said as http1 says it
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(e).__name__}: {e}"})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
