@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     seq_a = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(a)")), None)
     print()
     if a and b:
-        print(f"goal (a) >= 10x (b) throughput: {a / b:.1f}x {'OK' if a / b >= 10 else 'MISSED'}")
+        print(f"goal (a) >= 10x (b) throughput (issue 10): {a / b:.1f}x {'OK' if a / b >= 10 else 'MISSED'}")
     if a and c:
         print(f"goal (a) >= 0.6x (c) throughput (issue 17): {a / c:.2f}x {'OK' if a / c >= 0.6 else 'MISSED'}")
     if a and by.get("(u)"):
@@ -475,12 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     if by.get("(c1)") and c:
         print(f"floors: (c1) http1 / (c) uvicorn: {by['(c1)'] / c:.2f}x; (a) vs (c1): {a / by['(c1)']:.2f}x"
               if a else f"floors: (c1) http1 / (c) uvicorn: {by['(c1)'] / c:.2f}x")
-    if seq_a is not None:
-        print(f"goal (a) sequential p50 <= 1 ms: {seq_a:.3f} ms {'OK' if seq_a <= 1 else 'MISSED'}")
+    p99_a = next((s1.p99_ms for label, s1, _ in rows if label.startswith("(a)")), None)
+    if seq_a is not None and p99_a is not None:  # issue 17 (issue 10 asked p50 <= 1 ms)
+        ok = seq_a <= 0.2 and p99_a <= 1
+        print(f"goal (a) sequential p50 <= 0.2 ms and p99 <= 1 ms (issue 17): {seq_a:.3f} / {p99_a:.3f} ms "
+              f"{'OK' if ok else 'MISSED'} (on a quiet machine)")
     seq_d = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(d)")), None)
-    if seq_a is not None and seq_d is not None:
-        added = seq_d - seq_a
-        print(f"goal (d) adds <= 1 ms p50 over (a): +{added:.3f} ms {'OK' if added <= 1 else 'MISSED'}")
     seq_e = next((s1.p50_ms for label, s1, _ in rows if label.startswith("(e)")), None)
     for key in ("(d)", "(e)", "(d0)", "(e0)"):  # issue 17 item 3: the API's hot path
         seq_x = next((s1.p50_ms for label, s1, _ in rows if label.startswith(key)), None)
