@@ -44,7 +44,9 @@ class LocalRouter:
         deployment is rolling to is waited for (within ``timeout``) rather than started a second time."""
         if url := self.ready_url(name, version):
             return url
-        if self.pool.get(name, version) is None and self.follows_alias(name):
+        if (srv := self.pool.get(name, version)) is not None:  # the hot path: one liveness check, not two
+            return srv.url
+        if self.follows_alias(name):
             # the version may be where an alias just moved (this request saw it before the deployment's next
             # re-resolution): wake the deployments and give them a moment to start rolling to it
             self.deployments.alias_moved(name)
