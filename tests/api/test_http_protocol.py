@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from mlstack.api.http import bounded_protocol
+from tests.utils.http import record_socket_writes
 
 
 class App:
@@ -41,18 +42,7 @@ class App:
 
 @pytest.fixture
 def socket_writes(monkeypatch) -> list[bytes]:
-    """Every ``write`` made on asyncio's real socket transports while the test runs."""
-    from asyncio.selector_events import _SelectorSocketTransport
-
-    writes: list[bytes] = []
-    real = _SelectorSocketTransport.write
-
-    def write(self, data) -> None:
-        writes.append(bytes(data))
-        real(self, data)
-
-    monkeypatch.setattr(_SelectorSocketTransport, "write", write)
-    return writes
+    return record_socket_writes(monkeypatch)
 
 
 @contextlib.asynccontextmanager

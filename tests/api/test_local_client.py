@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mlstack.serving.client import MAX_PIPELINE, LocalClient, local
+from tests.utils.http import record_socket_writes
 from tests.utils.procs import free_port
 
 
@@ -133,17 +134,8 @@ def test_concurrent_calls_share_a_connection_and_each_get_their_own_answer(serve
 
 def test_calls_made_together_leave_in_one_write(server, monkeypatch):
     """Counted on asyncio's real socket transport (its selector loop: a Python class)."""
-    from asyncio.selector_events import _SelectorSocketTransport
-
     _, url = server
-    writes: list[bytes] = []
-    real = _SelectorSocketTransport.write
-
-    def write(self, data) -> None:
-        writes.append(bytes(data))
-        real(self, data)
-
-    monkeypatch.setattr(_SelectorSocketTransport, "write", write)
+    writes = record_socket_writes(monkeypatch)
 
     async def go():
         client = LocalClient()

@@ -1,5 +1,6 @@
-"""A minimal HTTP client for the tests (stdlib only, so it measures nothing but the server), and the reading of a
-sample from the Prometheus text a server's ``/metrics`` answers."""
+"""A minimal HTTP client for the tests (stdlib only, so it measures nothing but the server), the reading of a
+sample from the Prometheus text a server's ``/metrics`` answers, and a record of the writes asyncio's socket
+transports make (one answer, one write)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,19 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def record_socket_writes(monkeypatch) -> list[bytes]:
+    """Every ``write`` made on asyncio's real socket transports (its selector loop's transport class, Python code)
+    from now until the test ends: the list fills as they happen."""
+    from asyncio.selector_events import _SelectorSocketTransport
+
+    writes: list[bytes] = []
+    real = _SelectorSocketTransport.write
+
+    def write(self, data) -> None:
+        writes.append(bytes(data))
+        real(self, data)
+
+    monkeypatch.setattr(_SelectorSocketTransport, "write", write)
+    return writes
