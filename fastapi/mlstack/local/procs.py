@@ -350,12 +350,13 @@ class Supervisor:
                               f"{log_tail(self.log_path(name), 2000)}")
 
 
-def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True) -> bool:
-    """Stop the process (its group with ``term_group``) a pid file names (SIGTERM, SIGKILL after ``timeout``) and
-    remove the file; whether there was a pid file. A pid now held by a later process is left alone."""
+def stop_pidfile(path: Path, timeout: float = 20.0, term_group: bool = True, kill_group: bool | None = None) -> bool:
+    """Stop the process a pid file names (SIGTERM, to its group with ``term_group``; SIGKILL after ``timeout``, to
+    its group with ``kill_group``, by default as ``term_group``) and remove the file; whether there was a pid file.
+    A pid now held by a later process is left alone."""
     if not path.exists():
         return False
     if (pid := pidfile_process(path)) is not None:
-        stop_pid(pid, timeout, term_group=term_group, kill_group=term_group)
+        stop_pid(pid, timeout, term_group=term_group, kill_group=term_group if kill_group is None else kill_group)
     path.unlink(missing_ok=True)
     return True

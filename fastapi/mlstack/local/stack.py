@@ -361,10 +361,14 @@ class Stack:
                      for f in sorted(state.glob(pattern))]
         for what, file in pidfiles:
             self.log(f"stopping {what}")
+            # `ray start --block` stops the Ray processes it started when it gets SIGTERM: a SIGTERM to its whole
+            # group at once would cut that short (as LocalHead.stop does it); SIGKILL goes to the group
+            ray = file == self.sup.pid_path("ray")
             if self.dry_run:
-                self.log(f"+ kill -TERM -- -$(cat {file}); kill -KILL after 20s; rm -f {file}")
+                self.log(f"+ kill -TERM -- {'' if ray else '-'}$(cat {file}); kill -KILL -- -$(cat {file}) after 20s; "
+                         f"rm -f {file}")
             else:
-                stop_pidfile(file, timeout=20)
+                stop_pidfile(file, timeout=20, term_group=not ray, kill_group=True)
             stopped += 1
         self.log("local stack stopped" if stopped else f"nothing to stop (no pid files in {state})")
 
