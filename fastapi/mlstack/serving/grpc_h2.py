@@ -208,6 +208,7 @@ class _Connection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.held = b""  # PING ACKs waiting to go out with the next write (at most PING_HOLD_S)
         self.hold_timer = False
+        self.flush_soon = False  # answers of this event-loop step wait in ``out`` for one write at its end
         self.last_sid = 0
         self.cont: tuple[int, int, bytearray] | None = None  # a header block awaiting CONTINUATION frames
         self.recv_unacked = 0  # DATA bytes read since we last re-opened the connection window
@@ -296,6 +297,11 @@ class _Connection(asyncio.Protocol):
                 asyncio.get_running_loop().call_later(PING_HOLD_S, self._send_held)
             return
         self._flush()
+
+    def _flush_now(self) -> None:
+        self.flush_soon = False
+        if self.transport is not None and not self.transport.is_closing():
+            self._flush()
 
     def _send_held(self) -> None:
         self.hold_timer = False
@@ -518,13 +524,19 @@ class _Connection(asyncio.Protocol):
         message = b"\x00" + len(payload).to_bytes(4, "big") + payload
         head = _frame(HEADERS, END_HEADERS, sid, _RESPONSE_HEAD + metadata)
         n = len(message)
-        if n <= self.peer_max_frame and n <= self.send_window and n <= s.window:  # all of it now: one write
+        if n <= self.peer_max_frame and n <= self.send_window and n <= s.window:  # all of it at once
             self.send_window -= n
             del self.streams[sid]
-            held, self.held = self.held, b""
-            self.transport.write(b"".join((held, head, _frame(DATA, 0, sid, message),
-                                           _FRAME_HEAD.pack(0, len(_OK_TRAILERS), HEADERS, END_STREAM | END_HEADERS,
-                                                            sid), _OK_TRAILERS)))
+            self.out.append(b"".join((head, _frame(DATA, 0, sid, message),
+                                      _FRAME_HEAD.pack(0, len(_OK_TRAILERS), HEADERS, END_STREAM | END_HEADERS, sid),
+                                      _OK_TRAILERS)))
+            if not self.streams:  # the connection's last call in flight: write now
+                self._flush()
+            elif not self.flush_soon:
+                # other calls in flight on this connection: a batch answers them in this same step, and their
+                # answers share one write at its end (a write is a syscall and a wake-up of the client, per answer)
+                self.flush_soon = True
+                asyncio.get_running_loop().call_soon(self._flush_now)
             return
         self.out.append(head)
         s.pending = memoryview(message)
