@@ -10,7 +10,7 @@ Targets (same model; each started, measured with ``wrk`` and stopped in turn):
   (e)  the same with auth on (a local bearer token checked on every request)
   (m)  ``mlstack serve`` ``POST /predict`` with the payload log off (sample rate 0; (a) runs at the default 5 %):
        what monitoring costs
-  (d0), (e0)  with ``--baseline DIR``: (d) and (e) on another checkout's code (DIR: its ``fastapi/`` directory,
+  (a0), (d0), (e0)  with ``--baseline DIR``: (a), (d) and (e) on another checkout's code (DIR: its ``fastapi/`` directory,
        e.g. of ``git worktree add /tmp/base <commit>``), measured in the same rounds: before and after in one run
 
 With (d) the model is registered in a real ``mlflow server`` (started here, with a Redis for the
@@ -74,7 +74,7 @@ class Context:
     workdir: Path
     env: dict[str, str]  # environment for the servers (MLSTACK_*, MLFLOW_TRACKING_URI...)
     start_timeout: float = 180.0
-    baseline: str | None = None  # --baseline: the fastapi/ directory of the code (d0)/(e0) run
+    baseline: str | None = None  # --baseline: the fastapi/ directory of the code (a0)/(d0)/(e0) run
 
 
 TargetFn = Callable[[Context, contextlib.ExitStack], list[Target]]
@@ -223,9 +223,14 @@ def target_api_auth(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
 
 def _on_baseline(ctx: Context) -> Context:
     if not ctx.baseline:
-        raise SystemExit("(d0)/(e0) need --baseline DIR")
+        raise SystemExit("(a0)/(d0)/(e0) need --baseline DIR")
     return Context(ctx.model_uri, ctx.model_name, ctx.workdir, {**ctx.env, "PYTHONPATH": ctx.baseline},
                    ctx.start_timeout)
+
+
+def target_mlstack_baseline(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
+    return [_mlstack_serve(_on_baseline(ctx), stack, "mlstack-serve-base", "(a0) mlstack serve /predict, baseline",
+                           "/predict", PREDICT_BODY)]
 
 
 def target_api_baseline(ctx: Context, stack: contextlib.ExitStack) -> list[Target]:
@@ -239,8 +244,8 @@ def target_api_auth_baseline(ctx: Context, stack: contextlib.ExitStack) -> list[
 
 TARGETS: dict[str, TargetFn] = {"a": target_mlstack, "u": target_mlstack_uvicorn, "b": target_mlflow,
                                  "c": target_floor, "c1": target_floor_http1, "d": target_api,
-                                 "e": target_api_auth, "m": target_unmonitored, "d0": target_api_baseline,
-                                 "e0": target_api_auth_baseline}
+                                 "e": target_api_auth, "m": target_unmonitored, "a0": target_mlstack_baseline,
+                                 "d0": target_api_baseline, "e0": target_api_auth_baseline}
 
 
 def start_registry(workdir: Path, stack: contextlib.ExitStack, model_dir: Path, name: str) -> dict[str, str]:
@@ -403,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default=",".join(k for k in TARGETS if not k.endswith("0")),
                    help="comma-separated target keys")
-    p.add_argument("--baseline", help="fastapi/ directory of another checkout: adds (d0)/(e0) when (d)/(e) run")
+    p.add_argument("--baseline", help="fastapi/ directory of another checkout: adds (a0)/(d0)/(e0) when (a)/(d)/(e) "
+                                      "run")
     p.add_argument("--serve-floor-http1", type=int, metavar="PORT", help=argparse.SUPPRESS)  # (c1)'s server
     args = p.parse_args(argv)
     if args.serve_floor_http1:
@@ -424,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = Path(args.baseline).resolve()
         if not (baseline / "mlstack" / "api").is_dir():
             raise SystemExit(f"--baseline {baseline}: not a fastapi/ directory (no mlstack/api in it)")
-        keys += [f"{k}0" for k in ("d", "e") if k in keys and f"{k}0" not in keys]
+        keys += [f"{k}0" for k in ("a", "d", "e") if k in keys and f"{k}0" not in keys]
     outer = contextlib.ExitStack()
     model_uri = args.model or str(build_model(workdir / "model", args.n_estimators))
     if {"d", "e", "d0", "e0"} & set(keys) and not args.model:  # one registered version for every target
