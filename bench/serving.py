@@ -10,8 +10,9 @@ Targets (same model; each started, measured with ``wrk`` and stopped in turn):
   (e)  the same with auth on (a local bearer token checked on every request)
   (m)  ``mlstack serve`` ``POST /predict`` with the payload log off (sample rate 0; (a) runs at the default 5 %):
        what monitoring costs
-  (a0), (d0), (e0)  with ``--baseline DIR``: (a), (d) and (e) on another checkout's code (DIR: its ``fastapi/`` directory,
-       e.g. of ``git worktree add /tmp/base <commit>``), measured in the same rounds: before and after in one run
+  (a0), (d0), (e0)  with ``--baseline DIR``: (a), (d) and (e) on another checkout's code (DIR: its ``fastapi/``
+       directory, e.g. of ``git worktree add /tmp/base <commit>``), measured in the same rounds: before and after in
+       one run
 
 With (d) the model is registered in a real ``mlflow server`` (started here, with a Redis for the
 API) and every target serves that same registered version.

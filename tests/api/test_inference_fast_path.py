@@ -128,6 +128,21 @@ def test_the_fast_path_answers_as_the_route(apis, headers, content, status, who)
     assert grew == {who}, (before, after)
 
 
+@pytest.mark.parametrize("rows", [ROW, [ROW, [6.9, 3.1, 5.4, 2.1]]], ids=["one row", "two rows"])
+def test_the_answer_is_the_response_model_field_for_field(apis, rows):
+    """The answer the fast path writes (orjson of the model's dump) is exactly ``InferenceResponse``, the OpenAPI
+    document's model: its fields, in its order, with its types; ``prediction`` only when one row was sent."""
+    from mlstack.inference import InferenceResponse
+
+    fast_url, _ = apis
+    r = send(fast_url, VIEWER, body({"input_data": rows}))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert list(out) == list(InferenceResponse.model_fields)
+    assert InferenceResponse.model_validate(out).model_dump(mode="json") == out
+    assert (out["prediction"] is None) == isinstance(rows[0], list)  # the single prediction for one row only
+
+
 def test_the_route_only_api_never_takes_the_fast_path(apis):
     _, route_url = apis
     assert send(route_url, VIEWER, body({"input_data": ROW})).status_code == 200
