@@ -2,8 +2,8 @@
 
 Each image's Dockerfile installs the mlstack wheel with one extra of pyproject.toml (``"${whl}[serve]"``), never a
 hand-listed package. ``image_requirements`` reads that install line and resolves it through pyproject.toml (the base
-dependencies, the extras, and the extras they name, ``mlstack[...]``); ``closure`` adds every distribution those bring
-in, by the installed packages' own metadata; ``imported_modules`` reads the third-party modules a process imported
+dependencies and the extra's packages); ``closure`` adds every distribution those bring in, by the installed
+packages' own metadata; ``imported_modules`` reads the third-party modules a process imported
 from its ``-X importtime`` log (``PYTHONPROFILEIMPORTTIME=1``); ``undeclared`` is what it imported that the image
 would not hold.
 """
@@ -32,25 +32,16 @@ OPTIONAL = {
 }
 
 
-def _extra_requirements(project: dict, extras: set[str], seen: set[str]) -> list[Requirement]:
-    reqs: list[Requirement] = []
-    for extra in sorted(extras - seen):
-        seen.add(extra)
+def declared(*extras: str) -> list[Requirement]:
+    """pyproject.toml's base dependencies and those of ``extras`` (each extra lists its packages in full:
+    ``tests/test_extras.py``)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(line) for line in project["dependencies"]]
+    for extra in sorted(extras):
         lines = project["optional-dependencies"].get(extra)
         assert lines is not None, f"pyproject.toml has no extra {extra!r}"
-        for line in lines:
-            r = Requirement(line)
-            if canonicalize_name(r.name) == canonicalize_name(project["name"]):
-                reqs += _extra_requirements(project, set(r.extras), seen)
-            else:
-                reqs.append(r)
+        reqs += [Requirement(line) for line in lines]
     return reqs
-
-
-def declared(*extras: str) -> list[Requirement]:
-    """pyproject.toml's base dependencies and those of ``extras`` (and of the extras they name)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(line) for line in project["dependencies"]] + _extra_requirements(project, set(extras), set())
 
 
 def image_requirements(dockerfile: Path, stage: str) -> list[Requirement]:
