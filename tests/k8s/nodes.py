@@ -201,9 +201,24 @@ class Agent:
                         elif ev["type"] == "DELETED":
                             self.ips.pop(ev["object"]["metadata"]["uid"], None)
             except (aiohttp.ClientError, TimeoutError) as e:
-                print(f"pod watch: {e!r}; re-listing", flush=True)
+                print(f"pod watch: {e!r}; re-listing once the API server is ready", flush=True)
                 rv = ""
-                await asyncio.sleep(0.5)
+                await self.api_ready()
+
+    async def api_ready(self, deadline_s: float = 60.0) -> bool:
+        """Poll the API server's /readyz until it answers 200 (True) or ``deadline_s`` passes (False: the next
+        list fails and brings the watch back here)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while loop.time() < end:
+            try:
+                async with self.session.get(self.server + "/readyz", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    if r.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+        return False
 
 
 def connect(kubeconfig: Path) -> tuple[str, ssl.SSLContext]:
