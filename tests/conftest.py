@@ -37,11 +37,11 @@ def no_ray_head_left(tmp_path_factory):
         if "start" not in cmd or "--head" not in cmd or not any(c.endswith("/ray") for c in cmd[:2]):
             continue
         try:
-            state = p.environ().get("MLSTACK_STATE_DIR", "")
+            env = p.environ()
         except psutil.Error:
             continue
-        if state.startswith(base):
-            left.append((p.pid, p.environ().get("PYTEST_CURRENT_TEST", "?")))
+        if env.get("MLSTACK_STATE_DIR", "").startswith(base):
+            left.append((p.pid, env.get("PYTEST_CURRENT_TEST", "?")))
             stop_pid(p.pid, 30)
     assert not left, f"Ray heads left running by the suite (pid, started during): {left}"
 

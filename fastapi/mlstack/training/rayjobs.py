@@ -35,6 +35,9 @@ AGENT_WAIT_SECONDS = 60.0
 class HeadStopped(RuntimeError):
     """``LocalHead.stop()`` ran while ``start()`` was starting the head (the API is stopping)."""
 
+    def __init__(self) -> None:
+        super().__init__("the API stopped while its local Ray head was starting")
+
 
 class _ExitedEarly(RuntimeError):
     """``ray start`` exited before its job server answered."""
@@ -211,7 +214,7 @@ class LocalHead:
                "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]
         with self._lock:
             if self._stopped:
-                raise HeadStopped("the API stopped while its local Ray head was starting")
+                raise HeadStopped()
             # its own session: an API crash leaves it (and its jobs)
             proc = procs.spawn(cmd, self.dir / "ray-head.log", append=True, what="ray start")
             self.pid, self.started = proc.pid, _started_at(proc.pid) or time.time()
@@ -221,7 +224,7 @@ class LocalHead:
             proc.wait_ready(lambda: self._stopped or procs.http_ok(f"{self.url}/api/version"), timeout, interval=0.3)
         except procs.StartFailed:
             if self._stopped:
-                raise HeadStopped("the API stopped while its local Ray head was starting") from None
+                raise HeadStopped() from None
             if proc.alive():
                 self._kill()
                 raise RuntimeError(f"the local Ray head's job server did not answer within {timeout:.0f}s") from None
@@ -231,7 +234,7 @@ class LocalHead:
             proc.kill()  # whatever it had started of its own session
             raise _ExitedEarly(f"ray start exited with {proc.popen.returncode} (log: {proc.log_path})") from None
         if self._stopped:  # stop() took it and stops it
-            raise HeadStopped("the API stopped while its local Ray head was starting")
+            raise HeadStopped()
         log.info("started a local Ray head pid %s, job server %s", self.pid, self.url)
         return self.url
 
