@@ -100,6 +100,34 @@ def test_async_readiness_reports_the_last_line_of_a_crash(tmp_path):
     assert str(e.value).startswith("model server for m v1 exited (1): ValueError: bad model (log: ")
 
 
+def test_a_watched_process_is_alive_without_a_poll_until_it_exits(tmp_path):
+    """``watch_exit``: the loop learns of the exit (pidfd) and reaps the process; no ``waitpid`` per ``alive()``."""
+    proc = procs.spawn([PY, "-c", "import signal; signal.pause()"], tmp_path / "w.log", session=False, what="w")
+    polls = []
+    real_poll = proc.popen.poll
+
+    def counted_poll():
+        polls.append(1)
+        return real_poll()
+
+    async def watch_then_kill() -> None:
+        proc.watch_exit()
+        proc.popen.poll = counted_poll
+        assert all(proc.alive() for _ in range(100)) and not polls
+        os.kill(proc.pid, 9)
+        deadline = time.monotonic() + 30
+        while proc.alive():
+            assert time.monotonic() < deadline, "the exit was not seen within 30 s"
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(watch_then_kill())
+        assert proc.popen.returncode == -9 and _state(proc.pid) == ""  # reaped, not a zombie
+        assert not proc.alive()  # with the loop gone it polls again
+    finally:
+        proc.stop(5)
+
+
 def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:

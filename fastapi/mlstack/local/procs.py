@@ -212,13 +212,36 @@ class Proc:
     log_path: Path
     what: str = ""
     session: bool = True  # in its own session: stop() signals its whole group
+    # the loop of an exit watcher that has not fired (``watch_exit``)
+    _watcher: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        watcher = self._watcher  # a loop that no longer runs sees no exit: then poll
+        return (watcher is not None and watcher.is_running()) or self.popen.poll() is None
+
+    def watch_exit(self) -> None:
+        """Learn of the process's exit from the running event loop (a pidfd becomes readable when it ends), so
+        that ``alive()`` makes no system call per check: a hot path asks it per request. Where pidfds do not
+        exist (not Linux), ``alive()`` goes on polling. Its exit is seen when the loop next runs its callbacks,
+        as a poll would see it on the next check; the process is reaped then."""
+        try:
+            fd = os.pidfd_open(self.popen.pid)
+        except (AttributeError, OSError):
+            return
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._watcher = None
+            self.popen.poll()
+
+        loop.add_reader(fd, exited)
+        self._watcher = loop
 
     def log_tail(self, n: int = 4000) -> str:
         return log_tail(self.log_path, n)

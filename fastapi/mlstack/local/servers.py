@@ -126,6 +126,7 @@ class ServerPool:
                            append=True, preexec_fn=lambda: (sandbox.drop_privileges(), _die_with_parent()),
                            what=f"model server for {name} v{version}")
         pid_path.write_text(str(proc.pid))
+        proc.watch_exit()  # /inference asks if it is alive per request
         srv = LocalServer(name, version, port, f"http://{s.serve_host}:{port}", proc, log_path, pid_path,
                           time.time())
         log.info("started model server %s v%s on :%d (pid %d)", name, version, port, proc.pid)
