@@ -3,6 +3,7 @@
 uvicorn writes an answer's head and body with two ``transport.write`` calls; the protocol's ``CorkedTransport``
 makes them one write on the socket (one syscall, one segment), without holding back a stream's head or events.
 The writes are counted on the event loop's real socket transport (asyncio's selector transport, a Python class).
+``send_whole`` (the ``/inference`` answer written without ASGI messages) writes what uvicorn's ``send`` writes.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from collections.abc import AsyncIterator
 import pytest
 import uvicorn
 
-from mlstack.api.http import bounded_protocol
+from mlstack.api.http import bounded_protocol, send_whole
 from tests.utils.http import record_socket_writes
 
 
 class App:
-    """``/json``: a small JSON answer; ``/stream``: a chunked answer whose one event waits for ``gate``."""
+    """``/json``: a small JSON answer; ``/whole``: the same through ``send_whole``; ``/stream``: a chunked answer
+    whose one event waits for ``gate``."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
@@ -35,8 +37,10 @@ class App:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         body = b'{"ok":true}'
+        if scope["path"] == "/whole":
+            return await send_whole(receive, send, 200, [(b"content-type", b"application/json")], body)
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+                    "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -105,3 +109,45 @@ async def test_a_streams_head_and_events_are_not_held_back():
         assert await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10) == b"b\r\ndata: one\n\n\r\n0\r\n\r\n"
         writer.close()
 
+
+
+def _without_date(answer: bytes) -> bytes:
+    return b"\r\n".join(line for line in answer.split(b"\r\n") if not line.startswith(b"date: "))
+
+
+async def test_send_whole_writes_what_uvicorn_writes_in_order_and_keeps_the_connection(socket_writes):
+    async with serving(App()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = []
+        for path in ("/json", "/whole"):
+            writer.write(b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}" % path.encode())
+            answers.append(await _head(reader) + await asyncio.wait_for(reader.readexactly(11), 10))
+        assert _without_date(answers[1]) == _without_date(answers[0])
+        assert b"server: uvicorn\r\n" in answers[1]
+        # pipelined: three requests in one write, answered in order on the same connection
+        socket_writes.clear()
+        writer.write(b"".join(b"POST /whole HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nX-N: %d\r\n\r\n{}" % i
+                              for i in range(3)))
+        for _ in range(3):
+            assert _without_date(await _head(reader)) == _without_date(answers[0][:-11])
+            assert await asyncio.wait_for(reader.readexactly(11), 10) == b'{"ok":true}'
+        # Connection: close: the answer says so and the server closes after it
+        writer.write(b"POST /whole HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        last = await asyncio.wait_for(reader.read(), 10)
+        assert b"connection: close\r\n" in last and last.endswith(b'\r\n\r\n{"ok":true}')
+        writer.close()
+
+
+async def test_send_whole_elsewhere_sends_the_two_asgi_messages():
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await send_whole(receive, send, 201, [(b"content-type", b"application/json")], b"{}")
+    assert sent == [{"type": "http.response.start", "status": 201,
+                     "headers": [(b"content-length", b"2"), (b"content-type", b"application/json")]},
+                    {"type": "http.response.body", "body": b"{}"}]

@@ -29,6 +29,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from mlstack.api.http import send_whole
 from mlstack.api.limits import bearer_token, refusal
 from mlstack.api.routes.inference import PERMISSION, answer
 from mlstack.auth import HOME, Caller
@@ -105,9 +106,7 @@ class FastInference:
             if handler is None:
                 raise
             return await (await handler(Request(scope, receive), e))(scope, receive, send)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"%d" % len(out)), *JSON_HEADERS]})
-        await send({"type": "http.response.body", "body": out})
+        await send_whole(receive, send, 200, JSON_HEADERS, out)
 
 
 def _taken(scope: Scope, max_header: int) -> int | None:

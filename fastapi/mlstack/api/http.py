@@ -10,6 +10,9 @@ uvicorn writes an answer's head and its body in two ``transport.write`` calls: t
 (``TCP_NODELAY``) and often two wake-ups of the client, for every answer. The protocol hands uvicorn a
 ``CorkedTransport`` instead: what is written in one step of the event loop goes out as one write at the end of that
 step (an SSE stream's head and each of its events still go out at once: nothing waits for more data).
+
+``send_whole`` answers a request on this protocol with one bytes string: no ASGI messages (a ``POST /inference``
+answer, ``mlstack.api.hotpath``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from starlette.types import Receive, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 
 class CorkedTransport:
@@ -98,3 +103,43 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 def bounded_protocol(max_head_bytes: int) -> type[BoundedHttpToolsProtocol]:
     """The protocol class for ``uvicorn.run(http=...)`` with this bound."""
     return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"max_head_bytes": max_head_bytes})
+
+
+async def send_whole(receive: Receive, send: Send, status: int, headers: list[tuple[bytes, bytes]],
+                     body: bytes) -> None:
+    """Answer ``status``, ``headers`` (the app's own: not checked), Content-Length and ``body``.
+
+    On this module's protocol (``receive`` is a method of uvicorn's ``RequestResponseCycle``) the answer is written
+    as the cycle's ``send`` writes it, with its default headers, access log line, keep-alive and flow control, but
+    without two ASGI messages and their checks (~4 µs of the API's ~95 µs per ``/inference``). Elsewhere (another
+    server, a test transport), the two messages."""
+    cycle = getattr(receive, "__self__", None)
+    if type(cycle) is not RequestResponseCycle or cycle.response_started or cycle.scope["method"] == "HEAD":
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", b"%d" % len(body)), *headers]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    cycle.response_started, cycle.waiting_for_100_continue = True, False
+    scope = cycle.scope
+    if cycle.access_log:
+        cycle.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
+                                 get_path_with_query_string(scope), scope["http_version"], status)
+    parts = [STATUS_LINE[status]]
+    for name, value in cycle.default_headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"content-length: %d\r\n" % len(body))
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += (b"\r\n", body)
+    cycle.transport.write(b"".join(parts))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
