@@ -217,6 +217,35 @@ def test_a_silent_server_times_out_and_that_connection_is_dropped(server):
     assert srv.connections == 2
 
 
+def test_each_call_times_out_at_its_own_deadline_with_one_timer_per_connection(server):
+    """The connection's one timer is set for its earliest deadline and not cancelled when that call is answered:
+    a later call with a later deadline still times out at its own; a call with a shorter deadline than the one in
+    flight ahead of it times out at its own too (and the call ahead fails as on a dropped connection)."""
+    _, url = server
+
+    async def go():
+        client = LocalClient()
+        loop = asyncio.get_running_loop()
+        assert (await client.post(url, b"/ok", b"{}", b"", 0.2)).status == 200  # the timer, set for 0.2 s
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await client.post(url, b"/silent", b"{}", b"", 0.6)  # same connection: due after that timer fired
+        late = loop.time() - t0
+        ahead = asyncio.ensure_future(client.post(url, b"/slow", b"{}", b"", 30))
+        await asyncio.sleep(0)
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await client.post(url, b"/silent", b"{}", b"", 0.3)
+        early = loop.time() - t0
+        with pytest.raises(OSError):
+            await ahead
+        client.close()
+        return late, early
+
+    late, early = run(go())
+    assert 0.55 <= late < 5 and 0.25 <= early < 5, (late, early)
+
+
 def test_a_kept_alive_connection_closed_before_answering_is_retried_once_on_a_new_one(server):
     """The server closed a kept-alive connection (as after its keep-alive timeout) and the next request went out
     on it: nothing came back, so it is sent again, once, on a new connection (retries: 0 in /inference must not
