@@ -50,11 +50,11 @@ def socket_writes(monkeypatch) -> list[bytes]:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: App) -> AsyncIterator[int]:
+async def serving(app: App, keep_alive: float = 5) -> AsyncIterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, http=bounded_protocol(32 * 1024), lifespan="off", log_level="warning",
-                            timeout_graceful_shutdown=1)
+                            timeout_graceful_shutdown=1, timeout_keep_alive=keep_alive)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = asyncio.get_running_loop().time() + 10
@@ -151,3 +151,22 @@ async def test_send_whole_elsewhere_sends_the_two_asgi_messages():
     assert sent == [{"type": "http.response.start", "status": 201,
                      "headers": [(b"content-length", b"2"), (b"content-type", b"application/json")]},
                     {"type": "http.response.body", "body": b"{}"}]
+
+
+async def test_an_idle_connection_is_closed_after_keep_alive_counted_from_its_last_answer():
+    """One keep-alive timer per connection, not one per answer: the timer set after the first answer finds a later
+    answer when it fires and waits for that one's time."""
+    async with serving(App(), keep_alive=1) as port:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        ends = []
+        for pause in (0, 0.6):
+            await asyncio.sleep(pause)
+            writer.write(b"GET /json HTTP/1.1\r\nHost: t\r\n\r\n")
+            await _head(reader)
+            assert await asyncio.wait_for(reader.readexactly(11), 10) == b'{"ok":true}'
+            ends.append(loop.time())
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+        closed = loop.time()
+        assert closed - ends[0] >= 1.4 and 0.9 <= closed - ends[1] < 3, (ends, closed)
+        writer.close()
