@@ -151,6 +151,7 @@ class InferenceClient:
         self.deployments = deployments  # /deployments backend: requests naming a deployment
         self._features: dict[tuple[str, str], tuple[list[str] | None, int | None]] = {}
         self._features_retry: dict[tuple[str, str], float] = {}  # failed lookups: not again before then
+        self._resolving: dict[tuple[str, str | None, str], asyncio.Future[str]] = {}  # registry calls in flight
         # aiohttp, not httpx: ~0.4 ms vs ~2.4 ms per call to a model server; to a local one (loopback) the lean
         # client: ~14 µs of CPU per call vs aiohttp's ~90
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
@@ -177,7 +178,18 @@ class InferenceClient:
 
     async def resolve(self, name: str, version: str | None, alias: str = CHAMPION) -> str:
         hit = self.registry.cached(name, version, alias)
-        return hit if hit is not None else await asyncio.to_thread(self.registry.resolve, name, version, alias)
+        if hit is not None:
+            return hit
+        # one registry call per (name, version, alias) at a time: under load, every request that comes while an
+        # expired answer is being refreshed (a few ms, each ``cache_seconds``) waits for that call instead of
+        # making its own (a burst of MLflow calls in threads that took the event loop's CPU and GIL)
+        key = (name, version, alias)
+        call = self._resolving.get(key)
+        if call is None:
+            call = self._resolving[key] = asyncio.ensure_future(
+                asyncio.to_thread(self.registry.resolve, name, version, alias))
+            call.add_done_callback(lambda done: (self._resolving.pop(key, None), done.cancelled() or done.exception()))
+        return await asyncio.shield(call)  # a waiter that leaves does not cancel the others' call
 
     async def features(self, name: str, version: str) -> tuple[list[str] | None, int | None]:
         """``(names, width)`` of the version's input; ``(None, None)``: unknown (the model server still checks)."""
