@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mlstack.serving.client import MAX_PIPELINE, LocalClient, local
+from mlstack.serving.client import MAX_IDLE, MAX_PIPELINE, LocalClient, local
 from tests.utils.http import record_socket_writes
 from tests.utils.procs import free_port
 
@@ -69,6 +69,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the listen backlog: a burst opens many connections at once
     connections = 0
     lock = threading.Lock()
     release = threading.Event()
@@ -130,6 +131,25 @@ def test_concurrent_calls_share_a_connection_and_each_get_their_own_answer(serve
                                          for i in range(2 * n)]
     # MAX_PIPELINE calls on the first connection, the rest on a second; the second round reused both
     assert srv.connections == 2
+
+
+def test_after_a_burst_at_most_max_idle_connections_stay_open(server):
+    _, url = server
+
+    async def go():
+        client = LocalClient()
+        calls = (MAX_IDLE + 16) * MAX_PIPELINE  # more connections than MAX_IDLE, each full
+        answers = await asyncio.gather(*(client.post(url, b"/ok", b"{}", b"", 30) for _ in range(calls)))
+        assert all(a.status == 200 for a in answers)
+        (pool,) = client._conns.values()
+        open_now = len(pool)
+        assert all(not c.closed for c in pool)  # a closed connection has left the pool
+        again = await client.post(url, b"/ok", b"{}", b"", 30)  # the kept connections still serve
+        client.close()
+        return open_now, again.status
+
+    open_now, status = run(go())
+    assert open_now == MAX_IDLE and status == 200
 
 
 def test_calls_made_together_leave_in_one_write(server, monkeypatch):

@@ -2,7 +2,8 @@
 
 aiohttp's client costs ~90 µs of CPU per call on a 2-core box (more than the model server's whole answer); this
 one parses answers with httptools (C) and pipelines: calls to one server go out on as few connections as can
-carry them (up to ``MAX_PIPELINE`` waiting answers each, at most ``MAX_OPEN`` connections), and the requests
+carry them (up to ``MAX_PIPELINE`` waiting answers each, at most ``MAX_OPEN`` connections; after a burst, those
+over ``MAX_IDLE`` close as they go idle), and the requests
 written in one step of the event loop leave in one write. A write is a syscall and a wake-up of the server, as
 costly as the rest of a call; the server (``mlstack serve``, or any HTTP/1.1 server: pipelining is part of HTTP/1.1)
 reads them together and answers them in order. It speaks only what a model server answers (a status, headers, a
@@ -30,6 +31,7 @@ import httptools
 LOOPBACK = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
 MAX_PIPELINE = 4  # answers waited for on one connection before another is opened (mlstack serve reads 16)
 MAX_OPEN = 256  # connections per server at once: beyond it, calls queue on the least busy one
+MAX_IDLE = 64  # a connection whose last answer came while more than this many are open to its server closes
 
 
 class Answer(NamedTuple):
@@ -54,8 +56,9 @@ def local(url: str) -> bool:
 class _Connection(asyncio.Protocol):
     """One connection: calls written in order, their answers matched in order (``waiters``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: list[_Connection]) -> None:
         self.loop = loop
+        self.pool = pool  # the open connections to its server, which it leaves when it closes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         # (its answer, retry if unanswered, its deadline in loop time)
@@ -142,8 +145,8 @@ class _Connection(asyncio.Protocol):
             self._fail(ConnectionError("an answer to no request"))
             return
         waiter = self.waiters.popleft()[0]
-        if not self.parser.should_keep_alive():
-            self.close()
+        if not self.parser.should_keep_alive() or (not self.waiters and len(self.pool) > MAX_IDLE):
+            self.close()  # the server ends it, or a burst is over: not every connection it opened is kept
         if not waiter.done():  # else cancelled: its answer is dropped
             waiter.set_result(answer)
 
@@ -154,7 +157,7 @@ class _Connection(asyncio.Protocol):
 
     def connect_failed(self, exc: BaseException) -> None:
         """The connection could not be made: every call on it gets that error."""
-        self.closed = True
+        self.close()
         while self.waiters:
             waiter = self.waiters.popleft()[0]
             if not waiter.done():
@@ -175,7 +178,9 @@ class _Connection(asyncio.Protocol):
             first = False
 
     def close(self) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            self.pool.remove(self)
         self.pending = []
         if self.timer is not None:
             self.timer.cancel()
@@ -216,8 +221,6 @@ class LocalClient:
         conns = self._conns.get(key)
         if conns is None:
             conns = self._conns[key] = []
-        if conns and any(c.closed for c in conns):
-            conns[:] = [c for c in conns if not c.closed]
         if not fresh:
             for conn in conns:
                 if len(conn.waiters) < MAX_PIPELINE:
@@ -225,7 +228,7 @@ class LocalClient:
             if len(conns) >= MAX_OPEN:
                 return min(conns, key=lambda c: len(c.waiters))
         loop = asyncio.get_running_loop()
-        conn = _Connection(loop)
+        conn = _Connection(loop, conns)
         conns.append(conn)
         task = loop.create_task(self._connect(conn, key))
         self._connecting.add(task)
@@ -246,6 +249,6 @@ class LocalClient:
         for task in self._connecting:
             task.cancel()
         for conns in self._conns.values():
-            for conn in conns:
+            for conn in list(conns):
                 conn.close()  # a call waiting on it gets an error when the connection is lost
         self._conns.clear()
