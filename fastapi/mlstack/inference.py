@@ -188,7 +188,13 @@ class InferenceClient:
         if call is None:
             call = self._resolving[key] = asyncio.ensure_future(
                 asyncio.to_thread(self.registry.resolve, name, version, alias))
-            call.add_done_callback(lambda done: (self._resolving.pop(key, None), done.cancelled() or done.exception()))
+
+            def over(done: asyncio.Future[str]) -> None:
+                del self._resolving[key]
+                if not done.cancelled():
+                    done.exception()  # retrieved here: every waiter may have left before it came
+
+            call.add_done_callback(over)
         return await asyncio.shield(call)  # a waiter that leaves does not cancel the others' call
 
     async def features(self, name: str, version: str) -> tuple[list[str] | None, int | None]:
